@@ -1,0 +1,144 @@
+"""manifest.json: the contract between the pipeline and everything downstream.
+
+The `manifest` DVC stage writes it; the gateway, the Pulumi program, the agent and the dashboard read it
+through `load_manifest`. Bump SCHEMA_VERSION on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """manifest.json is missing, of another schema version, or does not name what was asked for."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Fingerprint(_Record):
+    """Where and with what a number was measured; stored in every metrics file."""
+
+    timestamp: str
+    git_sha: str
+    git_dirty: bool
+    hostname: str
+    platform: str
+    python: str
+    cpu_model: str
+    cpu_count: int
+    memory_gb: float
+    device: Literal["cpu", "cuda"]
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    cuda: str | None = None
+    libraries: dict[str, str]
+
+
+class Artifact(_Record):
+    """One loadable file or folder of a variant, for one engine."""
+
+    engine: Literal["torch", "onnxruntime"]
+    format: Literal["hf-safetensors", "onnx"]
+    precision: Literal["fp32", "fp16", "bf16", "int8", "fp8"]
+    path: str  # relative to the repository root
+    sha256: str  # of the file, or of the sorted (relative path, file sha256) list for a folder
+    size_bytes: int
+
+
+class BatchPoint(_Record):
+    """One measured cell of the (engine, batch size) sweep."""
+
+    batch_size: int
+    throughput_rps: float  # requests (sequences) per second
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    peak_memory_mb: float
+    cost_per_1k_usd: float
+    iterations: int
+
+
+class SlaKnee(_Record):
+    """The largest measured batch whose p99 meets the class's SLA: where throughput stops being free.
+
+    `queue_target` is the HPA's request_queue_length target: how many requests may wait per replica
+    so that queueing plus one batch still fits the SLA.
+    """
+
+    sla_class: str
+    engine: str
+    batch_size: int
+    latency_p99_ms: float
+    throughput_rps: float
+    cost_per_1k_usd: float
+    queue_target: int
+    meets_sla: bool  # False when even batch 1 misses the SLA; the point is then the fastest one
+
+
+class VariantEntry(_Record):
+    name: str
+    kind: str
+    precision: str
+    status: Literal["built", "skipped"]
+    skip_reason: str | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+    parameters: int | None = None
+    sparsity: float | None = None  # fraction of zero weights in Linear layers
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    accuracy_loss: float | None = None  # baseline accuracy - this accuracy, as a fraction
+    within_accuracy_budget: bool | None = None
+    benchmark: dict[str, list[BatchPoint]] = Field(default_factory=dict)  # engine -> sweep
+    sla_knees: dict[str, SlaKnee] = Field(default_factory=dict)  # SLA class -> knee
+    profile: str | None = None  # path of the profile JSON
+    mlflow_run_id: str | None = None
+
+    def artifact(self, engine: str) -> Artifact:
+        for artifact in self.artifacts:
+            if artifact.engine == engine:
+                return artifact
+        raise ManifestError(
+            f"variant {self.name!r} has no artifact for engine {engine!r} "
+            f"(has {[a.engine for a in self.artifacts]})"
+        )
+
+
+class Manifest(_Record):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    model_name: str
+    task: Literal["text-classification"] = "text-classification"
+    labels: list[str]
+    max_seq_len: int
+    device: Literal["cpu", "cuda"]
+    baseline: str
+    max_accuracy_loss: float
+    fingerprint: Fingerprint
+    variants: list[VariantEntry]
+
+    def variant(self, name: str) -> VariantEntry:
+        for entry in self.variants:
+            if entry.name == name:
+                return entry
+        raise ManifestError(f"manifest has no variant {name!r}; it has {[v.name for v in self.variants]}")
+
+
+def load_manifest(path: str | Path = "artifacts/manifest.json") -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: not found; run `dvc repro` to build it")
+    raw = json.loads(path.read_text())
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"{path}: schema_version {version!r}, this code reads {SCHEMA_VERSION}")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as error:
+        raise ManifestError(f"{path}: {error}") from None

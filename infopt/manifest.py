@@ -99,6 +99,7 @@ class VariantEntry(_Record):
     benchmark: dict[str, list[BatchPoint]] = Field(default_factory=dict)  # engine -> sweep
     sla_knees: dict[str, SlaKnee] = Field(default_factory=dict)  # SLA class -> knee
     profile: str | None = None  # path of the profile JSON
+    details: dict[str, float | int | str | bool | None] = Field(default_factory=dict)  # builder-specific facts
     mlflow_run_id: str | None = None
 
     def artifact(self, engine: str) -> Artifact:

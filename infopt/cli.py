@@ -11,7 +11,9 @@ from infopt.params import ParamsError, load_params
 
 app = typer.Typer(no_args_is_help=True, help="Optimize, measure, serve and deploy inference models.")
 params_app = typer.Typer(no_args_is_help=True, help="Validate and inspect params.yaml.")
+artifact_app = typer.Typer(no_args_is_help=True, help="Pack, fetch and verify content-addressed artifacts.")
 app.add_typer(params_app, name="params")
+app.add_typer(artifact_app, name="artifact")
 console = Console()
 
 
@@ -27,6 +29,47 @@ def params_check(path: Path = typer.Option(Path("params.yaml"), help="params fil
         f"[green]{path} is valid[/green]: preset {params.model.preset}, {len(params.variants)} variants, "
         f"{len(params.tenants)} tenants, {len(params.deployments)} deployments"
     )
+
+
+@artifact_app.command("pack")
+def artifact_pack(
+    folder: Path = typer.Argument(..., help="a variant artifact folder (e.g. artifacts/variants/int8-dynamic/onnx)"),
+    out: Path = typer.Option(Path("dist/artifacts"), help="where <sha256>.tar.gz is written"),
+) -> None:
+    """Bundle an artifact as <sha256>.tar.gz for the artifact store the serving pods fetch from."""
+    from infopt.artifact_store import pack
+
+    console.print(str(pack(folder, out)))
+
+
+@artifact_app.command("fetch")
+def artifact_fetch(
+    url: str = typer.Option(..., help="http(s)/file URL or path of <sha256>.tar.gz"),
+    sha256: str = typer.Option(..., help="the content hash the manifest records"),
+    dest: Path = typer.Option(..., help="folder to unpack into"),
+) -> None:
+    """Download, unpack and verify an artifact (the serving pod's init step); exits 1 on any mismatch."""
+    from infopt.artifact_store import ArtifactError, fetch
+
+    try:
+        fetch(url, sha256, dest)
+    except ArtifactError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]{dest} verified[/green] sha256={sha256}")
+
+
+@artifact_app.command("verify")
+def artifact_verify(path: Path, sha256: str) -> None:
+    """Check a local artifact folder or file against its expected content hash."""
+    from infopt.artifact_store import ArtifactError, verify
+
+    try:
+        verify(path, sha256)
+    except ArtifactError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]{path} matches[/green]")
 
 
 def _register_subcommands() -> None:

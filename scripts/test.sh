@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# README quickstart command 2: set up (idempotent) and run the whole test suite, including the real
+# DVC pipeline run and the real vLLM (CPU) server tests. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/setup_vllm.sh
+. scripts/env.sh
+exec python -m pytest "$@"

@@ -1,0 +1,257 @@
+"""MLflow tracking: ONE run per variant, shared by every pipeline stage.
+
+Each stage is its own process (`python -m model_builds.<stage>`), so the run is found again by tags rather
+than passed around: {infopt.variant: <name>, infopt.params_sha: sha256(params.yaml)[:12]}. The first stage
+that logs for a variant creates it; train, variants, evaluate, benchmark and manifest all log into it.
+
+    with variant_run(params, "int8-dynamic", stage="benchmark") as run:
+        mlflow.log_metric("batch_1_latency_p99_ms", 3.2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from infopt.manifest import Artifact, BatchPoint, Fingerprint
+from infopt.params import Params
+
+if TYPE_CHECKING:
+    import mlflow
+
+VARIANT_TAG = "infopt.variant"
+PARAMS_SHA_TAG = "infopt.params_sha"
+STAGE_TAG_PREFIX = "infopt.stage."
+MODEL_TAG = "infopt.model_sha256"
+# Offline, quiet, fast: no telemetry, no progress bars, no environment inference over the network.
+OFFLINE_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+# Logged with each ONNX model so MLflow does not spend ~16 s inferring requirements.
+ONNX_PIP_REQUIREMENTS = ("onnx", "onnxruntime", "numpy")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store could not be opened or a run could not be found/created."""
+
+
+def tracking_uri(params: Params, cwd: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI, else params.tracking.uri; a relative sqlite path is made absolute under cwd.
+
+    Absolute so a stage run from a DVC temp copy or a sub-folder still writes the repository's store.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        path = uri[len(prefix):]
+        if not path.startswith("/"):
+            path = str((cwd or Path.cwd()).resolve() / path)
+        return prefix + path
+    return uri
+
+
+def params_sha(params_path: str | Path = "params.yaml") -> str:
+    """First 12 hex digits of sha256 over the params file's bytes: the run key beside the variant name."""
+    path = Path(params_path)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError as error:
+        raise TrackingError(f"cannot read {path} to key the MLflow run: {error}") from None
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Keep artifacts next to a sqlite store (mlartifacts/), not in whatever folder the stage ran from."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        return (Path(uri[len(prefix):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def configure(params: Params) -> str:
+    """Point mlflow at the store offline and make sure the experiment exists; returns its id."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    import mlflow
+
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    name = params.tracking.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=_artifact_location(uri))
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {name!r} at {uri} is deleted; restore it or rename tracking.experiment")
+    return experiment.experiment_id
+
+
+def find_run_id(experiment_id: str, variant: str, sha: str) -> str | None:
+    """The oldest live run tagged with this variant and params hash, if any."""
+    import mlflow
+
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{VARIANT_TAG}` = '{variant}' and tags.`{PARAMS_SHA_TAG}` = '{sha}'",
+        order_by=["attributes.start_time ASC"],
+        output_format="list",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+@contextmanager
+def variant_run(
+    params: Params, variant_name: str, stage: str, params_path: str | Path = "params.yaml"
+) -> Iterator[mlflow.ActiveRun]:
+    """Find-or-create the variant's run for this params.yaml and make it the active run for `stage`."""
+    import mlflow
+
+    params.variant(variant_name)  # KeyError naming the variants if the name is unknown
+    experiment_id = configure(params)
+    sha = params_sha(params_path)
+    run_id = find_run_id(experiment_id, variant_name, sha)
+    if run_id is None:
+        run = mlflow.MlflowClient().create_run(
+            experiment_id,
+            tags={VARIANT_TAG: variant_name, PARAMS_SHA_TAG: sha, "mlflow.runName": f"{variant_name}-{sha}"},
+            run_name=f"{variant_name}-{sha}",
+        )
+        run_id = run.info.run_id
+    with mlflow.start_run(run_id=run_id) as active:
+        mlflow.set_tag(f"{STAGE_TAG_PREFIX}{stage}", "done")
+        yield active
+
+
+def log_fingerprint(fp: Fingerprint | Mapping[str, Any]) -> None:
+    """Fingerprint as tags of the active run (fingerprint.<field>, fingerprint.lib.<library>)."""
+    import mlflow
+
+    data = fp.model_dump() if isinstance(fp, Fingerprint) else dict(fp)
+    tags: dict[str, str] = {}
+    for key, value in data.items():
+        if key == "libraries":
+            tags.update({f"fingerprint.lib.{lib}": str(version) for lib, version in dict(value).items()})
+        elif value is not None:
+            tags[f"fingerprint.{key}"] = str(value)
+    mlflow.set_tags(tags)
+
+
+def batch_metrics(point: BatchPoint, prefix: str = "") -> dict[str, float]:
+    """The spec's per-batch metric names; `prefix` is '' for the primary engine or '<engine>_'."""
+    size = point.batch_size
+    base = f"{prefix}batch_{size}_"
+    return {
+        f"{base}throughput_req_sec": point.throughput_rps,
+        f"{base}latency_p50_ms": point.latency_p50_ms,
+        f"{base}latency_p95_ms": point.latency_p95_ms,
+        f"{base}latency_p99_ms": point.latency_p99_ms,
+        f"{base}cost_usd": point.cost_per_1k_usd / 1000.0,  # per request, as the spec names it
+        f"{base}cost_per_1k_usd": point.cost_per_1k_usd,
+        f"{base}peak_memory_mb": point.peak_memory_mb,
+    }
+
+
+def primary_engine(engines: Iterable[str]) -> str | None:
+    """The engine whose numbers get the unprefixed names: onnxruntime where measured, else torch."""
+    engines = list(engines)
+    if "onnxruntime" in engines:
+        return "onnxruntime"
+    return engines[0] if engines else None
+
+
+def log_benchmark(sweeps: Mapping[str, Iterable[BatchPoint]]) -> None:
+    """Log engine -> sweep into the active run: unprefixed for the primary engine, `<engine>_` for each."""
+    import mlflow
+
+    primary = primary_engine(sweeps)
+    metrics: dict[str, float] = {}
+    for engine, points in sweeps.items():
+        for point in points:
+            metrics.update(batch_metrics(point, prefix=f"{engine}_"))
+            if engine == primary:
+                metrics.update(batch_metrics(point))
+    if metrics:
+        mlflow.log_metrics(metrics)
+
+
+def log_accuracy(kind: str, accuracy: float, macro_f1: float, accuracy_loss: float) -> None:
+    """accuracy, macro_f1, accuracy_loss and `<kind>_accuracy_loss` (e.g. int8_accuracy_loss)."""
+    import mlflow
+
+    short_kind = {"int8_onnx": "int8"}.get(kind, kind)
+    mlflow.log_metrics(
+        {
+            "accuracy": accuracy,
+            "macro_f1": macro_f1,
+            "accuracy_loss": accuracy_loss,
+            f"{short_kind}_accuracy_loss": accuracy_loss,
+        }
+    )
+
+
+def log_variant_params(params: Params, variant_name: str) -> None:
+    """The variant's own params (kind, dtype, amount, student dims, ...) flattened as run params."""
+    import mlflow
+
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = str(value)
+
+    walk("variant", params.variant(variant_name).model_dump())
+    walk("model", {"preset": params.model.preset, "max_seq_len": params.model.max_seq_len})
+    flat["device"] = params.device
+    existing = mlflow.active_run()
+    logged = existing.data.params if existing is not None else {}
+    fresh = {key: value for key, value in flat.items() if key not in logged}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def log_model(artifact: Artifact, root: Path = Path(".")) -> bool:
+    """Log the variant's artifact once per content hash: ONNX via mlflow.onnx, an HF folder as artifacts.
+
+    Returns False when the run already holds this exact artifact (same sha256), so re-runs stay fast.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run = mlflow.active_run()
+    if run is None:
+        raise TrackingError("log_model needs an active run (use variant_run)")
+    tag = f"{MODEL_TAG}.{artifact.engine}"
+    if client.get_run(run.info.run_id).data.tags.get(tag) == artifact.sha256:
+        return False
+    path = root / artifact.path
+    if artifact.format == "onnx":
+        import mlflow.onnx
+        import onnx
+
+        model_file = path / "model.onnx" if path.is_dir() else path
+        mlflow.onnx.log_model(
+            onnx_model=onnx.load(str(model_file)),
+            name="onnx_model",
+            pip_requirements=list(ONNX_PIP_REQUIREMENTS),
+            save_as_external_data=False,
+        )
+        if path.is_dir():  # tokenizer files that serve with the graph
+            for item in sorted(path.iterdir()):
+                if item.is_file() and item.name != "model.onnx":
+                    mlflow.log_artifact(str(item), artifact_path="onnx_tokenizer")
+    else:
+        mlflow.log_artifacts(str(path), artifact_path="hf_model")
+    mlflow.set_tag(tag, artifact.sha256)
+    return True

@@ -1,0 +1,96 @@
+"""MLflow tracking against a real sqlite store: one run per variant shared by stages, spec metric names."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from infopt.fingerprint import collect
+from infopt.manifest import BatchPoint
+from infopt.params import load_params
+from infopt.tracking import (
+    PARAMS_SHA_TAG,
+    VARIANT_TAG,
+    log_accuracy,
+    log_benchmark,
+    log_fingerprint,
+    log_variant_params,
+    params_sha,
+    tracking_uri,
+    variant_run,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _point(batch: int, p99: float) -> BatchPoint:
+    return BatchPoint(
+        batch_size=batch, throughput_rps=100.0 * batch, latency_p50_ms=p99 / 2, latency_p95_ms=p99 * 0.9,
+        latency_p99_ms=p99, peak_memory_mb=1.5, cost_per_1k_usd=0.002, iterations=30,
+    )
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def test_relative_sqlite_uri_resolves_under_cwd(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    params = load_params("params.yaml")
+    assert tracking_uri(params) == f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+
+
+def test_two_stages_log_into_one_run_per_variant(workdir: Path) -> None:
+    params = load_params("params.yaml")
+    with variant_run(params, "int8-dynamic", stage="evaluate") as run:
+        first_id = run.info.run_id
+        log_accuracy("int8_onnx", accuracy=0.8, macro_f1=0.79, accuracy_loss=0.01)
+        log_variant_params(params, "int8-dynamic")
+    with variant_run(params, "int8-dynamic", stage="benchmark") as run:
+        assert run.info.run_id == first_id
+        log_benchmark({"torch": [_point(1, 4.0)], "onnxruntime": [_point(1, 2.0), _point(16, 9.0)]})
+        log_fingerprint(collect("cpu"))
+        log_variant_params(params, "int8-dynamic")  # a second stage re-logging params must not fail
+    with variant_run(params, "fp32", stage="benchmark") as run:
+        other_id = run.info.run_id
+    assert other_id != first_id
+
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.`{VARIANT_TAG}` = 'int8-dynamic'")
+    assert [r.info.run_id for r in runs] == [first_id]
+    data = client.get_run(first_id).data
+    assert data.tags[PARAMS_SHA_TAG] == params_sha("params.yaml")
+    assert {"infopt.stage.evaluate", "infopt.stage.benchmark", "fingerprint.cpu_model"} <= set(data.tags)
+    metrics = data.metrics
+    assert metrics["int8_accuracy_loss"] == pytest.approx(0.01)
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["batch_1_latency_p99_ms"] == pytest.approx(2.0)  # onnxruntime is the primary engine
+    assert metrics["torch_batch_1_latency_p99_ms"] == pytest.approx(4.0)
+    assert metrics["onnxruntime_batch_16_latency_p99_ms"] == pytest.approx(9.0)
+    assert metrics["batch_16_cost_usd"] == pytest.approx(0.002 / 1000)
+    assert metrics["batch_16_cost_per_1k_usd"] == pytest.approx(0.002)
+    assert {"batch_1_throughput_req_sec", "batch_1_latency_p50_ms", "batch_1_latency_p95_ms"} <= set(metrics)
+    assert data.params["variant.calibration"] == "dynamic"
+
+
+def test_changed_params_start_a_new_run(workdir: Path) -> None:
+    params = load_params("params.yaml")
+    with variant_run(params, "fp32", stage="train") as run:
+        before = run.info.run_id
+    (workdir / "params.yaml").write_text((workdir / "params.yaml").read_text() + "\n# edited\n")
+    with variant_run(params, "fp32", stage="train") as run:
+        assert run.info.run_id != before
+
+
+def test_unknown_variant_is_named(workdir: Path) -> None:
+    params = load_params("params.yaml")
+    with pytest.raises(KeyError, match="nope"):
+        with variant_run(params, "nope", stage="train"):
+            pass

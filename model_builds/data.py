@@ -1,0 +1,206 @@
+"""Labelled text in, deterministic splits and a WordPiece tokenizer out.
+
+Default corpus: Debian's fortune-mod topic files (package `fortunes`, /usr/share/games/fortunes). They are
+distributed under the BSD licence (see /usr/share/doc/fortunes/copyright); the category of an entry is the
+name of the file it comes from. `csv` and `jsonl` sources read a text and a label field instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+FORTUNES_LICENCE = (
+    "Debian fortune-mod topic files (package `fortunes`), BSD licence; "
+    "see /usr/share/doc/fortunes/copyright. Labels are the topic file names."
+)
+SPLITS = ("train", "val", "test")
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+MIN_PER_CLASS = 3
+_OVERSTRIKE = re.compile(r".\x08")  # nroff-style bold/underline: "_\bX" -> "X"
+_SPACE = re.compile(r"\s+")
+
+
+class DataError(ValueError):
+    """Input data is missing or unusable; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int
+
+
+def normalise(text: str) -> str:
+    """Strip overstrike sequences and collapse all whitespace to single spaces."""
+    return _SPACE.sub(" ", _OVERSTRIKE.sub("", text)).strip()
+
+
+def read_fortunes(folder: Path, categories: list[str], max_chars: int) -> list[tuple[str, str]]:
+    """(text, category) for every entry of the category files; entries are separated by `%` lines."""
+    records: list[tuple[str, str]] = []
+    for category in categories:
+        path = folder / category
+        if not path.is_file():
+            available = sorted(p.name for p in folder.glob("*") if p.is_file() and "." not in p.name)
+            raise DataError(f"data.categories: {category!r} has no fortune file {path}; available: {available}")
+        raw = path.read_bytes().decode("utf-8", errors="replace")
+        for entry in re.split(r"^%\s*$", raw, flags=re.MULTILINE):
+            text = normalise(entry)
+            if text and len(text) <= max_chars:
+                records.append((text, category))
+    return records
+
+
+def read_table(path: Path, source: str, text_field: str, label_field: str, max_chars: int) -> list[tuple[str, str]]:
+    """(text, label) rows of a csv (header row) or jsonl file; labels are kept as strings."""
+    if not path.is_file():
+        raise DataError(f"data.path: {path} not found")
+    rows: list[dict[str, object]]
+    if source == "csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            fields = reader.fieldnames or []
+            for field_name, role in ((text_field, "text_field"), (label_field, "label_field")):
+                if field_name not in fields:
+                    raise DataError(f"{path}: data.{role} {field_name!r} is not a column; columns are {fields}")
+            rows = list(reader)
+    else:
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{number}: not valid JSON: {error}") from None
+            for field_name, role in ((text_field, "text_field"), (label_field, "label_field")):
+                if not isinstance(row, dict) or field_name not in row:
+                    raise DataError(f"{path}:{number}: data.{role} {field_name!r} is missing")
+            rows.append(row)
+    records = []
+    for row in rows:
+        text = normalise(str(row[text_field] or ""))
+        if text and len(text) <= max_chars:
+            records.append((text, str(row[label_field])))
+    return records
+
+
+def split_examples(
+    records: list[tuple[str, str]],
+    max_per_class: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    source: str = "data",
+) -> tuple[list[str], dict[str, list[Example]]]:
+    """Dedupe, cap per class with a seeded shuffle, and split each class by the fractions (stratified).
+
+    A text that appears under two labels is dropped (it cannot be classified) so no text is in two splits.
+    """
+    labels_of: dict[str, set[str]] = {}
+    for text, label in records:
+        labels_of.setdefault(text, set()).add(label)
+    by_label: dict[str, set[str]] = {}
+    for text, label in records:
+        if len(labels_of[text]) == 1:
+            by_label.setdefault(label, set()).add(text)
+    label_names = sorted(by_label)
+    if len(label_names) < 2:
+        raise DataError(f"{source}: needs at least 2 labels, found {label_names}")
+    rng = random.Random(seed)
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for label_id, label in enumerate(label_names):
+        texts = sorted(by_label[label])
+        if len(texts) < MIN_PER_CLASS:
+            raise DataError(f"{source}: label {label!r} has {len(texts)} examples; needs >= {MIN_PER_CLASS}")
+        rng.shuffle(texts)
+        texts = texts[:max_per_class]
+        n_test = max(1, round(len(texts) * test_fraction))
+        n_val = max(1, round(len(texts) * val_fraction))
+        parts = {"test": texts[:n_test], "val": texts[n_test : n_test + n_val], "train": texts[n_test + n_val :]}
+        for name, chunk in parts.items():
+            splits[name].extend(Example(text, label_id) for text in chunk)
+    for name in SPLITS:
+        rng.shuffle(splits[name])
+    return label_names, splits
+
+
+def split_stats(splits: dict[str, list[Example]], labels: list[str]) -> dict[str, dict[str, int]]:
+    return {
+        name: {labels[label]: count for label, count in sorted(Counter(e.label for e in items).items())}
+        for name, items in splits.items()
+    }
+
+
+def write_jsonl(path: Path, examples: list[Example]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps({"text": example.text, "label": example.label}, ensure_ascii=False) + "\n")
+
+
+def read_split(data_dir: Path, split: str) -> list[Example]:
+    path = Path(data_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `python -m model_builds.prepare` first")
+    return [Example(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def read_labels(data_dir: Path) -> list[str]:
+    path = Path(data_dir) / "labels.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `python -m model_builds.prepare` first")
+    return list(json.loads(path.read_text()))
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, max_seq_len: int):  # -> BertTokenizerFast
+    """A lowercase WordPiece tokenizer trained on `texts` only, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return BertTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        model_max_length=max_seq_len, do_lower_case=True,
+    )
+
+
+def load_tokenizer(path: Path):  # -> PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def encode(tokenizer, texts: list[str], max_seq_len: int) -> list[list[int]]:
+    """Token ids with [CLS]/[SEP], truncated to max_seq_len, unpadded (batches pad to their longest)."""
+    return tokenizer(texts, truncation=True, max_length=max_seq_len, padding=False)["input_ids"]
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """int64 (input_ids, attention_mask) padded on the right to the batch's longest sequence."""
+    width = max(len(seq) for seq in sequences)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask

@@ -1,0 +1,140 @@
+"""Shared plumbing of the measuring stages (benchmark, profile, manifest): paths, builds, inputs, JSON.
+
+The variant builds are read through `load_variant_build` of model_builds.variants when that package
+provides it; the JSON fallback reads the same file (`artifacts/variants/<name>/variant.json`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infopt.manifest import Artifact
+from infopt.params import Params
+
+VARIANTS_DIR = Path("artifacts/variants")
+PREPARED_DIR = Path("data/prepared")
+TOKENIZER_DIR = Path("artifacts/tokenizer")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+class BuildError(ValueError):
+    """A variant build the stage needs is missing or malformed; the message names variant and path."""
+
+
+@dataclass(frozen=True)
+class VariantBuild:
+    """What the variants stage recorded for one variant (variant.json)."""
+
+    name: str
+    kind: str
+    precision: str
+    status: str
+    skip_reason: str | None
+    artifacts: list[Artifact]
+    parameters: int | None
+    sparsity: float | None
+    details: dict[str, Any]
+
+    def artifact(self, engine: str) -> Artifact | None:
+        return next((artifact for artifact in self.artifacts if artifact.engine == engine), None)
+
+
+def resolve_device(setting: str) -> str:
+    """params.device: auto -> cuda when torch sees a GPU, else cpu."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _from_record(record: Any, path: Path) -> VariantBuild:
+    data = record.model_dump() if hasattr(record, "model_dump") else dict(record)
+    try:
+        return VariantBuild(
+            name=data["name"],
+            kind=data["kind"],
+            precision=data["precision"],
+            status=data["status"],
+            skip_reason=data.get("skip_reason"),
+            artifacts=[Artifact.model_validate(item) for item in data.get("artifacts", [])],
+            parameters=data.get("parameters"),
+            sparsity=data.get("sparsity"),
+            details=dict(data.get("details") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise BuildError(f"{path}: not a valid variant build record: {error}") from None
+
+
+def read_variant_build(name: str, root: Path = Path(".")) -> VariantBuild:
+    """variant.json of `name`, through model_builds.variants.load_variant_build when it exists."""
+    path = root / VARIANTS_DIR / name / "variant.json"
+    if not path.is_file():
+        raise BuildError(f"variant {name!r}: {path} not found; run the variants stage (dvc repro variants)")
+    try:
+        variants_module = importlib.import_module("model_builds.variants")
+    except ModuleNotFoundError:
+        variants_module = None
+    loader = getattr(variants_module, "load_variant_build", None)
+    record = loader(path) if loader is not None else json.loads(path.read_text())
+    return _from_record(record, path)
+
+
+def enabled_builds(params: Params, root: Path = Path(".")) -> list[VariantBuild]:
+    """Builds of every enabled variant, in params order."""
+    return [read_variant_build(variant.name, root) for variant in params.variants if variant.enabled]
+
+
+def load_texts(split: str = "test", root: Path = Path(".")) -> list[str]:
+    path = root / PREPARED_DIR / f"{split}.jsonl"
+    if not path.is_file():
+        raise BuildError(f"{path} not found; run the prepare stage")
+    texts = [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise BuildError(f"{path} holds no examples")
+    return texts
+
+
+def tokenizer_dir(artifact: Artifact, root: Path = Path(".")) -> Path:
+    """The tokenizer saved with the artifact, else the pipeline's shared one (artifacts/tokenizer)."""
+    folder = root / artifact.path
+    if folder.is_dir() and any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return folder
+    shared = root / TOKENIZER_DIR
+    if shared.is_dir():
+        return shared
+    raise BuildError(f"no tokenizer in {folder} or {shared}")
+
+
+def encode(texts: list[str], tokenizer_path: Path, max_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real texts padded/truncated to a fixed (N, max_seq_len) shape, int64 as the engines take them."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
+    encoded = tokenizer(
+        texts, padding="max_length", truncation=True, max_length=max_seq_len, return_tensors="np"
+    )
+    return encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
+
+
+def cycle_batch(ids: np.ndarray, mask: np.ndarray, batch_size: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index-th batch of `batch_size` rows, cycling through the encoded set."""
+    rows = (np.arange(batch_size) + index * batch_size) % len(ids)
+    return ids[rows], mask[rows]
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, stage: str) -> Any:
+    if not path.is_file():
+        raise BuildError(f"{path} not found; run the {stage} stage")
+    return json.loads(path.read_text())

@@ -1,0 +1,64 @@
+"""PNG plots of the pipeline (matplotlib, Agg backend): latency vs batch, and the accuracy/cost Pareto front."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """p99 latency (log scale) vs batch size, one line per variant/engine."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 5))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        series.setdefault(f"{row['variant']}/{row['engine']}", []).append((row["batch_size"], row["latency_p99_ms"]))
+    for label, values in series.items():
+        values.sort()
+        axis.plot([x for x, _ in values], [y for _, y in values], marker="o", label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("batch size")
+    axis.set_ylabel("p99 latency per batch (ms)")
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    if series:
+        axis.legend(fontsize=7, ncol=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """Accuracy vs cost per 1k requests at each variant's best throughput; the Pareto front joined."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 5))
+    for row in rows:
+        marker = "*" if row["on_front"] else "o"
+        axis.scatter(row["cost_per_1k_usd"], row["accuracy"], marker=marker, s=140 if row["on_front"] else 50)
+        axis.annotate(f"{row['variant']} ({row['engine']})", (row["cost_per_1k_usd"], row["accuracy"]),
+                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front = sorted((row for row in rows if row["on_front"]), key=lambda row: row["cost_per_1k_usd"])
+    if front:
+        axis.plot([row["cost_per_1k_usd"] for row in front], [row["accuracy"] for row in front], "--",
+                  alpha=0.6, label="Pareto front")
+        axis.legend()
+    axis.set_xlabel("cost per 1k requests (USD) at best throughput")
+    axis.set_ylabel("test accuracy")
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,182 @@
+"""Stage `manifest`: join builds, accuracy, benchmark, SLA knees, profiles and MLflow runs into
+artifacts/manifest.json (validated by infopt.manifest.Manifest), plus metrics/summary.json and the
+accuracy-vs-cost Pareto plot (plots/pareto.{json,png}).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from infopt.hashing import tree_sha256
+from infopt.manifest import Fingerprint, Manifest, SlaKnee, VariantEntry
+from infopt.params import Params, load_params
+from model_builds.benchmark import BENCHMARK_JSON, points_of
+from model_builds.knee import best_knee
+from model_builds.measuring import PREPARED_DIR, VariantBuild, enabled_builds, read_json, write_json
+from model_builds.profile import PROFILES_DIR
+from model_builds.summary import pareto_rows, summary_metrics, summary_rows
+
+MANIFEST_JSON = Path("artifacts/manifest.json")
+ACCURACY_JSON = Path("metrics/accuracy.json")
+SUMMARY_JSON = Path("metrics/summary.json")
+PARETO_JSON = Path("plots/pareto.json")
+PARETO_PNG = Path("plots/pareto.png")
+
+
+class ManifestStageError(ValueError):
+    """An input of the manifest is missing or inconsistent; the message names the variant and file."""
+
+
+def _labels(root: Path) -> list[str]:
+    raw = read_json(root / PREPARED_DIR / "labels.json", "prepare")
+    labels = raw.get("labels") if isinstance(raw, dict) else raw
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ManifestStageError(f"{root / PREPARED_DIR / 'labels.json'}: expected a list of label names")
+    return labels
+
+
+def _scalar_details(details: Mapping[str, Any], prefix: str = "") -> dict[str, float | int | str | bool | None]:
+    """Builder details flattened to the manifest's scalar map (nested keys dotted, lists as JSON)."""
+    flat: dict[str, float | int | str | bool | None] = {}
+    for key, value in details.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_scalar_details(value, prefix=f"{name}."))
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+def _verified_artifacts(build: VariantBuild, root: Path) -> list:
+    for artifact in build.artifacts:
+        path = root / artifact.path
+        if not path.exists():
+            raise ManifestStageError(f"variant {build.name!r}: artifact {artifact.path} does not exist")
+        actual = tree_sha256(path)
+        if actual != artifact.sha256:
+            raise ManifestStageError(
+                f"variant {build.name!r}: {artifact.path} has sha256 {actual}, variant.json records "
+                f"{artifact.sha256}; re-run the variants stage"
+            )
+    return build.artifacts
+
+
+def _accuracy(build: VariantBuild, accuracy: Mapping[str, Any]) -> dict[str, Any]:
+    entry = accuracy.get("variants", {}).get(build.name)
+    if build.status != "built":
+        return {}
+    if entry is None or entry.get("status") == "skipped" or "accuracy" not in entry:
+        raise ManifestStageError(
+            f"variant {build.name!r} is built but {ACCURACY_JSON} has no accuracy for it "
+            f"(has {sorted(accuracy.get('variants', {}))}); re-run the evaluate stage"
+        )
+    return {key: entry.get(key) for key in ("accuracy", "macro_f1", "accuracy_loss", "within_accuracy_budget")}
+
+
+def _knees(build: VariantBuild, report: Mapping[str, Any]) -> dict[str, SlaKnee]:
+    per_engine = report["variants"].get(build.name, {}).get("sla_knees", {})
+    classes = sorted({name for knees in per_engine.values() for name in knees})
+    return {
+        name: best_knee([SlaKnee.model_validate(knees[name]) for knees in per_engine.values() if name in knees])
+        for name in classes
+    }
+
+
+def variant_entry(
+    build: VariantBuild, accuracy: Mapping[str, Any], report: Mapping[str, Any], root: Path, run_id: str | None
+) -> VariantEntry:
+    benchmark: dict = {}
+    knees: dict = {}
+    profile: str | None = None
+    if build.status == "built":
+        if build.name not in report["variants"]:
+            raise ManifestStageError(f"variant {build.name!r} is built but {BENCHMARK_JSON} has no sweep for it")
+        benchmark = points_of(report, build.name)
+        knees = _knees(build, report)
+        profile_path = PROFILES_DIR / f"{build.name}.json"
+        if not (root / profile_path).is_file():
+            raise ManifestStageError(f"variant {build.name!r}: {profile_path} not found; run the profile stage")
+        profile = profile_path.as_posix()
+    return VariantEntry(
+        name=build.name,
+        kind=build.kind,
+        precision=build.precision,
+        status=build.status,  # type: ignore[arg-type]
+        skip_reason=build.skip_reason,
+        artifacts=_verified_artifacts(build, root),
+        parameters=build.parameters,
+        sparsity=build.sparsity,
+        **_accuracy(build, accuracy),
+        benchmark=benchmark,
+        sla_knees=knees,
+        profile=profile,
+        details=_scalar_details(build.details),
+        mlflow_run_id=run_id,
+    )
+
+
+def build_manifest(params: Params, root: Path = Path("."), run_ids: Mapping[str, str] | None = None) -> Manifest:
+    """The validated manifest of this workspace; raises ManifestStageError naming what is missing."""
+    run_ids = run_ids or {}
+    accuracy = read_json(root / ACCURACY_JSON, "evaluate")
+    report = read_json(root / BENCHMARK_JSON, "benchmark")
+    entries = [
+        variant_entry(build, accuracy, report, root, run_ids.get(build.name))
+        for build in enabled_builds(params, root)
+    ]
+    return Manifest(
+        model_name=params.model.name,
+        labels=_labels(root),
+        max_seq_len=params.model.max_seq_len,
+        device=report["device"],
+        baseline=params.baseline.name,
+        max_accuracy_loss=params.evaluate.max_accuracy_loss,
+        fingerprint=Fingerprint.model_validate(report["fingerprint"]),
+        variants=entries,
+    )
+
+
+def log_runs(params: Params, manifest: Manifest, root: Path = Path(".")) -> dict[str, str]:
+    """Log each variant's params, accuracy, model and fingerprint into its run; returns variant -> run id."""
+    import mlflow
+
+    from infopt.tracking import log_accuracy, log_fingerprint, log_model, log_variant_params, variant_run
+
+    run_ids: dict[str, str] = {}
+    for entry in manifest.variants:
+        with variant_run(params, entry.name, stage="manifest") as run:
+            run_ids[entry.name] = run.info.run_id
+            log_variant_params(params, entry.name)
+            log_fingerprint(manifest.fingerprint)
+            mlflow.set_tag("infopt.status", entry.status)
+            if entry.skip_reason:
+                mlflow.set_tag("infopt.skip_reason", entry.skip_reason)
+            if entry.accuracy is not None:
+                log_accuracy(entry.kind, entry.accuracy, entry.macro_f1 or 0.0, entry.accuracy_loss or 0.0)
+            for artifact in entry.artifacts:
+                log_model(artifact, root)
+    return run_ids
+
+
+def main() -> None:
+    from model_builds.plots import pareto_plot
+
+    params = load_params("params.yaml")
+    manifest = build_manifest(params)  # validates every input before anything is logged
+    manifest = build_manifest(params, run_ids=log_runs(params, manifest))
+    write_json(MANIFEST_JSON, manifest.model_dump(mode="json"))
+    rows = summary_rows(manifest)
+    fingerprint = manifest.fingerprint.model_dump()
+    write_json(SUMMARY_JSON, {**summary_metrics(rows), "fingerprint": fingerprint})
+    pareto = pareto_rows(rows)
+    write_json(PARETO_JSON, {"pareto": pareto, "fingerprint": fingerprint})
+    pareto_plot(pareto, PARETO_PNG, title=f"accuracy vs cost per 1k requests ({manifest.device})")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,15 +30,26 @@ class Balancer(Generic[T]):
     """Pick a healthy item by policy; `async with balancer.acquire() as item:` counts it as outstanding.
 
     round_robin cycles over healthy items; least_outstanding takes the healthy item with the fewest
-    in-flight uses, ties broken in rotation so equal loads still spread.
+    in-flight uses, ties broken in rotation so equal loads still spread. `capacity` caps the outstanding uses
+    of one item (1 for an in-process engine that runs one batch at a time); items at the cap are skipped.
     """
 
-    def __init__(self, items: Sequence[T], *, policy: str = "least_outstanding", retry_after_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        items: Sequence[T],
+        *,
+        policy: str = "least_outstanding",
+        retry_after_s: float = 1.0,
+        capacity: int | None = None,
+    ) -> None:
         if not items:
             raise ValueError("Balancer needs at least one item; got an empty sequence")
         if policy not in POLICIES:
             raise ValueError(f"load-balancing policy {policy!r} is not one of {list(POLICIES)}")
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"Balancer capacity is {capacity}; must be >= 1 or None")
         self.policy = policy
+        self.capacity = capacity
         self.retry_after_s = retry_after_s
         self._slots: list[_Slot[T]] = [_Slot(item) for item in items]
         self._next = 0
@@ -89,6 +100,12 @@ class Balancer(Generic[T]):
             raise EngineUnavailable(
                 f"no healthy backend among {count} ({self.policy})", retry_after=self.retry_after_s
             )
+        if self.capacity is not None:
+            healthy = [slot for slot in healthy if slot.outstanding < self.capacity]
+            if not healthy:
+                raise EngineUnavailable(
+                    f"all {count} backends are at capacity {self.capacity}", retry_after=self.retry_after_s
+                )
         if self.policy == "round_robin":
             chosen = healthy[0]
         else:

@@ -76,3 +76,13 @@ def test_bad_policy_and_empty_items_are_rejected_with_the_value() -> None:
         Balancer([])
     with pytest.raises(KeyError):
         Balancer(["a"]).mark_unhealthy("zzz")
+
+
+async def test_capacity_skips_busy_items_and_refuses_when_all_are_busy() -> None:
+    balancer = Balancer(["a", "b"], policy="round_robin", capacity=1)
+    async with balancer.acquire() as first:
+        async with balancer.acquire() as second:
+            assert {first, second} == {"a", "b"}
+            with pytest.raises(EngineUnavailable, match="capacity 1"):
+                balancer.pick()
+        assert balancer.pick() == second

@@ -1,12 +1,11 @@
 """Shared plumbing of the measuring stages (benchmark, profile, manifest): paths, builds, inputs, JSON.
 
-The variant builds are read through `load_variant_build` of model_builds.variants when that package
-provides it; the JSON fallback reads the same file (`artifacts/variants/<name>/variant.json`).
+Variant builds are read through `model_builds.variants.load_variant_build` (the variants stage's own
+reader of artifacts/variants/<name>/variant.json) and adapted to the small view the measuring stages use.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +72,16 @@ def _from_record(record: Any, path: Path) -> VariantBuild:
 
 
 def read_variant_build(name: str, root: Path = Path(".")) -> VariantBuild:
-    """variant.json of `name`, through model_builds.variants.load_variant_build when it exists."""
+    """variant.json of `name`, read by the variants stage's own loader."""
     path = root / VARIANTS_DIR / name / "variant.json"
     if not path.is_file():
         raise BuildError(f"variant {name!r}: {path} not found; run the variants stage (dvc repro variants)")
+    from model_builds.variants import VariantBuildError, load_variant_build
+
     try:
-        variants_module = importlib.import_module("model_builds.variants")
-    except ModuleNotFoundError:
-        variants_module = None
-    loader = getattr(variants_module, "load_variant_build", None)
-    record = loader(path) if loader is not None else json.loads(path.read_text())
+        record = load_variant_build(path)
+    except VariantBuildError as error:
+        raise BuildError(f"variant {name!r}: {error}") from None
     return _from_record(record, path)
 
 

@@ -15,6 +15,8 @@ from ruamel.yaml import YAML
 
 PROJECT = "infopt"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Stacks that must pin every image by digest whatever their file says; the policy pack uses the same list.
+DIGEST_REQUIRED_STACKS = ("prod",)
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 
@@ -144,12 +146,18 @@ def _describe(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_stack_config(raw: dict[str, Any], source: str) -> StackConfig:
+def parse_stack_config(raw: dict[str, Any], source: str, stack: str) -> StackConfig:
     """Validate `{key: value}` (keys without the `infopt:` prefix); raises StackConfigError naming the key."""
     try:
-        return StackConfig.model_validate(raw)
+        config = StackConfig.model_validate(raw)
     except ValidationError as error:
         raise StackConfigError(_describe(error, source)) from None
+    if stack in DIGEST_REQUIRED_STACKS and not config.require_image_digests:
+        raise StackConfigError(
+            f"{source}: {PROJECT}:requireImageDigests is false, but stack {stack!r} must pin images by digest "
+            f"(stacks {list(DIGEST_REQUIRED_STACKS)})"
+        )
+    return config
 
 
 def stack_file(stack: str, stacks_dir: Path = Path("stacks")) -> Path:
@@ -159,6 +167,7 @@ def stack_file(stack: str, stacks_dir: Path = Path("stacks")) -> Path:
 def load_stack_config(path: Path) -> StackConfig:
     """Read a Pulumi.<stack>.yaml file; other projects' keys (e.g. `kubernetes:`) are not ours and are skipped."""
     path = Path(path)
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     if not path.is_file():
         raise StackConfigError(f"{path}: stack config file not found")
     try:
@@ -170,10 +179,10 @@ def load_stack_config(path: Path) -> StackConfig:
         raise StackConfigError(f"{path}: `config` must be a mapping, got {type(config).__name__}")
     prefix = f"{PROJECT}:"
     raw = {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
-    return parse_stack_config(raw, str(path))
+    return parse_stack_config(raw, str(path), stack)
 
 
-def from_pulumi_config(config: Any, known_keys: set[str]) -> StackConfig:
+def from_pulumi_config(config: Any, known_keys: set[str], stack: str) -> StackConfig:
     """Build the model from a `pulumi.Config(PROJECT)`; `known_keys` lists every `infopt:` key that is set.
 
     Structured values reach the program as JSON strings and scalars as plain strings, so string fields are
@@ -187,7 +196,7 @@ def from_pulumi_config(config: Any, known_keys: set[str]) -> StackConfig:
             raw[key] = config.get(key)  # unknown keys are forwarded so validation names them
         else:
             raw[key] = config.get_object(key)
-    return parse_stack_config(raw, f"pulumi config ({PROJECT}:*)")
+    return parse_stack_config(raw, f"pulumi config of stack {stack} ({PROJECT}:*)", stack)
 
 
 def pulumi_config_keys() -> set[str]:

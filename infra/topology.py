@@ -25,6 +25,8 @@ from infra.stack_config import StackConfig
 # Which manifest artifact each serving engine loads: vLLM reads the Hugging Face (torch) export.
 ARTIFACT_ENGINE = {"onnxruntime": "onnxruntime", "torch": "torch", "vllm": "torch"}
 GPU = "nvidia.com/gpu"
+GATEWAY_PORT = 8000  # the gateway's --port; Service, probes and NetworkPolicy follow it
+VLLM_PORT = 8001  # vLLM's --port inside the pod; only the gateway (127.0.0.1) talks to it
 
 
 class TopologyError(ValueError):
@@ -37,6 +39,10 @@ def tenant_namespace(tenant: str) -> str:
 
 def shared_namespace(deployment: str) -> str:
     return f"inference-shared-{deployment}"
+
+
+def priority_class_name(sla_class: str) -> str:
+    return f"infopt-{sla_class}"
 
 
 def gateway_image_key(engine: str) -> str:

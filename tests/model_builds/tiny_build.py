@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -66,8 +67,16 @@ def _export_onnx(model, out: Path, seq_len: int) -> None:
         def forward(self, input_ids, attention_mask):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
 
+    with warnings.catch_warnings():  # TracerWarnings of the HF mask helpers: expected when tracing
+        warnings.simplefilter("ignore")
+        _export(Wrapper(model).eval(), ids, mask, out)
+
+
+def _export(module, ids, mask, out: Path) -> None:
+    import torch
+
     torch.onnx.export(
-        Wrapper(model).eval(), (ids, mask), str(out / "model.onnx"), dynamo=False,
+        module, (ids, mask), str(out / "model.onnx"), dynamo=False,
         input_names=["input_ids", "attention_mask"], output_names=["logits"],
         dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                       "logits": {0: "batch"}},
@@ -120,7 +129,9 @@ def build_workspace(root: Path) -> Path:
         shutil.copytree(root / "artifacts/tokenizer", folder, dirs_exist_ok=True)
     int8_dir = variants / "int8-dynamic/onnx"
     int8_dir.mkdir(parents=True)
-    quantize_dynamic(str(onnx_dir / "model.onnx"), str(int8_dir / "model.onnx"), weight_type=QuantType.QInt8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(onnx_dir / "model.onnx"), str(int8_dir / "model.onnx"), weight_type=QuantType.QInt8)
     shutil.copytree(root / "artifacts/tokenizer", int8_dir, dirs_exist_ok=True)
     parameters = sum(p.numel() for p in model.parameters())
     records = {

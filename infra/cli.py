@@ -1,7 +1,75 @@
-"""`infopt` sub-commands of infra/ (filled in by that part)."""
+"""`infopt infra` sub-commands: the offline plan of the Kubernetes deployment."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+def _available(stacks_dir: Path) -> list[str]:
+    return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
+
+
+@app.callback()
+def _infra() -> None:
+    """Offline Pulumi plan of the Kubernetes deployment (mocks + schema validation + policy pack)."""
+
+
+@app.command("plan")
+def plan_command(
+    stack: str = typer.Option(..., help="stack name: a stacks/Pulumi.<stack>.yaml file (dev, staging, prod)"),
+    params_path: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    manifest_path: Path = typer.Option(Path("artifacts/manifest.json"), "--manifest", help="pipeline manifest"),
+    out: Path = typer.Option(Path("plan"), help="folder for <stack>.yaml and <stack>.summary.json"),
+    stacks_dir: Path = typer.Option(Path("stacks"), help="folder of the Pulumi.<stack>.yaml files"),
+) -> None:
+    """PLAN (never apply) a stack: exits 2 on bad input, 1 on a schema error or policy violation."""
+    from infopt.manifest import ManifestError, load_manifest
+    from infopt.params import ParamsError, load_params
+    from infra.plan import plan, write_plan
+    from infra.stack_config import StackConfigError, load_stack_config, stack_file
+    from infra.topology import TopologyError
+
+    if stack not in _available(stacks_dir):
+        console.print(f"[red]unknown stack {stack!r}; {stacks_dir} has {_available(stacks_dir)}[/red]")
+        raise typer.Exit(2)
+    try:
+        params = load_params(params_path)
+        manifest = load_manifest(manifest_path)
+        stack_config = load_stack_config(stack_file(stack, stacks_dir))
+        result = plan(params, manifest, manifest_path, stack_config, stack)
+    except (ParamsError, ManifestError, StackConfigError, TopologyError) as error:
+        console.print(f"[red]{type(error).__name__}: {error}[/red]")
+        raise typer.Exit(2) from None
+    manifests, summary = write_plan(result, out)
+
+    table = Table(title=f"PLAN for stack {stack} (offline; nothing applied) - Kubernetes {result.kubernetes_version}")
+    table.add_column("kind")
+    table.add_column("count", justify="right")
+    for kind, count in result.counts().items():
+        table.add_row(kind, str(count))
+    table.add_row("[bold]total[/bold]", f"[bold]{len(result.resources)}[/bold]")
+    console.print(table)
+    skipped = len(result.schema_skipped)
+    console.print(f"schema (strict, {result.kubernetes_version}): {len(result.resources) - skipped} validated, "
+                  f"{skipped} custom resources without a bundled schema, {len(result.schema_errors)} errors")
+    for error in result.schema_errors:
+        console.print(f"[red]schema: {error['resource']} {error['path']}: {error['message']}[/red]")
+    if result.violations:
+        violations = Table(title="policy violations (MANDATORY)", style="red")
+        for column in ("policy", "resource", "message"):
+            violations.add_column(column)
+        for item in result.violations:
+            violations.add_row(item["policy"], item["resource"].rsplit("::", 1)[-1], item["message"])
+        console.print(violations)
+    else:
+        console.print("policies: all clean")
+    console.print(f"wrote {manifests} and {summary}")
+    if not result.ok:
+        raise typer.Exit(1)

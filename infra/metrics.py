@@ -58,6 +58,7 @@ def metrics_docs(topology: Topology) -> list[dict[str, Any]]:
     buffer = io.StringIO()
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
+    yaml.width = 4096  # PromQL selectors stay on one line
     yaml.dump(adapter_rules(topology), buffer)
     docs.append({
         "apiVersion": "v1", "kind": "ConfigMap",

@@ -1,0 +1,82 @@
+"""Manifest stage: joins builds, accuracy, benchmark, profiles and MLflow runs into a valid manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from infopt.hashing import tree_sha256
+from infopt.manifest import load_manifest
+from infopt.params import load_params
+from model_builds import benchmark, manifest
+from model_builds.profile import run_profiles
+from tests.model_builds.tiny_build import build_workspace
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = build_workspace(tmp_path_factory.mktemp("manifest"))
+    params = load_params(root / "params.yaml")
+    (root / "metrics/benchmark.json").write_text(json.dumps(benchmark.run_benchmark(params, root)))
+    run_profiles(params, root)
+    return root
+
+
+def test_main_writes_valid_manifest_summary_and_pareto(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workspace / 'mlflow.db'}")
+    manifest.main()
+    loaded = load_manifest(workspace / "artifacts/manifest.json")
+    assert [entry.name for entry in loaded.variants] == ["fp32", "int8-dynamic", "fp8"]
+    assert loaded.labels == ["computers", "science"] and loaded.baseline == "fp32"
+    fp32 = loaded.variant("fp32")
+    assert set(fp32.benchmark) == {"torch", "onnxruntime"}
+    assert set(fp32.sla_knees) == {"premium", "standard", "batch"}
+    assert fp32.profile == "metrics/profiles/fp32.json" and fp32.accuracy == 0.5
+    for entry in loaded.variants:
+        for artifact in entry.artifacts:
+            assert tree_sha256(workspace / artifact.path) == artifact.sha256
+    skipped = loaded.variant("fp8")
+    assert skipped.status == "skipped" and skipped.benchmark == {} and skipped.accuracy is None
+    run_ids = {entry.name: entry.mlflow_run_id for entry in loaded.variants}
+    assert all(run_ids.values()) and len(set(run_ids.values())) == 3
+    run = mlflow.get_run(run_ids["int8-dynamic"])
+    assert run.data.metrics["int8_accuracy_loss"] == 0.0
+    assert run.data.tags["infopt.model_sha256.onnxruntime"] == loaded.variant("int8-dynamic").artifacts[0].sha256
+
+    summary = json.loads((workspace / "metrics/summary.json").read_text())
+    assert "fingerprint" in summary
+    assert summary["int8-dynamic"]["accuracy"] == 0.5 and summary["int8-dynamic"]["best_throughput_rps"] > 0
+    assert "p99_ms_batch_1" in summary["fp32"]
+    pareto = json.loads((workspace / "plots/pareto.json").read_text())
+    assert {row["variant"] for row in pareto["pareto"]} == {"fp32", "int8-dynamic"}
+    assert any(row["on_front"] for row in pareto["pareto"])
+    assert (workspace / "plots/pareto.png").stat().st_size > 1000
+
+
+def test_missing_accuracy_entry_names_the_variant(workspace: Path, tmp_path: Path) -> None:
+    accuracy = json.loads((workspace / "metrics/accuracy.json").read_text())
+    del accuracy["variants"]["int8-dynamic"]
+    original = (workspace / "metrics/accuracy.json").read_text()
+    (workspace / "metrics/accuracy.json").write_text(json.dumps(accuracy))
+    try:
+        with pytest.raises(manifest.ManifestStageError, match="'int8-dynamic' is built but metrics/accuracy.json"):
+            manifest.build_manifest(load_params(workspace / "params.yaml"), workspace)
+    finally:
+        (workspace / "metrics/accuracy.json").write_text(original)
+
+
+def test_tampered_artifact_is_refused(workspace: Path) -> None:
+    record_path = workspace / "artifacts/variants/int8-dynamic/variant.json"
+    original = record_path.read_text()
+    record = json.loads(original)
+    record["artifacts"][0]["sha256"] = "0" * 64
+    record_path.write_text(json.dumps(record))
+    try:
+        with pytest.raises(manifest.ManifestStageError, match="int8-dynamic.*re-run the variants stage"):
+            manifest.build_manifest(load_params(workspace / "params.yaml"), workspace)
+    finally:
+        record_path.write_text(original)

@@ -1,0 +1,111 @@
+"""One served model: its codec, queue and batcher, and the request path `infer(rows, tenant)`.
+
+The request waits for its rows until the class deadline on the loop clock; on timeout its rows are
+taken out of the queue (or their results dropped) and the caller gets DeadlineExceeded, so a hung engine
+never holds a request past its SLA class's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from infopt.params import BatchingParams, SlaClass
+from serving.batcher import Batcher
+from serving.codec import Codec, Row
+from serving.engines.base import Engine
+from serving.errors import DeadlineExceeded, GatewayError, ShuttingDown
+from serving.metrics import GatewayMetrics
+from serving.queue import QueuedItem, RequestQueue
+from serving.tenancy import TenantContext
+
+
+class ModelService:
+    def __init__(
+        self,
+        name: str,
+        engines: Sequence[Engine],
+        codec: Codec,
+        *,
+        sla_classes: Mapping[str, SlaClass],
+        batching: BatchingParams,
+        queue_capacity: int,
+        metrics: GatewayMetrics,
+        policy: str = "least_outstanding",
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self.name = name
+        self.codec = codec
+        self.engines = list(engines)
+        self.metrics = metrics
+        self.retry_after_s = retry_after_s
+        self.max_rows = batching.max_batch_size
+        self.queue = RequestQueue(
+            sla_classes, queue_capacity, retry_after_s=retry_after_s, on_change=self._queue_changed, on_drop=self._dropped
+        )
+        self.batcher = Batcher(
+            self.queue, self.engines, batching, codec.collate, policy=policy, retry_after_s=retry_after_s,
+            observer=self._batch_done,
+        )
+        for sla_class in self.queue.classes:
+            metrics.queue_length.labels(name, sla_class).set(0)
+
+    # ------------------------------------------------------------------ metrics hooks
+    def _queue_changed(self, sla_class: str, size: int) -> None:
+        self.metrics.queue_length.labels(self.name, sla_class).set(size)
+
+    def _dropped(self, item: QueuedItem, error: GatewayError) -> None:
+        self.metrics.rejections.labels(self.name, item.tenant, error.code).inc()
+
+    def _batch_done(self, items: list[QueuedItem], start: float, engine_seconds: float) -> None:
+        self.metrics.batch_size.labels(self.name).observe(len(items))
+        for item in items:
+            self.metrics.queue_wait.labels(self.name, item.sla_class).observe(start - item.arrival)
+        if engine_seconds:
+            share = engine_seconds / len(items)
+            per_tenant: dict[str, float] = {}
+            for item in items:
+                per_tenant[item.tenant] = per_tenant.get(item.tenant, 0.0) + share
+            for tenant, seconds in per_tenant.items():
+                self.metrics.tenant_device_seconds.labels(tenant).inc(seconds)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new rows, fail queued ones explicitly, let running batches finish within grace_s."""
+        self.queue.close(ShuttingDown("the gateway is shutting down", retry_after=self.retry_after_s))
+        await self.batcher.stop(grace_s)
+        for engine in self.engines:
+            engine.close()
+
+    # ------------------------------------------------------------------ request path
+    async def infer(self, rows: list[Row], tenant: TenantContext, arrival: float) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        deadline = arrival + tenant.timeout_s
+        items = [
+            QueuedItem(row, tenant.name, tenant.sla_class, arrival, deadline, loop.create_future()) for row in rows
+        ]
+        self.queue.put_many(items)
+        try:
+            async with asyncio.timeout_at(deadline):
+                results = await asyncio.gather(*(item.future for item in items))
+        except TimeoutError:
+            self._abandon(items)
+            raise DeadlineExceeded(
+                f"{tenant.sla_class} request not answered within its {tenant.timeout_s * 1000:.0f} ms deadline",
+                retry_after=self.retry_after_s,
+            ) from None
+        except BaseException:
+            self._abandon(items)
+            raise
+        return np.stack(results)
+
+    def _abandon(self, items: list[QueuedItem]) -> None:
+        for item in items:
+            self.queue.abandon(item)
+            if item.future.done() and not item.future.cancelled():
+                item.future.exception()  # mark retrieved: the request already failed as a whole

@@ -60,16 +60,14 @@ def plan_command(
     console.print(f"schema (strict, {result.kubernetes_version}): {len(result.resources) - skipped} validated, "
                   f"{skipped} custom resources without a bundled schema, {len(result.schema_errors)} errors")
     for error in result.schema_errors:
-        console.print(f"[red]schema: {error['resource']} {error['path']}: {error['message']}[/red]")
+        console.print(f"[red]schema: {error['resource']} {error['path']}: {error['message']}[/red]", soft_wrap=True)
     if result.violations:
-        violations = Table(title="policy violations (MANDATORY)", style="red")
-        for column in ("policy", "resource", "message"):
-            violations.add_column(column)
-        for item in result.violations:
-            violations.add_row(item["policy"], item["resource"].rsplit("::", 1)[-1], item["message"])
-        console.print(violations)
+        console.print(f"[red]{len(result.violations)} MANDATORY policy violation(s):[/red]")
+        for item in result.violations:  # one unwrapped line each, so names stay greppable
+            console.print(f"[red]  {item['policy']}[/red] {item['resource'].rsplit('::', 1)[-1]}: {item['message']}",
+                          soft_wrap=True, highlight=False)
     else:
         console.print("policies: all clean")
-    console.print(f"wrote {manifests} and {summary}")
+    console.print(f"wrote {manifests} and {summary}", soft_wrap=True)
     if not result.ok:
         raise typer.Exit(1)

@@ -19,9 +19,8 @@ from ruamel.yaml import YAML
 
 from infopt.manifest import Manifest
 from infopt.params import Params
-from infra.labels import (ARTIFACT_SHA256, COMPONENT, CONFIG_SHA256, COST_CENTER, DEPLOYMENT, MODEL_SERVER, NAME,
-                          PART_OF, PROJECT_LABEL, REQUIRE_DIGESTS, SHARED, SLA_CLASS, STACK, TENANT, VARIANT,
-                          server_selector)
+from infra.labels import (ARTIFACT_SHA256, COMPONENT, CONFIG_SHA256, COST_CENTER, DEPLOYMENT, MODEL_SERVER,
+                          REQUIRE_DIGESTS, SHARED, SLA_CLASS, STACK, TENANT, VARIANT, server_selector)
 from infra.resources import declare
 from infra.stack_config import StackConfig
 from infra.topology import GATEWAY_PORT, VLLM_PORT, ServingPlan, priority_class_name

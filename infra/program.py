@@ -30,12 +30,9 @@ def build(params: Params, manifest: Manifest, stack_config: StackConfig,
     """Declare everything for the current stack; raises TopologyError before declaring anything."""
     topology = resolve(params, manifest, stack_config)
     priority = PriorityClasses("priority-classes", params.sla_classes, provider)
-    tenants = {tenant_namespace.namespace: Tenant(tenant_namespace.namespace, tenant_namespace, stack_config, provider)
-               for tenant_namespace in (tenant_spec(t) for t in topology.tenants)}
-    for plan in topology.services:
-        if plan.shared:
-            spec = shared_spec(plan, topology.shared_quotas[plan.namespace])
-            tenants[spec.namespace] = Tenant(spec.namespace, spec, stack_config, provider)
+    specs = [tenant_spec(tenant) for tenant in topology.tenants]
+    specs += [shared_spec(plan, topology.shared_quotas[plan.namespace]) for plan in topology.services if plan.shared]
+    tenants = {spec.namespace: Tenant(spec.namespace, spec, stack_config, provider) for spec in specs}
     services = {
         plan.deployment.name: ModelService(plan.deployment.name, plan, params, manifest, stack_config, provider,
                                            depends_on=[tenants[plan.namespace], priority])

@@ -24,16 +24,14 @@ class StackConfigError(ValueError):
     """The stack config file is missing or a key is invalid; the message names file and key."""
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
 
 
-class _CamelConfig(_Config):
+class _CamelConfig(BaseModel):
+    """Unknown keys are errors; fields are camelCase in YAML, as Pulumi config keys are."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, alias_generator=_camel)
 
 

@@ -74,7 +74,9 @@ def corpus_files(corpus: Path | None) -> list[Path]:
     files = sorted(
         path
         for path in corpus.rglob("*")
-        if path.is_file() and path.suffix in ("", ".py", ".txt", ".rst") and "test" not in path.parts
+        if path.is_file()
+        and path.suffix in ("", ".py", ".txt", ".rst")
+        and not {"test", "off"} & set(path.relative_to(corpus).parts)  # stdlib tests; fortunes' offensive set
     )
     if not files:
         raise TinyLlamaError(f"corpus {corpus} holds no text files (no suffix, .py, .txt or .rst)")

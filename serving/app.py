@@ -86,11 +86,13 @@ class Gateway:
         self._engine_factory = engine_factory
         self._loader: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the serving loop, for callers in other threads
         self.metrics.model_ready.labels(self.model).set(0)
         self.metrics.inflight.labels(self.model).set(0)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
         self._loader = asyncio.get_running_loop().create_task(self._load(), name="model-loader")

@@ -109,7 +109,7 @@ class FakeEngine:
 
     name = "fake"
     device = "cpu"
-    HANG_ID = 99
+    HANG_ID = 4  # [MASK]: never the first id of a tokenized text (that is [CLS])
 
     def __init__(self, service_s: float = 0.0, num_labels: int = len(LABELS), hang_s: float = 0.0) -> None:
         self.service_s = service_s

@@ -3,7 +3,7 @@
 dynamic: once a row is queued, wait until max_batch_size rows are there or the oldest row has waited
 max_wait_ms, then cut at max_batch_size, else at the largest preferred size that is available, else take
 what is there. static: wait for a full max_batch_size batch, but never past the earliest queued deadline
-minus the recent batch time (so a lone request is still answered in time).
+minus twice the recent batch time (so a lone request is still answered in time).
 
 A replica runs one batch at a time (the Engine contract), so the batcher holds one slot per replica and
 only forms a batch when a replica is free: rows that arrive meanwhile join the next, bigger batch.
@@ -25,6 +25,7 @@ from serving.errors import EngineUnavailable, GatewayError, ShuttingDown
 from serving.queue import QueuedItem, RequestQueue
 
 Collate = Callable[[Sequence[Any]], tuple[np.ndarray, np.ndarray]]
+STATIC_MARGIN_S = 0.01  # a static batch flushes at least this long before the earliest queued deadline
 BatchObserver = Callable[[list[QueuedItem], float, float], None]  # (items, start, engine seconds)
 
 
@@ -118,7 +119,7 @@ class Batcher:
         deadline = queue.earliest_deadline(now)
         if deadline is None:
             return []
-        await queue.wait_for(batching.max_batch_size, deadline - self._batch_seconds)
+        await queue.wait_for(batching.max_batch_size, deadline - max(2 * self._batch_seconds, STATIC_MARGIN_S))
         return queue.take(batching.max_batch_size, loop.time())
 
     async def _execute(self, items: list[QueuedItem]) -> None:

@@ -10,6 +10,7 @@ it is refused with QueueFull. Every item's future ends resolved: result, excepti
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ class RequestQueue:
     def put_many(self, items: Sequence[QueuedItem]) -> None:
         """Admit all rows of one request or none of them."""
         if self._closed is not None:
-            raise self._closed
+            raise copy.copy(self._closed)  # a fresh instance: the original is already set on dropped futures
         if not items:
             return
         sla_class = items[0].sla_class

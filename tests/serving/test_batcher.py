@@ -1,0 +1,137 @@
+"""Dynamic, static and preferred-size batching on real (bounded) waits; engine errors fail the whole batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from infopt.params import BatchingParams
+from serving.batcher import Batcher, cut_size
+from serving.codec import Codec
+from serving.errors import EngineUnavailable
+from serving.queue import QueuedItem, RequestQueue
+from tests.serving.conftest import SLA, FakeEngine
+
+
+def _setup(batching: BatchingParams, engine: FakeEngine) -> tuple[RequestQueue, Batcher]:
+    queue = RequestQueue(SLA, 256)
+    return queue, Batcher(queue, [engine], batching, Codec(None, 16).collate)
+
+
+def _submit(queue: RequestQueue, first_ids: list[int], timeout: float = 5.0, sla_class: str = "standard") -> list[QueuedItem]:
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    items = [
+        QueuedItem((np.array([i, 7, 3]), np.ones(3, dtype=np.int64)), "t", sla_class, now, now + timeout, loop.create_future())
+        for i in first_ids
+    ]
+    for item in items:
+        queue.put_many([item])
+    return items
+
+
+def test_cut_size_prefers_the_largest_preferred_size_available() -> None:
+    batching = BatchingParams(max_batch_size=16, preferred_batch_sizes=[4, 8])
+    assert [cut_size(n, batching) for n in (1, 3, 4, 7, 8, 15, 16, 40)] == [1, 3, 4, 4, 8, 8, 16, 16]
+    assert cut_size(5, BatchingParams(max_batch_size=16)) == 5
+
+
+async def test_dynamic_batches_fill_up_to_max_and_results_map_one_to_one() -> None:
+    engine = FakeEngine(service_s=0.05)
+    queue, batcher = _setup(BatchingParams(mode="dynamic", max_batch_size=4, max_wait_ms=50), engine)
+    items = _submit(queue, list(range(10)))  # queued before the batcher starts: full batches at once
+    batcher.start()
+    rows = await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), 5)
+    await batcher.stop(1.0)
+    assert engine.batches[:3] == [4, 4, 2]
+    assert [int(row.argmax()) for row in rows] == [i % 3 for i in range(10)]  # the fake echoes ids[0] % 3
+
+
+async def test_dynamic_partial_batch_flushes_at_max_wait() -> None:
+    engine = FakeEngine()
+    queue, batcher = _setup(BatchingParams(mode="dynamic", max_batch_size=8, max_wait_ms=100), engine)
+    batcher.start()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    items = _submit(queue, [1, 2, 3])
+    await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), 5)
+    waited = loop.time() - start
+    await batcher.stop(1.0)
+    assert engine.batches[0] == 3
+    assert 0.09 <= waited < 1.0  # waited for the window, then flushed the partial batch
+
+
+async def test_dynamic_cuts_at_preferred_sizes_when_the_window_closes() -> None:
+    engine = FakeEngine(service_s=0.02)
+    queue, batcher = _setup(BatchingParams(mode="dynamic", max_batch_size=16, max_wait_ms=1, preferred_batch_sizes=[4, 8]), engine)
+    items = _submit(queue, list(range(13)))
+    batcher.start()
+    await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), 5)
+    await batcher.stop(1.0)
+    assert engine.batches[:3] == [8, 4, 1]
+
+
+async def test_static_waits_for_a_full_batch_and_flushes_before_the_deadline() -> None:
+    engine = FakeEngine()
+    queue, batcher = _setup(BatchingParams(mode="static", max_batch_size=4), engine)
+    batcher.start()
+    first = _submit(queue, [1, 2, 3])
+    await asyncio.sleep(0.2)
+    assert engine.batches == [] and not any(i.future.done() for i in first)  # no window: waits for the 4th row
+    fourth = _submit(queue, [4])
+    await asyncio.wait_for(asyncio.gather(*(i.future for i in first + fourth)), 5)
+    assert engine.batches == [4]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    lone = _submit(queue, [5], timeout=0.3)
+    await asyncio.wait_for(lone[0].future, 5)  # bounded by its deadline: answered, not expired
+    await batcher.stop(1.0)
+    assert engine.batches[-1] == 1 and loop.time() - start < 0.3
+
+
+async def test_engine_error_fails_every_future_of_the_batch_then_next_batch_works() -> None:
+    engine = FakeEngine()
+    engine.failing.set()
+    queue, batcher = _setup(BatchingParams(mode="dynamic", max_batch_size=4, max_wait_ms=1), engine)
+    items = _submit(queue, [1, 2, 3])
+    batcher.start()
+    results = await asyncio.gather(*(i.future for i in items), return_exceptions=True)
+    assert all(isinstance(r, EngineUnavailable) and "fake engine failure" in str(r) for r in results)
+    engine.failing.clear()
+    again = _submit(queue, [1])
+    assert (await asyncio.wait_for(again[0].future, 5)).shape == (3,)
+    await batcher.stop(1.0)
+
+
+async def test_the_event_loop_stays_responsive_while_the_engine_runs() -> None:
+    engine = FakeEngine(service_s=0.3)
+    queue, batcher = _setup(BatchingParams(mode="dynamic", max_batch_size=4, max_wait_ms=1), engine)
+    batcher.start()
+    items = _submit(queue, [1])
+    loop = asyncio.get_running_loop()
+    ticks = 0
+    start = loop.time()
+    while not items[0].future.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+    await batcher.stop(1.0)
+    assert ticks >= 10 and loop.time() - start >= 0.3  # the loop ticked during the 300 ms engine call
+
+
+async def test_stop_fails_queued_rows_explicitly() -> None:
+    from serving.errors import ShuttingDown
+
+    engine = FakeEngine(service_s=0.2)
+    queue, batcher = _setup(BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=1), engine)
+    items = _submit(queue, [1, 2, 3])
+    batcher.start()
+    await asyncio.sleep(0.05)
+    queue.close(ShuttingDown("bye"))
+    await batcher.stop(1.0)
+    outcomes = await asyncio.gather(*(i.future for i in items), return_exceptions=True)
+    assert isinstance(outcomes[0], np.ndarray)  # the running batch finished within the grace
+    assert all(isinstance(o, ShuttingDown) for o in outcomes[1:])
+    with pytest.raises(ShuttingDown):
+        _submit(queue, [9])

@@ -113,7 +113,9 @@ def test_metrics_files_carry_fingerprint_and_dvc_reads_them(pipeline: tuple[Path
     assert shown  # parses, and names the summary
     assert "metrics/summary.json" in json.dumps(shown)
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], root, env, 60).stdout)
-    assert any("latency_vs_batch" in key for key in plots)
+    assert {"plots/latency_vs_batch.json", "plots/pareto.json"} <= set(plots["data"])
+    rows = plots["data"]["plots/latency_vs_batch.json"][0]["content"]["data"]["values"]
+    assert {row["batch_size"] for row in rows} == {1, 4}
 
 
 def test_mlflow_has_one_run_per_variant(pipeline: tuple[Path, dict[str, str], float]) -> None:

@@ -1,0 +1,148 @@
+"""The real gateway (`infopt serve`, uvicorn on 127.0.0.1) in front of a real vLLM server.
+
+A `vllm` deployment is added to the project's params.yaml for three tenants; requests use the demo keys
+("<tenant>-demo-key"). initech's request bucket is shrunk so that its third quick request is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from ruamel.yaml import YAML
+
+from infopt.params import Deployment, load_params
+from serving.vllm_process import VllmProcess, free_port
+from tests.serving.vllm_fixtures import SERVED_MODEL, sse_events, tiny_llama_dir, vllm_server  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYMENT = "chat-shared"
+GATEWAY_READY_TIMEOUT_S = 60.0
+LIMITED = {"rate_per_s": 0.05, "burst": 2}  # initech: 2 requests, then one token every 20 s
+
+pytestmark = pytest.mark.vllm
+
+
+def _key(tenant: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant}-demo-key"}
+
+
+def _params_with_vllm_deployment(path: Path) -> Path:
+    params = load_params(ROOT / "params.yaml")
+    tenants = [t.model_copy(update=LIMITED) if t.name == "initech" else t for t in params.tenants]
+    deployment = Deployment(
+        name=DEPLOYMENT, variant=params.baseline.name, engine="vllm", tenants=[t.name for t in tenants]
+    )
+    updated = params.model_copy(update={"tenants": tenants, "deployments": [*params.deployments, deployment]})
+    YAML(typ="safe").dump(updated.model_dump(mode="json"), path)
+    load_params(path)  # the file the gateway reads must validate
+    return path
+
+
+@pytest.fixture(scope="module")
+def gateway(vllm_server: VllmProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+    folder = tmp_path_factory.mktemp("gateway")
+    params = _params_with_vllm_deployment(folder / "params.yaml")
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("infopt")), "serve", "--params", str(params), "--deployment", DEPLOYMENT,
+        "--vllm-url", vllm_server.base_url, "--vllm-model", SERVED_MODEL,
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    log_path = folder / "gateway.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=folder)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"gateway exited with {process.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gateway not ready in {GATEWAY_READY_TIMEOUT_S} s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _metrics(url: str) -> dict[str, list]:
+    text = httpx.get(f"{url}/metrics", timeout=10.0).text
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def _tokens(samples: dict[str, list], tenant: str, kind: str) -> float:
+    return sum(
+        s.value
+        for s in samples.get("infopt_tenant_tokens", [])
+        if s.name == "infopt_tenant_tokens_total" and s.labels == {"tenant": tenant, "kind": kind}
+    )
+
+
+def test_two_tenants_get_completions_and_are_charged_their_tokens(gateway: str) -> None:
+    before = _metrics(gateway)
+    body = {"model": DEPLOYMENT, "prompt": "A fortune for today:", "max_tokens": 5, "ignore_eos": True}
+    for tenant in ("acme", "globex"):
+        response = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key(tenant), timeout=60.0)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        assert data["model"] == SERVED_MODEL and data["usage"]["completion_tokens"] == 5
+    after = _metrics(gateway)
+    for tenant in ("acme", "globex"):
+        assert _tokens(after, tenant, "completion") - _tokens(before, tenant, "completion") == 5
+
+
+def test_unknown_key_is_refused_before_reaching_vllm(gateway: str) -> None:
+    body = {"prompt": "x", "max_tokens": 1}
+    response = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("nobody"), timeout=10.0)
+    assert response.status_code == 401
+
+
+def test_chat_stream_through_the_gateway_ends_with_done(gateway: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "ignore_eos": True, "stream": True}
+    with httpx.stream(
+        "POST", f"{gateway}/v1/chat/completions", json=body, headers=_key("acme"), timeout=60.0
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response.read())
+    assert events[-1] == "[DONE]"
+    usage = [json.loads(event)["usage"] for event in events[:-1] if json.loads(event).get("usage")]
+    assert usage and usage[-1]["completion_tokens"] == 4
+
+
+def test_token_bucket_exceeded_gives_429_with_retry_after(gateway: str) -> None:
+    body = {"prompt": "batch job", "max_tokens": 1}
+    statuses, retry_after = [], None
+    for _ in range(LIMITED["burst"] + 1):
+        response = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("initech"), timeout=60.0)
+        statuses.append(response.status_code)
+        retry_after = response.headers.get("Retry-After", retry_after)
+    assert statuses == [200] * LIMITED["burst"] + [429]
+    assert retry_after is not None and int(retry_after) >= 1
+    # another tenant's bucket is untouched
+    assert httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("globex"), timeout=60.0).status_code == 200
+
+
+def test_metrics_expose_vllm_waiting_and_the_queue_length(gateway: str) -> None:
+    samples = _metrics(gateway)
+    waiting = [s for s in samples.get("infopt_vllm_num_requests_waiting", []) if s.labels == {"model": DEPLOYMENT}]
+    assert len(waiting) == 1 and waiting[0].value == 0.0  # idle engine, read from vLLM's real /metrics
+    assert "request_queue_length" in samples

@@ -7,6 +7,8 @@ ships the torch artifact only and says why in `details`.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnx
 import torch
@@ -60,8 +62,8 @@ def build(variant: HalfVariant, ctx: BuildContext) -> VariantBuild:
         details["onnx_io_types"] = "fp32"
         artifacts.append(ctx.artifact(onnx_dir, "onnxruntime", "onnx", "fp16"))
     else:
-        fresh_dir(onnx_dir)
-        onnx_dir.rmdir()
+        if onnx_dir.exists():  # a stale fp16 export from an earlier float16 run of this variant
+            shutil.rmtree(onnx_dir)
         details["onnx_skipped"] = "bfloat16 has no ONNX Runtime CPU kernels; torch artifact only"
     return VariantBuild(
         name=variant.name,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from infopt.hashing import tree_sha256, tree_size
+from infopt.params import PrunedVariant
 from model_builds.modeling import count_parameters, linear_sparsity
 from model_builds.variants import VariantBuildError, load_variant_build
 from model_builds.variants.pruned import encoder_linears
@@ -120,3 +121,19 @@ def test_two_four_masks_keep_two_of_every_four() -> None:
     for module, mask in masks.items():
         assert torch.all(mask.reshape(-1, 4).sum(1) == 2)
         assert torch.all(module.weight.reshape(-1, 4).ne(0).sum(1) <= 2)
+
+
+def test_builds_are_deterministic_given_the_seed(tiny_builds, tiny_pipeline) -> None:
+    from model_builds.variants import pruned
+    from model_builds.variants.context import BuildContext
+
+    builds, _, _ = tiny_builds
+    p = tiny_pipeline
+    ctx = BuildContext(p.teacher_dir, p.data_dir, p.root / "rebuild", p.root, p.seed, "cpu", p.model.max_seq_len, p.train)
+    try:
+        again = pruned.build(PrunedVariant(name="pruned-l1", method="l1_unstructured", amount=0.4, finetune_epochs=1), ctx)
+    finally:
+        ctx.close()
+    first = builds["pruned-l1"]
+    assert again.artifact("torch").sha256 == first.artifact("torch").sha256
+    assert again.artifact("onnxruntime").sha256 == first.artifact("onnxruntime").sha256

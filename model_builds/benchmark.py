@@ -304,6 +304,8 @@ def log_to_mlflow(params: Params, report: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    from rich.console import Console
+
     from model_builds.plots import latency_plot
 
     params = load_params("params.yaml")
@@ -312,7 +314,12 @@ def main() -> None:
     rows = plot_rows(report)
     write_json(PLOT_JSON, {"latency_vs_batch": rows, "fingerprint": report["fingerprint"]})
     latency_plot(rows, PLOT_PNG, title=f"p99 latency vs batch ({report['device']})")
+    began = time.perf_counter()
     log_to_mlflow(params, report)
+    Console().print(
+        f"[bold]benchmark[/]: {len(rows)} cells on {report['device']} -> {BENCHMARK_JSON}; "
+        f"MLflow logging {time.perf_counter() - began:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ accuracy-vs-cost Pareto plot (plots/pareto.{json,png}).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -164,11 +165,16 @@ def log_runs(params: Params, manifest: Manifest, root: Path = Path(".")) -> dict
 
 
 def main() -> None:
+    from rich.console import Console
+
     from model_builds.plots import pareto_plot
 
     params = load_params("params.yaml")
     manifest = build_manifest(params)  # validates every input before anything is logged
-    manifest = build_manifest(params, run_ids=log_runs(params, manifest))
+    began = time.perf_counter()
+    run_ids = log_runs(params, manifest)
+    mlflow_seconds = time.perf_counter() - began
+    manifest = build_manifest(params, run_ids=run_ids)
     write_json(MANIFEST_JSON, manifest.model_dump(mode="json"))
     rows = summary_rows(manifest)
     fingerprint = manifest.fingerprint.model_dump()
@@ -176,6 +182,10 @@ def main() -> None:
     pareto = pareto_rows(rows)
     write_json(PARETO_JSON, {"pareto": pareto, "fingerprint": fingerprint})
     pareto_plot(pareto, PARETO_PNG, title=f"accuracy vs cost per 1k requests ({manifest.device})")
+    Console().print(
+        f"[bold]manifest[/]: {len(manifest.variants)} variants -> {MANIFEST_JSON}; "
+        f"MLflow logging (params, accuracy, models) {mlflow_seconds:.1f}s"
+    )
 
 
 if __name__ == "__main__":

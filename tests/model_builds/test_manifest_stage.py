@@ -80,3 +80,22 @@ def test_tampered_artifact_is_refused(workspace: Path) -> None:
             manifest.build_manifest(load_params(workspace / "params.yaml"), workspace)
     finally:
         record_path.write_text(original)
+
+
+def test_summary_command_prints_table_and_json(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from model_builds.cli import app
+
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workspace / 'mlflow.db'}")
+    if not (workspace / "artifacts/manifest.json").is_file():
+        manifest.main()
+    table = CliRunner().invoke(app, ["summary"])
+    assert table.exit_code == 0, table.output
+    assert "int8-dynamic" in table.output and "p99@16 ms" in table.output and "skipped" in table.output
+    as_json = CliRunner().invoke(app, ["summary", "--json"])
+    rows = {row["variant"]: row for row in json.loads(as_json.output)["variants"]}
+    assert rows["fp8"]["status"] == "skipped" and rows["int8-dynamic"]["best_throughput_rps"] > 0
+    missing = CliRunner().invoke(app, ["summary", "--manifest", "nope.json"])
+    assert missing.exit_code == 1 and "not found" in missing.output

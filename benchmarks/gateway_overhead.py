@@ -60,7 +60,11 @@ def build_settings(params_path: Path, manifest_path: Path, variant: str, model_d
         name="bench", sla_class="batch", rate_per_s=1e9, burst=1_000_000_000, cost_center="bench",
         api_key_sha256=[hashlib.sha256(API_KEY.encode()).hexdigest()],
     )
-    return replace(settings, tenants=(tenant,), queue_capacity=max(settings.queue_capacity, 1024), log_level="warning")
+    # One intra-op thread: on a small shared box, ONNX Runtime's spinning pool threads fight the HTTP
+    # processes for cores; both sides of the comparison use the same engine settings.
+    return replace(
+        settings, tenants=(tenant,), queue_capacity=max(settings.queue_capacity, 1024), log_level="warning", engine_threads=1
+    )
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -204,6 +208,7 @@ def main() -> None:
         "engine": settings.engine,
         "model_dir": str(settings.model_dir),
         "batching": settings.batching.model_dump(),
+        "engine_threads": settings.engine_threads,
         "concurrency": args.concurrency,
         "requests": args.requests,
         "warmup": args.warmup,

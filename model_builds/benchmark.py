@@ -306,14 +306,14 @@ def log_to_mlflow(params: Params, report: dict[str, Any]) -> None:
 def main() -> None:
     from rich.console import Console
 
-    from model_builds.plots import latency_plot
+    from model_builds.plots import footer, latency_plot
 
     params = load_params("params.yaml")
     report = run_benchmark(params)
     write_json(BENCHMARK_JSON, report)
     rows = plot_rows(report)
     write_json(PLOT_JSON, {"latency_vs_batch": rows, "fingerprint": report["fingerprint"]})
-    latency_plot(rows, PLOT_PNG, title=f"p99 latency vs batch ({report['device']})")
+    latency_plot(rows, PLOT_PNG, title=f"p99 latency vs batch ({report['device']})", note=footer(report["fingerprint"]))
     began = time.perf_counter()
     log_to_mlflow(params, report)
     Console().print(

@@ -167,7 +167,7 @@ def log_runs(params: Params, manifest: Manifest, root: Path = Path(".")) -> dict
 def main() -> None:
     from rich.console import Console
 
-    from model_builds.plots import pareto_plot
+    from model_builds.plots import footer, pareto_plot
 
     params = load_params("params.yaml")
     manifest = build_manifest(params)  # validates every input before anything is logged
@@ -181,7 +181,7 @@ def main() -> None:
     write_json(SUMMARY_JSON, {**summary_metrics(rows), "fingerprint": fingerprint})
     pareto = pareto_rows(rows)
     write_json(PARETO_JSON, {"pareto": pareto, "fingerprint": fingerprint})
-    pareto_plot(pareto, PARETO_PNG, title=f"accuracy vs cost per 1k requests ({manifest.device})")
+    pareto_plot(pareto, PARETO_PNG, title=f"accuracy vs cost per 1k requests ({manifest.device})", note=footer(fingerprint))
     Console().print(
         f"[bold]manifest[/]: {len(manifest.variants)} variants -> {MANIFEST_JSON}; "
         f"MLflow logging (params, accuracy, models) {mlflow_seconds:.1f}s"

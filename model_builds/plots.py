@@ -7,6 +7,13 @@ from pathlib import Path
 from typing import Any
 
 
+def footer(fingerprint: dict[str, Any]) -> str:
+    """One line naming where the plotted numbers were measured (the fingerprint, shortened)."""
+    where = fingerprint.get("gpu_name") or fingerprint.get("cpu_model")
+    return (f"{fingerprint.get('device')} {where}, {fingerprint.get('cpu_count')} cores, "
+            f"git {str(fingerprint.get('git_sha'))[:10]}, {fingerprint.get('timestamp')}")
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -16,7 +23,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def latency_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+def latency_plot(rows: Sequence[dict[str, Any]], path: Path, title: str, note: str = "") -> None:
     """p99 latency (log scale) vs batch size, one line per variant/engine."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 5))
@@ -35,12 +42,14 @@ def latency_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None
     if series:
         axis.legend(fontsize=7, ncol=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if note:
+        figure.text(0.01, 0.005, note, fontsize=6, alpha=0.7)
+    figure.tight_layout(rect=(0, 0.02, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str, note: str = "") -> None:
     """Accuracy vs cost per 1k requests at each variant's best throughput; the Pareto front joined."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 5))
@@ -59,6 +68,8 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if note:
+        figure.text(0.01, 0.005, note, fontsize=6, alpha=0.7)
+    figure.tight_layout(rect=(0, 0.02, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)

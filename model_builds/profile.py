@@ -273,6 +273,11 @@ def render_text(report: Mapping[str, Any]) -> str:
         f"{report['variant']} ({report['engine']}, {report['precision']}, {report['device']}): batch "
         f"{report['batch_size']} x seq {report['seq_len']}, {report['iters']} iters, {report['profiler']}"
     )
+    fingerprint = report.get("fingerprint")
+    if fingerprint:
+        from model_builds.plots import footer
+
+        console.print(f"measured on {footer(fingerprint)}")
     console.print("split: " + ", ".join(f"{group} {split[group]['percent']:.1f}%" for group in GROUPS))
     layers = Table(title="time per layer")
     for column in ("layer", "time ms", "% of total"):

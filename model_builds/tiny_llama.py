@@ -135,7 +135,8 @@ def build_tiny_llama(out: Path, spec: TinyLlamaSpec = TinyLlamaSpec(), corpus: P
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     files = corpus_files(corpus)
-    tokenizer = train_tokenizer(read_corpus(files, spec.max_corpus_chars), spec.vocab_size, spec.max_position_embeddings)
+    texts = read_corpus(files, spec.max_corpus_chars)
+    tokenizer = train_tokenizer(texts, spec.vocab_size, spec.max_position_embeddings)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec.hidden_size,

@@ -180,7 +180,7 @@ class VllmBackend:
     async def check_health(self) -> int:
         """Probe every endpoint once, update the balancer, return how many are healthy."""
         results = await asyncio.gather(*(self._probe(url) for url in self.base_urls))
-        for url, healthy in zip(self.base_urls, results):
+        for url, healthy in zip(self.base_urls, results, strict=True):
             if healthy != self.balancer.is_healthy(url):
                 log.warning("vLLM endpoint %s is now %s", url, "healthy" if healthy else "unhealthy")
             self.balancer.mark_healthy(url, healthy)

@@ -88,7 +88,8 @@ class FakeUpstream:
             usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
             if not body.get("stream"):
                 choice = {"index": 0, "text": f"from {self.name}", "finish_reason": "length"}
-                return JSONResponse({"id": "cmpl-fake", "model": body.get("model"), "choices": [choice], "usage": usage})
+                answer = {"id": "cmpl-fake", "model": body.get("model"), "choices": [choice], "usage": usage}
+                return JSONResponse(answer)
 
             async def events() -> AsyncIterator[bytes]:
                 for word in ("from", self.name):

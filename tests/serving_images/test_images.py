@@ -80,7 +80,7 @@ def infopt_commands() -> dict[str, Any]:
 
 
 def flag_values(words: list[str]) -> dict[str, str]:
-    return {flag: value for flag, value in zip(words, words[1:]) if flag.startswith("--")}
+    return {flag: value for flag, value in zip(words, words[1:], strict=False) if flag.startswith("--")}
 
 
 def test_there_is_a_dockerfile_per_image() -> None:

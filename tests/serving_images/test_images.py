@@ -58,6 +58,23 @@ def parse_dockerfile(path: Path) -> list[Instruction]:
     return instructions
 
 
+def global_args(instructions: list[Instruction]) -> dict[str, str]:
+    """ARG defaults declared before the first FROM: the only ones a FROM line can use."""
+    values: dict[str, str] = {}
+    for item in instructions:
+        if item.keyword == "FROM":
+            break
+        if item.keyword == "ARG":
+            name, _, default = item.args.partition("=")
+            values[name.strip()] = default.strip().strip('"')
+    return values
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    """${NAME} / $NAME as Docker substitutes them; an ARG without a default stays unresolved (and fails)."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
 def final_stage(instructions: list[Instruction]) -> list[Instruction]:
     starts = [index for index, item in enumerate(instructions) if item.keyword == "FROM"]
     return instructions[starts[-1] :]
@@ -90,11 +107,12 @@ def test_there_is_a_dockerfile_per_image() -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.parent.name)
 def test_base_images_are_pinned_by_version(dockerfile: Path) -> None:
     instructions = parse_dockerfile(dockerfile)
+    values = global_args(instructions)
     stages: set[str] = set()
     for item in instructions:
         if item.keyword != "FROM":
             continue
-        words = [word for word in item.words() if not word.startswith("--platform")]
+        words = [expand(word, values) for word in item.words() if not word.startswith("--platform")]
         image = words[0]
         if len(words) >= 3 and words[1].upper() == "AS":
             stages.add(words[2].lower())
@@ -171,8 +189,11 @@ def test_every_stack_pins_the_paired_vllm_image_by_version() -> None:
 
 def test_parser_reads_continuations_and_exec_form(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
-    dockerfile.write_text('# c\nFROM a:1.2 AS b\nRUN x \\\n  # inside\n  && y\nCMD ["serve", "--port", "8000"]\n')
+    dockerfile.write_text(
+        '# c\nARG BASE=a:1.2\nFROM ${BASE} AS b\nRUN x \\\n  # inside\n  && y\nCMD ["serve", "--port", "8000"]\n'
+    )
     instructions = parse_dockerfile(dockerfile)
-    assert [item.keyword for item in instructions] == ["FROM", "RUN", "CMD"]
-    assert instructions[1].args == "x  && y"
-    assert instructions[2].words() == ["serve", "--port", "8000"]
+    assert [item.keyword for item in instructions] == ["ARG", "FROM", "RUN", "CMD"]
+    assert expand(instructions[1].words()[0], global_args(instructions)) == "a:1.2"
+    assert instructions[2].args == "x  && y"
+    assert instructions[3].words() == ["serve", "--port", "8000"]

@@ -163,7 +163,13 @@ def read_labels(data_dir: Path) -> list[str]:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, max_seq_len: int):  # -> BertTokenizerFast
-    """A lowercase WordPiece tokenizer trained on `texts` only, wrapped for transformers."""
+    """A lowercase WordPiece tokenizer trained on `texts` only, wrapped for transformers.
+
+    Known limit: the `tokenizers` WordPiece/BPE trainer breaks count ties by ids it assigns in hash-map
+    order, so two processes can learn slightly different vocabularies from the same texts
+    (huggingface/tokenizers#1794). Everything downstream is deterministic given the saved tokenizer,
+    which DVC caches as an output of `prepare`.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertTokenizerFast
 

@@ -83,7 +83,7 @@ async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tin
     async with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
             requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(6)]
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)  # the first batch is running
             drain = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gateway.shutdown(), gateway.loop))
             await asyncio.sleep(0.05)
             late = await client.post("/v1/classify", json={"texts": ["late"]})

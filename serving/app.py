@@ -283,6 +283,19 @@ class Gateway:
             self._account_tokens(tenant, estimate, usage)
 
 
+def run_server(app: Starlette, *, host: str, port: int, log_level: str, grace_s: float, access_log: bool = False) -> None:
+    """Serve `app` with uvicorn on its C event loop and HTTP parser (uvloop, httptools): the pure-Python
+    h11 parser and asyncio loop cost several times more CPU per request, which a 2-core box pays in
+    throughput. The access log (one formatted log line per request) is off unless asked for; the gateway's
+    own metrics count every request."""
+    import uvicorn
+
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, loop="uvloop", http="httptools", access_log=access_log,
+        timeout_graceful_shutdown=grace_s,
+    )
+
+
 def create_app(
     settings: GatewaySettings,
     *,

@@ -28,13 +28,12 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="bind port"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    access_log: bool = typer.Option(False, help="log one line per request (costs CPU per request; /metrics counts them anyway)"),
 ) -> None:
-    """Run the inference gateway for one deployment (or one variant) with uvicorn."""
-    import uvicorn
-
+    """Run the inference gateway for one deployment (or one variant) with uvicorn (uvloop + httptools)."""
     from infopt.manifest import ManifestError, load_manifest
     from infopt.params import ParamsError, load_params
-    from serving.app import create_app
+    from serving.app import create_app, run_server
     from serving.settings import SettingsError, settings_from_params
 
     try:
@@ -50,9 +49,9 @@ def serve(
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     console.print(f"serving {settings.model_name} ({settings.variant}, {settings.engine}) on http://{host}:{port}")
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level=log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    run_server(
+        create_app(settings), host=host, port=port, log_level=log_level, grace_s=settings.shutdown_grace_s,
+        access_log=access_log,
     )
 
 

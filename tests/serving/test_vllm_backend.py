@@ -190,7 +190,11 @@ async def test_real_vllm_stream_yields_sse_chunks_ending_with_done(vllm_server: 
 
 @pytest.mark.vllm
 async def test_real_vllm_queue_and_priority_scheduling(vllm_server: VllmProcess) -> None:
-    """With one running sequence, queued requests are visible in the metric and priority 0 jumps the queue."""
+    """With one sequence slot, queued requests show in the metric and priority 0 overtakes queued priority 5.
+
+    Four long priority-1 requests go first: whatever the machine's load, the priority-5 ones cannot start
+    before all four are done, so the priority-0 request, sent while they still run, must finish first.
+    """
     backend = await _backend([vllm_server.base_url])
     finished: list[str] = []
 
@@ -201,24 +205,26 @@ async def test_real_vllm_queue_and_priority_scheduling(vllm_server: VllmProcess)
         finished.append(tag)
 
     try:
-        # ~480 decode steps keep the single sequence slot busy while the others queue behind it.
-        blocker = asyncio.create_task(complete("blocker", 1, 480))
-        await asyncio.sleep(0.05)
-        low = [asyncio.create_task(complete(f"low{i}", 5, 16)) for i in range(3)]
+        blockers = []
+        for index in range(4):
+            blockers.append(asyncio.create_task(complete(f"blocker{index}", 1, 480)))
+            await asyncio.sleep(0.02)
+        low = [asyncio.create_task(complete(f"low{index}", 5, 16)) for index in range(3)]
         loop = asyncio.get_running_loop()
-        deadline, waiting = loop.time() + 20.0, 0.0
-        while waiting < 3 and loop.time() < deadline and not blocker.done():
+        deadline, waiting = loop.time() + 30.0, 0.0
+        while waiting < 3 and loop.time() < deadline and not all(task.done() for task in blockers):
             waiting = await backend.waiting_requests()
-        blocker_running_when_high_sent = not blocker.done()
+        blockers_left_when_high_sent = sum(not task.done() for task in blockers)
         high = asyncio.create_task(complete("high", 0, 16))
-        await asyncio.wait_for(asyncio.gather(blocker, high, *low), timeout=90)
+        await asyncio.wait_for(asyncio.gather(*blockers, high, *low), timeout=120)
         idle = await backend.waiting_requests()
     finally:
         await backend.close()
+    assert blockers_left_when_high_sent > 0, f"the queue drained before it was observed: {finished}"
     assert waiting >= 3, f"vllm:num_requests_waiting never reached 3 (last {waiting}); order {finished}"
-    assert blocker_running_when_high_sent, "the blocker finished before the queue formed: the test proves nothing"
     assert idle == 0.0
     assert finished.index("high") < min(finished.index(f"low{i}") for i in range(3)), finished
+    assert set(finished[-3:]) == {"low0", "low1", "low2"}, finished  # priority 5 after every priority 1
 
 
 @pytest.mark.vllm

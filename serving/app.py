@@ -88,7 +88,8 @@ class Gateway:
         self._idle: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the serving loop, for callers in other threads
         self.metrics.model_ready.labels(self.model).set(0)
-        self.metrics.inflight.labels(self.model).set(0)
+        # read at scrape time: no per-request gauge update
+        self.metrics.inflight.labels(self.model).set_function(lambda: self.inflight)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -173,7 +174,6 @@ class Gateway:
         tenant: TenantContext | None = None
         status = "ok"
         self.inflight += 1
-        self.metrics.inflight.labels(self.model).inc()
         if self._idle is not None:
             self._idle.clear()
         try:
@@ -187,17 +187,18 @@ class Gateway:
             return await work(body, tenant, arrival)
         except GatewayError as error:
             status = error.metric_status
-            self.metrics.rejections.labels(self.model, tenant.name if tenant else "unknown", error.code).inc()
+            metrics = self.metrics
+            metrics.child(metrics.rejections, self.model, tenant.name if tenant else "unknown", error.code).inc()
             return error_response(error)
         finally:
             self.inflight -= 1
-            self.metrics.inflight.labels(self.model).dec()
             if self.inflight == 0 and self._idle is not None:
                 self._idle.set()
+            metrics = self.metrics
             name, sla_class = (tenant.name, tenant.sla_class) if tenant else ("unknown", "none")
-            self.metrics.requests.labels(self.model, name, sla_class, status).inc()
+            metrics.child(metrics.requests, self.model, name, sla_class, status).inc()
             if tenant is not None:
-                self.metrics.request_latency.labels(self.model, sla_class).observe(loop.time() - arrival)
+                metrics.child(metrics.request_latency, self.model, sla_class).observe(loop.time() - arrival)
 
     def _service(self) -> ModelService:
         if self.settings.engine == "vllm":
@@ -224,10 +225,10 @@ class Gateway:
         texts = parse_classify(body, max_rows=service.max_rows)
         logits = await service.infer(service.codec.encode(texts), tenant, arrival)
         labels = self.settings.labels
-        probabilities = softmax(logits)
+        # one tolist() instead of a numpy scalar per value; max() keeps argmax's first-maximum tie rule
         results = [
-            {"label": labels[int(row.argmax())], "probabilities": dict(zip(labels, map(float, row), strict=True))}
-            for row in probabilities
+            {"label": labels[max(range(len(row)), key=row.__getitem__)], "probabilities": dict(zip(labels, row, strict=True))}
+            for row in softmax(logits).tolist()
         ]
         return JSONResponse({"model": self.model, "results": results})
 
@@ -261,8 +262,8 @@ class Gateway:
         completion = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
         now = asyncio.get_running_loop().time()
         self.tenancy.charge_tokens(tenant, prompt - estimate + completion, now)
-        self.metrics.tenant_tokens.labels(tenant.name, "prompt").inc(prompt)
-        self.metrics.tenant_tokens.labels(tenant.name, "completion").inc(completion)
+        self.metrics.child(self.metrics.tenant_tokens, tenant.name, "prompt").inc(prompt)
+        self.metrics.child(self.metrics.tenant_tokens, tenant.name, "completion").inc(completion)
 
     async def _counted_stream(self, chunks: AsyncIterator[Any], tenant: TenantContext, estimate: int) -> AsyncIterator[Any]:
         """Pass SSE chunks through and charge the usage of the final chunk once the stream ends."""

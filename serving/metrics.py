@@ -6,6 +6,8 @@ read the `infopt_*` series. tests/serving/test_metrics.py asserts them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -22,6 +24,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.queue_length = Gauge(
             "request_queue_length", "Requests waiting in the model's queue", ["model", "sla_class"], registry=r
@@ -56,6 +59,16 @@ class GatewayMetrics:
             "infopt_vllm_num_requests_waiting", "vLLM's vllm:num_requests_waiting, re-exported", ["model"],
             registry=r,
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, cached: labels() validates, stringifies and takes the metric's lock on every
+        call (a few us), which the request path would pay several times per request. Label values are bounded
+        (models, classes, tenants, statuses), so the cache is as small as the registry's own series."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -168,6 +168,17 @@ class RequestQueue:
             candidates = [name for name in self._order if self._head(name, now) is not None]
             if not candidates:
                 break
+            if len(candidates) == 1:
+                # A lone backlogged class gains and pays back its own weight each pick (credit unchanged),
+                # so take its rows in order without re-scanning every class per row.
+                name = candidates[0]
+                items = self._items[name]
+                while len(batch) < count and self._head(name, now) is not None:
+                    item = items.popleft()
+                    self._unlink(item)
+                    batch.append(item)
+                touched.add(name)
+                break
             total = 0
             for name in candidates:
                 self._credit[name] += self._weight[name]

@@ -76,7 +76,7 @@ async def test_sigterm_style_exit_finishes_in_flight_requests(tiny_model: Path) 
 
 async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tiny_model: Path) -> None:
     settings = make_settings(
-        tiny_model, shutdown_grace_s=0.6, batching=BatchingParams(mode="dynamic", max_batch_size=2, max_wait_ms=1)
+        tiny_model, shutdown_grace_s=0.6, batching=BatchingParams(mode="dynamic", max_batch_size=2, max_wait_ms=50)
     )
     app = create_app(settings, engines=[FakeEngine(service_s=0.5)])
     gateway = app.state.gateway

@@ -94,3 +94,19 @@ async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tin
     assert codes.count((200, None)) >= 2  # the batch running at drain time finished within the grace
     assert all(code in ((200, None), (503, "shutting_down")) for code in codes), codes
     assert (503, "shutting_down") in codes  # the rest was refused explicitly, not dropped
+
+
+async def test_inflight_and_queue_length_gauges_read_the_live_state_at_scrape_time(tiny_model: Path) -> None:
+    settings = make_settings(tiny_model, batching=BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=1))
+    app = create_app(settings, engines=[FakeEngine(service_s=0.6)])
+    async with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
+            requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(3)]
+            await asyncio.sleep(0.3)  # one row in the engine, two queued
+            busy = (await client.get("/metrics")).text
+            assert [r.status_code for r in await asyncio.gather(*requests)] == [200] * 3
+            idle = (await client.get("/metrics")).text
+    assert 'infopt_inflight_requests{model="textcls"} 3.0' in busy
+    assert 'request_queue_length{model="textcls",sla_class="batch"} 2.0' in busy
+    assert 'infopt_inflight_requests{model="textcls"} 0.0' in idle
+    assert 'request_queue_length{model="textcls",sla_class="batch"} 0.0' in idle

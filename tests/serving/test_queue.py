@@ -91,3 +91,19 @@ async def test_queue_length_observer_sees_each_class() -> None:
     assert seen == {"premium": 2}
     queue.take(1, now=0.0)
     assert seen["premium"] == 1
+
+
+async def test_a_lone_class_is_taken_in_order_skipping_abandoned_and_expired_rows_then_shares_resume() -> None:
+    queue = RequestQueue(SLA, 200)
+    rows = [_item("standard", tag=index, timeout=5.0 if index == 3 else 10.0) for index in range(8)]
+    queue.put_many(rows)
+    queue.abandon(rows[1])
+    taken = queue.take(4, now=6.0)  # row 3 expired at 5.0
+    assert [item.payload for item in taken] == [0, 2, 4, 5]
+    assert isinstance(rows[3].future.exception(), DeadlineExceeded) and rows[1].future.cancelled()
+    assert len(queue) == 2 and queue.size("standard") == 2
+    for name in ("premium", "batch"):
+        queue.put_many([_item(name) for _ in range(50)])
+    queue.put_many([_item("standard") for _ in range(48)])
+    taken_classes = [item.sla_class for item in queue.take(24, now=6.0)]
+    assert {name: taken_classes.count(name) for name in SLA} == {"premium": 16, "standard": 6, "batch": 2}

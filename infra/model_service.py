@@ -84,8 +84,8 @@ def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str,
     if plan.deployment.engine == "vllm":
         containers.append({
             "name": "vllm", "image": plan.images["vllm"],
-            "args": ["--model", model_dir, "--port", str(VLLM_PORT), "--scheduling-policy", "priority",
-                     "--enable-prefix-caching"],
+            "args": ["--model", model_dir, "--served-model-name", variant, "--port", str(VLLM_PORT),
+                     "--scheduling-policy", "priority", "--enable-prefix-caching"],
             "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
             "ports": [{"name": "vllm", "containerPort": VLLM_PORT, "protocol": "TCP"}],
             "startupProbe": _probe("/health", "vllm", 10, 60),  # model load and CUDA graph capture take minutes

@@ -19,7 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from infopt.params import ArchitectureParams, TrainParams
 from model_builds.data import Example, encode, pad_batch
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# loss(logits, labels, example_index): the index (rows of the train split in this batch) lets a loss look up
+# per-example targets computed once, e.g. the teacher's logits for distillation.
+LossFn = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
 StepHook = Callable[[torch.nn.Module], None]
 
 
@@ -147,7 +149,7 @@ def train_classifier(
 ) -> TrainResult:
     """AdamW + linear warmup/decay; keeps (and leaves loaded) the epoch with the best val accuracy.
 
-    `loss_fn(logits, labels, input_ids, attention_mask)` replaces cross-entropy (distillation);
+    `loss_fn(logits, labels, example_index)` replaces cross-entropy (distillation);
     `after_step(model)` runs after every optimiser step (pruning masks stay applied).
     """
     from transformers import get_linear_schedule_with_warmup
@@ -166,7 +168,7 @@ def train_classifier(
     total = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(_param_groups(model, hp.weight_decay), lr=hp.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
-    loss_fn = loss_fn or (lambda logits, labels, _ids, _mask: torch.nn.functional.cross_entropy(logits, labels))
+    loss_fn = loss_fn or (lambda logits, labels, _index: torch.nn.functional.cross_entropy(logits, labels))
     started = time.perf_counter()
     best_seen = -1.0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
@@ -175,12 +177,14 @@ def train_classifier(
         for epoch in range(epochs):
             model.train()
             losses = []
-            for ids, mask, labels in train.batches(hp.batch_size, rng.permutation(len(train))):
+            order = rng.permutation(len(train))
+            starts = range(0, len(order), hp.batch_size)
+            for start, (ids, mask, labels) in zip(starts, train.batches(hp.batch_size, order), strict=True):
                 ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
                 labels_t = torch.from_numpy(labels).to(device)
                 with _autocast(device):
                     logits = model(input_ids=ids_t, attention_mask=mask_t).logits.float()
-                loss = loss_fn(logits, labels_t, ids_t, mask_t)
+                loss = loss_fn(logits, labels_t, order[start : start + hp.batch_size])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -130,8 +130,9 @@ def test_vllm_deployment_runs_the_vllm_sidecar(raw_params, manifest: Manifest) -
     gateway, vllm = pod["containers"]
     assert gateway["args"][-2:] == ["--vllm-url", "http://127.0.0.1:8001"]
     assert gateway["image"].startswith("ghcr.io/infopt/gateway-vllm@sha256:")
-    assert vllm["args"] == ["--model", "/models/int8-dynamic", "--port", "8001", "--scheduling-policy", "priority",
-                            "--enable-prefix-caching"]
+    # the gateway asks vLLM for the variant's name (its --vllm-model default), so vLLM must serve it under that name
+    assert vllm["args"] == ["--model", "/models/int8-dynamic", "--served-model-name", "int8-dynamic", "--port", "8001",
+                            "--scheduling-policy", "priority", "--enable-prefix-caching"]
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
     sha = manifest.variant("int8-dynamic").artifact("torch").sha256  # vLLM loads the Hugging Face export
     assert pod["initContainers"][0]["args"][5] == sha

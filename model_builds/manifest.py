@@ -94,11 +94,16 @@ def variant_entry(
     benchmark: dict = {}
     knees: dict = {}
     profile: str | None = None
+    details = _scalar_details(build.details)
     if build.status == "built":
         if build.name not in report["variants"]:
             raise ManifestStageError(f"variant {build.name!r} is built but {BENCHMARK_JSON} has no sweep for it")
         benchmark = points_of(report, build.name)
         knees = _knees(build, report)
+        # An engine the benchmark could not time on this device (ONNX Runtime without a CUDA provider on a
+        # GPU run) has no sweep; the reason travels with the variant instead.
+        for engine, reason in report["variants"][build.name].get("engines_skipped", {}).items():
+            details[f"benchmark_skipped.{engine}"] = reason
         profile_path = PROFILES_DIR / f"{build.name}.json"
         if not (root / profile_path).is_file():
             raise ManifestStageError(f"variant {build.name!r}: {profile_path} not found; run the profile stage")
@@ -116,7 +121,7 @@ def variant_entry(
         benchmark=benchmark,
         sla_knees=knees,
         profile=profile,
-        details=_scalar_details(build.details),
+        details=details,
         mlflow_run_id=run_id,
     )
 
@@ -167,14 +172,18 @@ def log_runs(params: Params, manifest: Manifest, root: Path = Path(".")) -> dict
 def main() -> None:
     from rich.console import Console
 
+    from infopt.tracking import tracking_enabled
     from model_builds.plots import footer, pareto_plot
 
     params = load_params("params.yaml")
     manifest = build_manifest(params)  # validates every input before anything is logged
     began = time.perf_counter()
-    run_ids = log_runs(params, manifest)
-    mlflow_seconds = time.perf_counter() - began
-    manifest = build_manifest(params, run_ids=run_ids)
+    if tracking_enabled():
+        run_ids = log_runs(params, manifest)
+        logged = f"MLflow logging (params, accuracy, models) {time.perf_counter() - began:.1f}s"
+        manifest = build_manifest(params, run_ids=run_ids)
+    else:
+        logged = "MLflow logging off (INFOPT_TRACKING): no mlflow_run_id in the manifest"
     write_json(MANIFEST_JSON, manifest.model_dump(mode="json"))
     rows = summary_rows(manifest)
     fingerprint = manifest.fingerprint.model_dump()
@@ -183,8 +192,7 @@ def main() -> None:
     write_json(PARETO_JSON, {"pareto": pareto, "fingerprint": fingerprint})
     pareto_plot(pareto, PARETO_PNG, title=f"accuracy vs cost per 1k requests ({manifest.device})", note=footer(fingerprint))
     Console().print(
-        f"[bold]manifest[/]: {len(manifest.variants)} variants -> {MANIFEST_JSON}; "
-        f"MLflow logging (params, accuracy, models) {mlflow_seconds:.1f}s"
+        f"[bold]manifest[/]: {len(manifest.variants)} variants -> {MANIFEST_JSON}; {logged}"
     )
 
 

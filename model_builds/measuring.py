@@ -53,6 +53,43 @@ def resolve_device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def onnxruntime_device(device: str) -> tuple[str, str | None]:
+    """Where ONNX Runtime runs for a stage on `device`, and why that differs from `device` (None if not).
+
+    On cuda without onnxruntime-gpu (no CUDAExecutionProvider) ONNX Runtime can only run on the CPU:
+    accuracy is still measured there (and recorded as such); latency is not, since CPU numbers would be
+    filed under the GPU run.
+    """
+    if device != "cuda":
+        return device, None
+    import onnxruntime as ort
+
+    available = list(ort.get_available_providers())
+    if "CUDAExecutionProvider" in available:
+        return "cuda", None
+    return "cpu", (
+        f"device is cuda but onnxruntime {ort.__version__} has only {available} "
+        "(no CUDAExecutionProvider; install onnxruntime-gpu)"
+    )
+
+
+def open_engine(artifact: Artifact, device: str, threads: int | None = None, root: Path = Path(".")) -> Any:
+    """The serving engine for an artifact, as the gateway loads it; fp8 hf/ folders get the fp8 builder's
+    Fp8Engine (same contract, CUDA only)."""
+    path = root / artifact.path
+    if artifact.engine == "onnxruntime":
+        from serving.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(path, device=device, threads=threads)
+    if artifact.precision == "fp8":
+        from model_builds.variants.fp8 import Fp8Engine
+
+        return Fp8Engine(path, device=device, threads=threads)
+    from serving.engines.torch_engine import TorchEngine
+
+    return TorchEngine(path, device=device, precision=artifact.precision, threads=threads)
+
+
 def _from_record(record: Any, path: Path) -> VariantBuild:
     data = record.model_dump() if hasattr(record, "model_dump") else dict(record)
     try:

@@ -27,6 +27,8 @@ from model_builds.measuring import (
     enabled_builds,
     encode,
     load_texts,
+    onnxruntime_device,
+    open_engine,
     resolve_device,
     tokenizer_dir,
     write_json,
@@ -110,10 +112,8 @@ def profile_torch(artifact: Artifact, ids: Any, mask: Any, params: Params, devic
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from serving.engines.torch_engine import TorchEngine
-
     config = params.profile
-    engine = TorchEngine(root / artifact.path, device=device, precision=artifact.precision, threads=params.benchmark.threads)
+    engine = open_engine(artifact, device, params.benchmark.threads, root)  # fp8: the builder's Fp8Engine
     model = engine.model
     handles = []
     open_labels: dict[int, Any] = {}
@@ -161,6 +161,7 @@ def profile_torch(artifact: Artifact, ids: Any, mask: Any, params: Params, devic
     return {
         "profiler": "torch.profiler",
         "engine": "torch",
+        "execution_device": device,
         "time_basis": "self CUDA time" if on_gpu else "self CPU time",
         "total_ms": forward_us / 1000.0,
         "top_ops": [
@@ -180,6 +181,7 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
     config = params.profile
     model_path = root / artifact.path
     model_file = model_path / "model.onnx" if model_path.is_dir() else model_path
+    ort_device, note = onnxruntime_device(device)  # cuda without onnxruntime-gpu: profiled on the CPU, said below
     with tempfile.TemporaryDirectory() as scratch:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -187,8 +189,9 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
         options.inter_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "ort")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if ort_device == "cuda" else ["CPUExecutionProvider"]
         session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
+        used = list(session.get_providers())
         names = {item.name for item in session.get_inputs()}
         output = session.get_outputs()[0].name
         for index in range(config.iters + 1):  # the first run is the warm-up, dropped below
@@ -225,6 +228,9 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
     return {
         "profiler": "onnxruntime (SessionOptions.enable_profiling)",
         "engine": "onnxruntime",
+        "execution_device": ort_device,
+        "providers": used,
+        **({"execution_note": note} if note else {}),
         "time_basis": "kernel time per node",
         "total_ms": total / 1000.0,
         "session_run_ms": run_total / 1000.0,
@@ -270,7 +276,8 @@ def render_text(report: Mapping[str, Any]) -> str:
     console = Console(record=True, width=120, file=open("/dev/null", "w"))  # noqa: SIM115 - recorded, not shown
     split = report["split"]
     console.print(
-        f"{report['variant']} ({report['engine']}, {report['precision']}, {report['device']}): batch "
+        f"{report['variant']} ({report['engine']}, {report['precision']}, "
+        f"{report.get('execution_device', report['device'])}): batch "
         f"{report['batch_size']} x seq {report['seq_len']}, {report['iters']} iters, {report['profiler']}"
     )
     fingerprint = report.get("fingerprint")

@@ -53,6 +53,23 @@ def build_variants(params: Params, ctx: BuildContext, console: Console | None = 
     return builds
 
 
+METRICS_PATH = Path("metrics/variants.json")
+
+
+def write_builds_metrics(builds: list[VariantBuild], device: str) -> None:
+    """Every build record (sizes, sparsity, KD vs no-KD, build seconds) as a committed DVC metrics file."""
+    import json
+
+    from infopt.fingerprint import collect
+
+    report = {
+        "variants": {build.name: build.model_dump(exclude={"artifacts"}) for build in builds},
+        "fingerprint": collect(device).model_dump(),
+    }
+    METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    METRICS_PATH.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     params = load_params("params.yaml")
     device = resolve_device(params.device)
@@ -70,8 +87,11 @@ def main() -> None:
         builds = build_variants(params, ctx)
     finally:
         ctx.close()
-    from infopt.tracking import log_stage
+    write_builds_metrics(builds, device)
+    from infopt.tracking import log_stage, tracking_enabled
 
+    if not tracking_enabled():
+        return
     for build in builds:
         values = {"status": build.status, "precision": build.precision, "parameters": build.parameters,
                   "sparsity": build.sparsity, **build.details}

@@ -19,6 +19,7 @@ from model_builds.modeling import count_parameters, linear_sparsity, save_classi
 from model_builds.variants.common import fresh_dir, skipped
 from model_builds.variants.context import BuildContext
 from model_builds.variants.record import VariantBuild
+from serving.engines.base import EngineError
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
@@ -101,15 +102,23 @@ class Fp8Engine:
 
     name = "torch"
 
-    def __init__(self, model_dir: str | Path, *, device: str = "cuda") -> None:
+    def __init__(self, model_dir: str | Path, *, device: str = "cuda", threads: int | None = None) -> None:
+        reason = fp8_support(device)
+        if reason:
+            raise EngineError(reason)
+        if threads:
+            torch.set_num_threads(threads)
         self.device = device
         self.model = load_fp8(Path(model_dir), device)
 
     def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
-            mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)).to(self.device)
-            return self.model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+        try:
+            with torch.inference_mode():
+                ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
+                mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)).to(self.device)
+                return self.model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+        except Exception as error:  # as TorchEngine: any failure inside the model is the batch's failure
+            raise EngineError(f"fp8 failed on a batch of shape {input_ids.shape}: {error}") from error
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

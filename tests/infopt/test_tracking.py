@@ -13,6 +13,7 @@ from infopt.manifest import BatchPoint
 from infopt.params import load_params
 from infopt.tracking import (
     PARAMS_SHA_TAG,
+    TRACKING_ENV,
     VARIANT_TAG,
     log_accuracy,
     log_benchmark,
@@ -20,6 +21,7 @@ from infopt.tracking import (
     log_stage,
     log_variant_params,
     params_sha,
+    tracking_enabled,
     tracking_uri,
     variant_run,
 )
@@ -111,3 +113,45 @@ def test_log_stage_puts_numbers_text_and_curves_into_the_variant_run(workdir: Pa
     history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "build_val_accuracy")
     assert [(point.step, point.value) for point in history] == [(1, 0.4), (2, 0.6)]
     assert data.tags["infopt.stage.variants"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [(None, True), ("", True), ("on", True), ("1", True), ("off", False), ("OFF", False), ("0", False),
+     ("false", False), ("no", False), (" disabled ", False)],
+)
+def test_tracking_enabled_reads_infopt_tracking(monkeypatch: pytest.MonkeyPatch, value: str | None, enabled: bool) -> None:
+    if value is None:
+        monkeypatch.delenv(TRACKING_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TRACKING_ENV, value)
+    assert tracking_enabled() is enabled
+
+
+def test_stages_write_their_files_but_touch_no_mlflow_when_tracking_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate, benchmark, profile and manifest with INFOPT_TRACKING=off: outputs as usual, no store, no run ids."""
+    import infopt.tracking as tracking
+    from infopt.manifest import load_manifest
+    from model_builds import benchmark, evaluate, manifest, profile
+    from tests.model_builds.tiny_build import build_workspace
+
+    build_workspace(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv(TRACKING_ENV, "off")
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("MLflow was used with INFOPT_TRACKING=off")
+
+    for name in ("configure", "variant_run", "log_stage", "log_benchmark", "log_fingerprint", "log_model"):
+        monkeypatch.setattr(tracking, name, refuse)
+    evaluate.main()
+    benchmark.main()
+    profile.main()
+    manifest.main()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
+    loaded = load_manifest(tmp_path / "artifacts/manifest.json")
+    assert [entry.mlflow_run_id for entry in loaded.variants] == [None, None, None]
+    assert loaded.variant("fp32").benchmark and (tmp_path / "metrics/summary.json").is_file()

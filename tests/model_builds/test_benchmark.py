@@ -149,3 +149,36 @@ def test_best_knee_prefers_meeting_then_throughput() -> None:
     fast = sla_knee(SWEEP, "premium", 50.0, "onnxruntime")
     assert best_knee([missing, slow, fast]).engine == "onnxruntime"
     assert best_knee([missing, slow]) == slow
+
+
+# ----------------------------------------------------------------------------- engines per device
+def test_onnxruntime_device_without_a_cuda_provider_is_the_cpu_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    from model_builds.measuring import onnxruntime_device
+
+    assert onnxruntime_device("cpu") == ("cpu", None)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    where, reason = onnxruntime_device("cuda")
+    assert where == "cpu" and "no CUDAExecutionProvider" in reason and "CPUExecutionProvider" in reason
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnxruntime_device("cuda") == ("cuda", None)
+
+
+def test_fp8_artifacts_open_in_the_fp8_engine_which_refuses_the_cpu() -> None:
+    from infopt.manifest import Artifact
+    from model_builds.measuring import open_engine
+    from serving.engines.base import EngineError
+
+    artifact = Artifact(engine="torch", format="hf-safetensors", precision="fp8", path="nowhere", sha256="0" * 64, size_bytes=1)
+    with pytest.raises(EngineError, match="fp8 needs"):
+        benchmark.load_engine(artifact, "cpu", 1)
+    with pytest.raises(EngineError, match="fp8 needs"):
+        open_engine(artifact, "cpu")
+
+
+def test_report_records_engine_class_and_onnxruntime_providers(report: dict) -> None:
+    fp32 = report["variants"]["fp32"]["engines"]
+    assert fp32["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
+    assert fp32["torch"]["engine_class"] == "serving.engines.torch_engine.TorchEngine" and "providers" not in fp32["torch"]
+    assert report["onnxruntime_device"] == "cpu" and report["onnxruntime_skipped"] is None

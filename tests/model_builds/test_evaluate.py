@@ -35,3 +35,5 @@ def test_evaluation_of_the_tiny_builds_is_consistent(tiny_builds) -> None:
         assert row["within_accuracy_budget"] == (row["accuracy_loss"] <= 0.02 + 1e-12)
         assert row["n_test"] == 16
     assert set(results["int8-dynamic"]["engines"]) == {"onnxruntime"}
+    assert results["int8-dynamic"]["engines"]["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
+    assert {cell["execution_device"] for cell in base["engines"].values()} == {"cpu"}

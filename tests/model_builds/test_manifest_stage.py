@@ -99,3 +99,19 @@ def test_summary_command_prints_table_and_json(workspace: Path, monkeypatch: pyt
     assert rows["fp8"]["status"] == "skipped" and rows["int8-dynamic"]["best_throughput_rps"] > 0
     missing = CliRunner().invoke(app, ["summary", "--manifest", "nope.json"])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_engine_the_benchmark_could_not_time_leaves_a_reason_not_a_sweep(workspace: Path) -> None:
+    """A GPU run without onnxruntime-gpu: the ONNX-only variant is built and scored, its latency not timed."""
+    from model_builds.measuring import enabled_builds
+
+    params = load_params(workspace / "params.yaml")
+    accuracy = json.loads((workspace / "metrics/accuracy.json").read_text())
+    report = json.loads((workspace / "metrics/benchmark.json").read_text())
+    reason = "device is cuda but onnxruntime has only ['CPUExecutionProvider'] (no CUDAExecutionProvider)"
+    report["variants"]["int8-dynamic"] = {"status": "built", "engines": {}, "sla_knees": {},
+                                          "engines_skipped": {"onnxruntime": reason}}
+    build = next(b for b in enabled_builds(params, workspace) if b.name == "int8-dynamic")
+    entry = manifest.variant_entry(build, accuracy, report, workspace, None)
+    assert entry.status == "built" and entry.benchmark == {} and entry.sla_knees == {}
+    assert entry.details["benchmark_skipped.onnxruntime"] == reason and entry.accuracy == 0.5

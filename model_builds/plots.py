@@ -41,6 +41,11 @@ def latency_plot(rows: Sequence[dict[str, Any]], path: Path, title: str, note: s
     axis.grid(True, which="both", alpha=0.3)
     if series:
         axis.legend(fontsize=7, ncol=2)
+    _save(plt, figure, path, note)
+
+
+def _save(plt: Any, figure: Any, path: Path, note: str) -> None:
+    """PNG with the provenance note (machine, git SHA) in the bottom corner."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if note:
         figure.text(0.01, 0.005, note, fontsize=6, alpha=0.7)
@@ -67,9 +72,4 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str, note: st
     axis.set_ylabel("test accuracy")
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if note:
-        figure.text(0.01, 0.005, note, fontsize=6, alpha=0.7)
-    figure.tight_layout(rect=(0, 0.02, 1, 1))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(plt, figure, path, note)

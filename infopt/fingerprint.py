@@ -18,6 +18,9 @@ TRACKED_LIBRARIES = (
 )
 
 
+PIPELINE_OUTPUTS = (":(exclude)dvc.lock", ":(exclude)metrics", ":(exclude)plots", ":(exclude)benchmarks/results")
+
+
 def _git(*args: str, cwd: Path | None = None) -> str | None:
     try:
         result = subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd, timeout=10)
@@ -64,7 +67,9 @@ def collect(device: str = "cpu", repo: Path | None = None) -> Fingerprint:
         gpu_name = torch.cuda.get_device_name(0) if gpu_count else None
         cuda = torch.version.cuda
     sha = os.environ.get("INFOPT_GIT_SHA") or _git("rev-parse", "HEAD", cwd=repo) or "unknown"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=repo))
+    # Dirty means code or config differs from the SHA; the pipeline's own outputs (dvc.lock, metrics, plots,
+    # result files) change during a run and do not count.
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *PIPELINE_OUTPUTS, cwd=repo))
     return Fingerprint(
         timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         git_sha=sha,

@@ -47,15 +47,14 @@ print(f"params.yaml: device={params.device} preset={params.model.preset} epochs=
       f"variants={[v.name for v in params.variants if v.enabled]}")
 PY
 
-rm -rf artifacts/models artifacts/variants artifacts/manifest.json metrics/profiles
-python3 scripts/run_stages.py --skip prepare --timings metrics/stage_seconds.json
-
-python3 - <<'EOF'
-from rich.console import Console
-from infopt.manifest import load_manifest
-from model_builds.summary import render_table
-Console(width=160).print(render_table(load_manifest("artifacts/manifest.json")))
-EOF
-tar czf "$out/results-$preset.tgz" metrics/*.json metrics/profiles plots/*.json plots/*.png \
-  artifacts/manifest.json artifacts/variants/*/variant.json params.yaml
-echo "wrote $out/results-$preset.tgz"
+rm -rf artifacts/models artifacts/variants artifacts/manifest.json metrics/profiles metrics/stage_seconds.json
+status=0
+python3 scripts/run_stages.py --skip prepare --timings metrics/stage_seconds.json || status=$?
+if [ "$status" = 0 ]; then
+  python3 -c 'from rich.console import Console; from infopt.manifest import load_manifest; from model_builds.summary import render_table; Console(width=160).print(render_table(load_manifest("artifacts/manifest.json")))'
+fi
+# Whatever the stages wrote, also when one failed (stage_seconds.json says how far they got).
+tar czf "$out/results-$preset.tgz" --ignore-failed-read params.yaml metrics/*.json plots/*.json plots/*.png \
+  $(ls -d metrics/profiles artifacts/manifest.json artifacts/variants/*/variant.json 2>/dev/null)
+echo "wrote $out/results-$preset.tgz (stages exit $status)"
+exit "$status"

@@ -79,17 +79,21 @@ def test_cell_stops_at_max_seconds_and_records_count() -> None:
 def test_cell_runs_min_iters_and_min_seconds() -> None:
     config = BenchmarkParams(warmup_iters=2, min_iters=7, min_seconds=0.03, max_seconds=5.0)
     calls: list[int] = []
+    unpadded: list[bool] = []
     ids = np.arange(20, dtype=np.int64).reshape(5, 4)
+    mask = np.zeros_like(ids)
 
-    def infer(batch_ids: np.ndarray, _mask: np.ndarray) -> None:
+    def infer(batch_ids: np.ndarray, batch_mask: np.ndarray) -> None:
         calls.append(int(batch_ids[0, 0]))
+        unpadded.append(bool(batch_mask.all()))
         time.sleep(0.001)
 
-    cell = benchmark.measure_cell(infer, ids, ids, 2, config, "cpu", 0.1)
+    cell = benchmark.measure_cell(infer, ids, mask, 2, config, "cpu", 0.1)
     assert not cell.stopped_by_max_seconds
     assert cell.point.iterations >= 7 and cell.timed_seconds >= 0.02
-    assert len(calls) == cell.point.iterations + 2  # warm-up calls are not timed
-    assert calls[:3] == [0, 8, 16]  # consecutive batches cycle through the encoded set
+    assert len(calls) == cell.point.iterations + 3  # 2 warm-up batches + 1 unpadded warm-up, none timed
+    assert calls[:4] == [0, 8, 8, 16]  # consecutive batches cycle through the encoded set
+    assert unpadded[:4] == [False, False, True, False]  # the unpadded attention path is warmed up too
 
 
 def test_main_writes_plot_data_and_logs_spec_metrics(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:

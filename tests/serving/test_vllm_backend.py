@@ -188,20 +188,33 @@ async def test_real_vllm_stream_yields_sse_chunks_ending_with_done(vllm_server: 
     assert response.usage is not None and response.usage.completion_tokens == 6
 
 
+PRIORITY_ATTEMPTS = 3
+
+
+def _priority_order_held(finished: list[str]) -> bool:
+    """high (priority 0) next to blocker0, then the priority-1 blockers, then the priority-5 requests."""
+    return (
+        set(finished[:2]) == {"blocker0", "high"}
+        and set(finished[2:5]) == {"blocker1", "blocker2", "blocker3"}
+        and set(finished[5:]) == {"low0", "low1", "low2"}
+    )
+
+
 @pytest.mark.vllm
 async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: VllmProcess) -> None:
     """With one sequence slot, a priority-0 request sent after priority-5 ones is served before them.
 
-    One long priority-1 request takes the only slot; then, while it runs, three priority-5 requests, one
-    priority-0 request and three more priority-1 requests arrive, in that order. FCFS would serve the
-    priority-5 ones next; vLLM's priority scheduler must serve priority 0, then priority 1, then 5. The
-    order of arrival is all that matters, not how fast this machine generates or answers /metrics (on a
-    2-core box the API server can be starved while the engine computes, so timing-based checks flake).
+    One long priority-1 request, then three priority-5 requests, one priority-0 request and three more
+    priority-1 requests are sent back to back, in that order. FCFS would serve the priority-5 ones right after
+    blocker0; vLLM's priority scheduler serves priority 0, then 1, then 5 (high may even start before blocker0
+    if all arrive in one scheduler step). On a 2-core box the API server can be starved while the engine
+    computes and then admit requests in a different grouping than they were sent, so the scenario gets up to
+    three attempts; an FCFS scheduler fails every one of them, since the priority-5 requests are sent first.
     """
     backend = await _backend([vllm_server.base_url])
-    finished: list[str] = []
+    orders: list[list[str]] = []
 
-    async def complete(tag: str, priority: int, tokens: int) -> None:
+    async def complete(tag: str, priority: int, tokens: int, finished: list[str]) -> None:
         body = {"prompt": f"request {tag}", "max_tokens": tokens, "ignore_eos": True}
         response = await backend.forward("/v1/completions", body, priority=priority, stream=False)
         assert response.status_code == 200, response.body
@@ -210,21 +223,20 @@ async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: Vll
     arrivals = [("blocker0", 1, 480)] + [(f"low{i}", 5, 16) for i in range(3)] + [("high", 0, 16)]
     arrivals += [(f"blocker{i}", 1, 16) for i in range(1, 4)]
     try:
-        tasks = []
-        for tag, priority, tokens in arrivals:
-            tasks.append(asyncio.create_task(complete(tag, priority, tokens)))
-            await asyncio.sleep(0.01)  # distinct arrival times, all well inside blocker0's 480 tokens
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+        for _attempt in range(PRIORITY_ATTEMPTS):
+            finished: list[str] = []
+            tasks = [asyncio.create_task(complete(tag, priority, tokens, finished)) for tag, priority, tokens in arrivals]
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+            orders.append(finished)
+            if _priority_order_held(finished):
+                break
         metrics = (await backend.client.get(f"{vllm_server.base_url}/metrics")).text
         idle = await backend.waiting_requests()
     finally:
         await backend.close()
     assert "vllm:num_requests_waiting" in metrics  # the gauge the gateway re-exports for the HPA
     assert idle == 0.0
-    # blocker0 first unless the frontend admitted everything at once, in which case high starts first
-    assert set(finished[:2]) == {"blocker0", "high"}, finished  # high overtook the priority-5 ones sent before it
-    assert set(finished[2:5]) == {"blocker1", "blocker2", "blocker3"}, finished
-    assert set(finished[5:]) == {"low0", "low1", "low2"}, finished
+    assert _priority_order_held(orders[-1]), f"completion orders of {len(orders)} attempts: {orders}"
 
 
 @pytest.mark.vllm

@@ -135,3 +135,26 @@ async def test_stop_fails_queued_rows_explicitly() -> None:
     assert all(isinstance(o, ShuttingDown) for o in outcomes[1:])
     with pytest.raises(ShuttingDown):
         _submit(queue, [9])
+
+
+def test_sub_millisecond_batches_are_still_billed_under_uvloop() -> None:
+    """uvloop's loop.time() has millisecond resolution; engine time must not round down to zero."""
+    import uvloop
+
+    observed: list[float] = []
+
+    async def run() -> None:
+        engine = FakeEngine(service_s=0.0002)
+        queue = RequestQueue(SLA, 256)
+        batcher = Batcher(
+            queue, [engine], BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=0), Codec(None, 16).collate,
+            observer=lambda items, start, seconds: observed.append(seconds),
+        )
+        batcher.start()
+        for index in range(20):
+            await asyncio.wait_for(_submit(queue, [index])[0].future, 5)
+        await batcher.stop(1.0)
+
+    uvloop.run(run())
+    assert len(observed) == 20
+    assert all(seconds > 0 for seconds in observed), observed

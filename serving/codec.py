@@ -49,8 +49,11 @@ class Codec:
     def encode(self, texts: Sequence[str]) -> list[Row]:
         if self._tokenizer is None:
             raise BadRequest("this model was loaded without a tokenizer; send input_ids/attention_mask", status=422)
+        # encode_batch fans out over the tokenizers' thread pool: worth it for many texts, pure overhead
+        # (thread hand-offs on the event loop's thread) for the common one-text request.
+        encodings = [self._tokenizer.encode(texts[0])] if len(texts) == 1 else self._tokenizer.encode_batch(list(texts))
         rows = []
-        for encoding in self._tokenizer.encode_batch(list(texts)):
+        for encoding in encodings:
             ids = np.asarray(encoding.ids, dtype=np.int64)
             rows.append((ids, np.ones_like(ids)))
         return rows

@@ -163,22 +163,37 @@ def read_labels(data_dir: Path) -> list[str]:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, max_seq_len: int):  # -> BertTokenizerFast
-    """A lowercase WordPiece tokenizer trained on `texts` only, wrapped for transformers.
+    """A lowercase WordPiece tokenizer trained on `texts` only, wrapped for transformers; deterministic.
 
-    Known limit: the `tokenizers` WordPiece/BPE trainer breaks count ties by ids it assigns in hash-map
-    order, so two processes can learn slightly different vocabularies from the same texts
-    (huggingface/tokenizers#1794). Everything downstream is deterministic given the saved tokenizer,
-    which DVC caches as an output of `prepare`.
+    The `tokenizers` WordPiece/BPE trainer gives the continuing-subword pieces ("##e") ids in hash-map order,
+    and those ids break merge-count ties, so two processes learn different vocabularies from the same texts
+    (huggingface/tokenizers#1794). Seeding every "##<char>" piece up front, in sorted order, fixes their ids
+    before training; the model is then rebuilt from the learned vocabulary so those pieces stay ordinary
+    vocabulary entries, not special tokens.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    def configured(model):  # -> Tokenizer
+        tokenizer = Tokenizer(model)
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        return tokenizer
+
+    scratch = configured(models.WordPiece(unk_token="[UNK]"))
+    continuing = sorted(
+        {
+            f"##{char}"
+            for text in texts
+            for word, _ in scratch.pre_tokenizer.pre_tokenize_str(scratch.normalizer.normalize_str(text))
+            for char in word[1:]
+        }
+    )
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *continuing], min_frequency=1)
+    scratch.train_from_iterator(texts, trainer=trainer)
+    tokenizer = configured(models.WordPiece(vocab=scratch.get_vocab(), unk_token="[UNK]"))
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]

@@ -70,3 +70,29 @@ def test_jsonl_string_labels_and_small_class(tmp_path: Path) -> None:
     path.write_text(json.dumps({"body": "no tag"}) + "\n")
     with pytest.raises(DataError, match=r"data.jsonl:1: data.label_field 'tag' is missing"):
         prepare(data, model, 1, tmp_path / "out", tmp_path / "tok")
+
+
+_TOKENIZER_DIGEST = """
+import hashlib, inspect, json, sys
+sys.path.insert(0, {repo!r})
+import argparse, asyncio, collections, email, http.client, json as js, logging, pathlib, subprocess, typing
+from model_builds.data import train_tokenizer
+texts = [inspect.getdoc(obj) or "" for module in (argparse, asyncio, collections, email, http.client, js, logging,
+         pathlib, subprocess, typing) for _, obj in sorted(vars(module).items()) if callable(obj)]
+tokenizer = train_tokenizer([t for t in texts if t], 600, 64)
+print(hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest())
+"""
+
+
+def test_tokenizer_training_is_the_same_in_every_process() -> None:
+    """Three fresh processes (three hash seeds) learn byte-identical tokenizers from the same texts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _TOKENIZER_DIGEST.format(repo=str(Path(__file__).resolve().parents[2]))
+    digests = {
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+        for _ in range(3)
+    }
+    assert len(digests) == 1, digests

@@ -294,7 +294,10 @@ def log_stage(
     """Log one stage's results into the variant's run: scalars as metrics/params, `curves` as per-step metrics.
 
     A stage's own keys get `prefix` (e.g. 'train_'), so stages never overwrite each other's names.
+    Does nothing when tracking is off (INFOPT_TRACKING), so stages call it unconditionally.
     """
+    if not tracking_enabled():
+        return
     import mlflow
 
     metrics, text = split_for_mlflow({f"{prefix}{key}": value for key, value in values.items()})

@@ -29,6 +29,7 @@ from model_builds.measuring import (
     load_texts,
     onnxruntime_device,
     open_engine,
+    providers_of,
     resolve_device,
     tokenizer_dir,
     write_json,
@@ -198,17 +199,6 @@ def measure_cell(
     return Cell(point=point, timed_seconds=total_seconds, stopped_by_max_seconds=stopped_by_max)
 
 
-def load_engine(artifact: Artifact, device: str, threads: int, root: Path = Path(".")) -> Any:
-    """The serving engine for an artifact, exactly as the gateway loads it (fp8: the builder's Fp8Engine)."""
-    return open_engine(artifact, device, threads, root)
-
-
-def _providers(engine: Any) -> list[str] | None:
-    """ONNX Runtime's providers of a loaded session, in priority order; None for other engines."""
-    session = getattr(engine, "session", None)
-    return list(session.get_providers()) if session is not None else None
-
-
 def plan(builds: Sequence[VariantBuild], engines: Sequence[str]) -> list[tuple[VariantBuild, Artifact]]:
     """Every (built variant, artifact) pair for the engines asked for, in params order."""
     return [
@@ -248,7 +238,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         task = progress.add_task("", total=len(pairs) * len(config.batch_sizes))
         for build, artifact in pairs:
             ids, mask = encode(texts, tokenizer_dir(artifact, root), params.model.max_seq_len)
-            engine = load_engine(artifact, device, config.threads, root)
+            engine = open_engine(artifact, device, config.threads, root)
             cells: list[Cell] = []
             try:
                 for batch_size in config.batch_sizes:
@@ -261,7 +251,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                         ) from error
                     progress.advance(task)
             finally:
-                providers = _providers(engine)
+                providers = providers_of(engine)
                 engine.close()
             entry = variants.setdefault(build.name, {"status": "built", "engines": {}, "sla_knees": {}})
             points = [cell.point for cell in cells]

@@ -23,8 +23,7 @@ from infopt.fingerprint import collect
 from infopt.manifest import Artifact
 from infopt.params import load_params
 from model_builds.data import Example, encode, load_tokenizer, pad_batch, read_labels, read_split
-from model_builds.measuring import onnxruntime_device
-from model_builds.measuring import open_engine as measuring_open_engine
+from model_builds.measuring import onnxruntime_device, open_engine, providers_of
 from model_builds.modeling import accuracy, macro_f1, resolve_device
 from model_builds.prepare import DATA_DIR
 from model_builds.variants.record import VARIANTS_DIR, VariantBuild, load_variant_build
@@ -34,7 +33,7 @@ BATCH_SIZE = 32
 PRIMARY_ORDER = ("onnxruntime", "torch")
 
 
-def open_engine(artifact: Artifact, repo_root: Path, device: str) -> tuple[Any, dict[str, Any]]:
+def open_scoring_engine(artifact: Artifact, repo_root: Path, device: str) -> tuple[Any, dict[str, Any]]:
     """The artifact's serving engine and where it runs ({execution_device, providers?, note?})."""
     where: dict[str, Any] = {"execution_device": device}
     if artifact.engine == "onnxruntime":
@@ -43,10 +42,10 @@ def open_engine(artifact: Artifact, repo_root: Path, device: str) -> tuple[Any, 
         if note:
             where["execution_note"] = note
         device = ort_device
-    engine = measuring_open_engine(artifact, device, None, repo_root)
-    session = getattr(engine, "session", None)
-    if session is not None:
-        where["providers"] = list(session.get_providers())
+    engine = open_engine(artifact, device, None, repo_root)
+    providers = providers_of(engine)
+    if providers is not None:
+        where["providers"] = providers
     return engine, where
 
 
@@ -56,7 +55,7 @@ def engine_logits(
     """Logits of the artifact's engine over `texts` (tokenized with the artifact's tokenizer), and where it ran."""
     tokenizer = load_tokenizer(repo_root / artifact.path)
     ids = encode(tokenizer, texts, max_seq_len)
-    engine, where = open_engine(artifact, repo_root, device)
+    engine, where = open_scoring_engine(artifact, repo_root, device)
     try:
         logits = np.concatenate(
             [engine.infer(*pad_batch(ids[i : i + BATCH_SIZE], int(tokenizer.pad_token_id))) for i in range(0, len(ids), BATCH_SIZE)]
@@ -175,10 +174,8 @@ def main() -> None:
                 f"{cell['max_abs_logit_diff_vs_baseline']:.3g}",
             )
     Console(width=140).print(table)
-    from infopt.tracking import log_stage, tracking_enabled
+    from infopt.tracking import log_stage
 
-    if not tracking_enabled():
-        return
     for name, row in variants.items():  # the primary engine's unprefixed numbers are logged by `manifest`
         for engine, cell in row.get("engines", {}).items():
             log_stage(params, name, "evaluate", cell, prefix=f"{engine}_")

@@ -74,20 +74,22 @@ def onnxruntime_device(device: str) -> tuple[str, str | None]:
 
 
 def open_engine(artifact: Artifact, device: str, threads: int | None = None, root: Path = Path(".")) -> Any:
-    """The serving engine for an artifact, as the gateway loads it; fp8 hf/ folders get the fp8 builder's
-    Fp8Engine (same contract, CUDA only)."""
+    """The serving engine for an artifact, loaded by the gateway's own factory; fp8 hf/ folders get the fp8
+    builder's Fp8Engine (same contract, CUDA only), which the gateway does not serve."""
     path = root / artifact.path
-    if artifact.engine == "onnxruntime":
-        from serving.engines.onnxruntime_engine import OnnxRuntimeEngine
-
-        return OnnxRuntimeEngine(path, device=device, threads=threads)
-    if artifact.precision == "fp8":
+    if artifact.engine == "torch" and artifact.precision == "fp8":
         from model_builds.variants.fp8 import Fp8Engine
 
         return Fp8Engine(path, device=device, threads=threads)
-    from serving.engines.torch_engine import TorchEngine
+    from serving.engines.factory import load_engine
 
-    return TorchEngine(path, device=device, precision=artifact.precision, threads=threads)
+    return load_engine(artifact.engine, path, device=device, precision=artifact.precision, threads=threads)
+
+
+def providers_of(engine: Any) -> list[str] | None:
+    """ONNX Runtime's providers of a loaded session, in priority order; None for other engines."""
+    session = getattr(engine, "session", None)
+    return list(session.get_providers()) if session is not None else None
 
 
 def _from_record(record: Any, path: Path) -> VariantBuild:

@@ -69,7 +69,7 @@ def train_teacher(
 
 
 def main() -> None:
-    from infopt.tracking import log_stage, tracking_enabled
+    from infopt.tracking import log_stage
 
     params = load_params("params.yaml")
     device = resolve_device(params.device)
@@ -78,8 +78,7 @@ def main() -> None:
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
     METRICS_PATH.write_text(json.dumps(metrics, indent=2) + "\n")
     curves = {"val_accuracy": metrics["val_accuracy_per_epoch"], "loss": metrics["train_loss_per_epoch"]}
-    if tracking_enabled():
-        log_stage(params, params.baseline.name, "train", metrics, curves=curves, prefix="train_")
+    log_stage(params, params.baseline.name, "train", metrics, curves=curves, prefix="train_")
     Console().print(
         f"[bold]train[/]: best val accuracy {metrics['best_val_accuracy']:.3f} at epoch {metrics['best_epoch']} "
         f"in {metrics['seconds']:.1f}s on {device} -> {TEACHER_DIR}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from infopt.fingerprint import collect
 from infopt.params import Params, load_params
 from model_builds.modeling import resolve_device
 from model_builds.prepare import DATA_DIR
@@ -58,10 +60,6 @@ METRICS_PATH = Path("metrics/variants.json")
 
 def write_builds_metrics(builds: list[VariantBuild], device: str) -> None:
     """Every build record (sizes, sparsity, KD vs no-KD, build seconds) as a committed DVC metrics file."""
-    import json
-
-    from infopt.fingerprint import collect
-
     report = {
         "variants": {build.name: build.model_dump(exclude={"artifacts"}) for build in builds},
         "fingerprint": collect(device).model_dump(),
@@ -88,10 +86,8 @@ def main() -> None:
     finally:
         ctx.close()
     write_builds_metrics(builds, device)
-    from infopt.tracking import log_stage, tracking_enabled
+    from infopt.tracking import log_stage
 
-    if not tracking_enabled():
-        return
     for build in builds:
         values = {"status": build.status, "precision": build.precision, "parameters": build.parameters,
                   "sparsity": build.sparsity, **build.details}

@@ -145,7 +145,8 @@ def test_stages_write_their_files_but_touch_no_mlflow_when_tracking_is_off(
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("MLflow was used with INFOPT_TRACKING=off")
 
-    for name in ("configure", "variant_run", "log_stage", "log_benchmark", "log_fingerprint", "log_model"):
+    # log_stage is left real: stages call it unconditionally and it must return before reaching variant_run
+    for name in ("configure", "variant_run", "log_benchmark", "log_fingerprint", "log_model"):
         monkeypatch.setattr(tracking, name, refuse)
     evaluate.main()
     benchmark.main()

@@ -176,7 +176,7 @@ def test_fp8_artifacts_open_in_the_fp8_engine_which_refuses_the_cpu() -> None:
 
     artifact = Artifact(engine="torch", format="hf-safetensors", precision="fp8", path="nowhere", sha256="0" * 64, size_bytes=1)
     with pytest.raises(EngineError, match="fp8 needs"):
-        benchmark.load_engine(artifact, "cpu", 1)
+        benchmark.open_engine(artifact, "cpu", 1)
     with pytest.raises(EngineError, match="fp8 needs"):
         open_engine(artifact, "cpu")
 

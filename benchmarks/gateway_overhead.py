@@ -29,8 +29,6 @@ import json
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from infopt.params import Tenant, load_params
+from serving import child_server
+from serving.child_server import free_port
 from serving.settings import GatewaySettings
 
 RESULTS = Path("benchmarks/results/gateway_overhead.json")
@@ -151,14 +151,8 @@ class Server:
         return count, total
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(side: str, args: argparse.Namespace) -> Server:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve", side, "--port", str(port),
                "--params", str(args.params), "--manifest", str(args.manifest), "--variant", args.variant]
     if args.model_dir is not None:
@@ -168,28 +162,17 @@ def start_server(side: str, args: argparse.Namespace) -> Server:
 
 def wait_ready(server: Server, timeout_s: float = 120.0) -> None:
     path = "/v2/health/ready" if server.side == "gateway" else "/health"
-    until = time.monotonic() + timeout_s
-    while time.monotonic() < until:
-        if server.process.poll() is not None:
-            raise SystemExit(f"{server.side} server exited with {server.process.returncode}")
-        try:
-            response = httpx.get(server.url + path, timeout=2)
-            if response.status_code == 200 and response.json().get("ready"):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{server.side} server at {server.url} never became ready")
+    try:
+        child_server.wait_ready(
+            server.process, server.url + path, timeout_s=timeout_s,
+            is_ready=lambda response: response.status_code == 200 and bool(response.json().get("ready")),
+        )
+    except child_server.ChildServerError as error:
+        raise SystemExit(f"{server.side} server: {error}") from None
 
 
 def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGINT)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    child_server.stop(server.process)
 
 
 def run_wrk(wrk: str, script: Path, server: Server, connections: int, duration_s: float) -> dict[str, Any]:

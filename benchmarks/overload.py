@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,14 +27,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from infopt.params import load_params
+from serving.child_server import free_port, stop, wait_ready
 from serving.cost import chargeback, usage_from_metrics
 from serving.loadgen import Counts, LoadReport, Stream
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_gateway(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
@@ -44,30 +37,6 @@ def start_gateway(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes
     command = [infopt, "serve", "--params", str(args.params), "--manifest", str(args.manifest), "--variant",
                args.variant, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     return subprocess.Popen(command, env=dict(os.environ))
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    until = time.monotonic() + timeout_s
-    while time.monotonic() < until:
-        if process.poll() is not None:
-            raise SystemExit(f"gateway exited with {process.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"gateway at {url} not ready after {timeout_s} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def stream_spec(stream: Stream) -> str:
@@ -146,7 +115,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     gateway = start_gateway(args, port)
     try:
-        wait_ready(url, gateway)
+        wait_ready(gateway, f"{url}/v2/health/ready", timeout_s=120.0)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="infopt-overload-") as folder:
             report = run_clients(url, args.variant, streams, Path(folder))

@@ -33,6 +33,32 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def summary_table(summary: dict[str, Any]) -> list[str]:
+    """A summary.json (the manifest stage's per-variant rows) as a markdown table, CPU and GPU runs alike."""
+    header = ["variant", "test accuracy", "loss vs fp32 (pts)", "p99 @1 (ms)", "p99 @16 (ms)", "best req/s (batch)",
+              "USD / 1k req", "MB"]
+    rows = []
+    for name, row in summary.items():
+        if not row:
+            rows.append([name, "skipped", *[""] * 6])
+            continue
+        measured = [f"{row['accuracy']:.3f}", f"{100 * row['accuracy_loss']:+.1f}"]
+        if "best_throughput_rps" not in row:  # an engine this device could not time (reason in the run's files)
+            rows.append([name, *measured, "not timed", *[""] * 4])
+            continue
+        rows.append([
+            name, *measured, _num(row["p99_ms_batch_1"]), _num(row["p99_ms_batch_16"]),
+            f"{row['best_throughput_rps']:,.0f} ({row['best_batch_size']})", f"{row['cost_per_1k_usd']:.2e}",
+            f"{row['size_mb']:.1f}",
+        ])
+    return _table(header, rows)
+
+
 def variants_section() -> list[str]:
     summary = _load("metrics/summary.json")
     if summary is None:
@@ -42,18 +68,8 @@ def variants_section() -> list[str]:
         f"**Variants** (default CPU run; `metrics/summary.json`, {_machine(fingerprint)}; onnxruntime where the",
         "variant ships ONNX, else torch; cost = `cost.hourly_usd.cpu` / best throughput):",
         "",
-        "| variant | test accuracy | loss vs fp32 (pts) | p99 @1 (ms) | p99 @16 (ms) | best req/s (batch) | USD / 1k req | MB |",
-        "|---|---|---|---|---|---|---|---|",
+        *summary_table(summary),
     ]
-    for name, row in summary.items():
-        if not row:
-            lines.append(f"| {name} | skipped | | | | | | |")
-            continue
-        lines.append(
-            f"| {name} | {row['accuracy']:.3f} | {100 * row['accuracy_loss']:+.1f} | {_num(row['p99_ms_batch_1'])} "
-            f"| {_num(row['p99_ms_batch_16'])} | {row['best_throughput_rps']:,.0f} ({row['best_batch_size']}) "
-            f"| {row['cost_per_1k_usd']:.2e} | {row['size_mb']:.1f} |"
-        )
     builds = _load("metrics/variants.json")
     distilled = next((b for b in (builds or {}).get("variants", {}).values() if b.get("kind") == "distilled"), None)
     if distilled and distilled.get("status") == "built":
@@ -87,15 +103,15 @@ def gateway_section() -> list[str]:
         f"{_machine(result['fingerprint'])}; wrk, closed loop; goal at c={result['goal']['concurrency']}: "
         f"<= {result['goal']['added_p50_ms_max']} ms added p50, >= {result['goal']['throughput_ratio_min']}x throughput):",
         "",
-        "| concurrency | gateway req/s | bare req/s | ratio | gateway p50 (ms) | bare p50 (ms) | added p50 (ms) |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for level, row in result["levels"].items():
-        gateway, bare = row["gateway"], row["bare"]
-        lines.append(
-            f"| {level} | {gateway['throughput_rps']:,.0f} | {bare['throughput_rps']:,.0f} | {row['throughput_ratio']:.3f} "
-            f"| {gateway['latency_p50_ms']:.2f} | {bare['latency_p50_ms']:.2f} | {row['added_p50_ms']:+.2f} |"
-        )
+    rows = [
+        [level, f"{row['gateway']['throughput_rps']:,.0f}", f"{row['bare']['throughput_rps']:,.0f}",
+         f"{row['throughput_ratio']:.3f}", f"{row['gateway']['latency_p50_ms']:.2f}", f"{row['bare']['latency_p50_ms']:.2f}",
+         f"{row['added_p50_ms']:+.2f}"]
+        for level, row in result["levels"].items()
+    ]
+    lines += _table(["concurrency", "gateway req/s", "bare req/s", "ratio", "gateway p50 (ms)", "bare p50 (ms)",
+                     "added p50 (ms)"], rows)
     met = result["goal_met"]
     lines += ["", f"Goal met: added p50 {'yes' if met['added_p50'] else 'no'}, throughput {'yes' if met['throughput'] else 'no'}."]
     return lines
@@ -109,18 +125,17 @@ def overload_section() -> list[str]:
         f"**Overload** (`benchmarks/results/overload.json`, {_machine(result['fingerprint'])}; variant {result['variant']}, "
         "one loadgen process per tenant, the batch tenant flooding open-loop):",
         "",
-        "| tenant | class | sent | ok | 429 | 503 | expired | p99 (ms) | SLA p99 (ms) | cost, request split (USD) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    costs = {row["tenant"]: row for row in result["cost"]["tenants"]}
+    costs = {row["tenant"]: row.get("request_split") for row in result["cost"]["tenants"]}
+    rows = []
     for stream in result["load"]["streams"]:
-        sla = result["sla"][stream["name"]]
-        cost = costs.get(stream["name"], {}).get("request_split")
-        lines.append(
-            f"| {stream['name']} | {stream['sla_class']} | {stream['sent']} | {stream['ok']} | {stream['status_429']} "
-            f"| {stream['status_503']} | {stream['expired']} | {_num(sla['p99_ms'], 1)} | {_num(sla['sla_p99_ms'], 0)} "
-            f"| {'-' if cost is None else f'{cost:.2e}'} |"
-        )
+        sla, cost = result["sla"][stream["name"]], costs.get(stream["name"])
+        rows.append([
+            stream["name"], stream["sla_class"], *(str(stream[key]) for key in ("sent", "ok", "status_429", "status_503", "expired")),
+            _num(sla["p99_ms"], 1), _num(sla["sla_p99_ms"], 0), "-" if cost is None else f"{cost:.2e}",
+        ])
+    lines += _table(["tenant", "class", "sent", "ok", "429", "503", "expired", "p99 (ms)", "SLA p99 (ms)",
+                     "cost, request split (USD)"], rows)
     accounting = result["accounting"]
     lines += ["", f"Accounting: sent {accounting['sent']} = ok {accounting['ok']} + 429 {accounting['status_429']} + "
                   f"503 {accounting['status_503']} + expired {accounting['expired']}; lost {accounting['lost']}, "
@@ -148,17 +163,8 @@ def gpu_section() -> list[str]:
             f"{_machine(fingerprint)}; torch engine; ONNX variants scored on CPU, not timed; "
             "`benchmarks/results/gpu/README.md` says what ran):",
             "",
-            "| variant | test accuracy | p99 @1 (ms) | p99 @16 (ms) | best req/s (batch) | USD / 1k req |",
-            "|---|---|---|---|---|---|",
+            *summary_table(summary),
         ]
-        for name, row in summary.items():
-            if not row:
-                lines.append(f"| {name} | skipped | | | | |")
-            elif "best_throughput_rps" not in row:
-                lines.append(f"| {name} | {row['accuracy']:.3f} | not timed | | | |")
-            else:
-                lines.append(f"| {name} | {row['accuracy']:.3f} | {_num(row['p99_ms_batch_1'])} | {_num(row['p99_ms_batch_16'])} "
-                             f"| {row['best_throughput_rps']:,.0f} ({row['best_batch_size']}) | {row['cost_per_1k_usd']:.2e} |")
         lines.append("")
     return lines[:-1]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
 from infopt.params import Deployment, load_params
-from serving.vllm_process import VllmProcess, free_port
+from serving.child_server import ChildServerError, free_port, stop, wait_ready
+from serving.vllm_process import VllmProcess
 from tests.serving.vllm_fixtures import SERVED_MODEL, sse_events, tiny_llama_dir, vllm_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,26 +61,13 @@ def gateway(vllm_server: VllmProcess, tmp_path_factory: pytest.TempPathFactory) 
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"gateway exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gateway not ready in {GATEWAY_READY_TIMEOUT_S} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        try:
+            wait_ready(process, f"{url}/v2/health/ready", timeout_s=GATEWAY_READY_TIMEOUT_S, log_path=log_path)
+        except ChildServerError as error:
+            raise AssertionError(str(error)) from None
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process, timeout_s=20)
 
 
 def _metrics(url: str) -> dict[str, list]:

@@ -18,14 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def stage_commands(dvc_yaml: Path) -> list[tuple[str, str, list[str]]]:
     """(stage, cmd, outs) in the order dvc.yaml lists them."""
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    stages = YAML(typ="safe").load(dvc_yaml.read_text())["stages"]
     result = []
     for name, stage in stages.items():
         outs = [next(iter(item)) if isinstance(item, dict) else item for item in stage.get("outs", [])]

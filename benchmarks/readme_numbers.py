@@ -143,6 +143,23 @@ def overload_section() -> list[str]:
     return lines
 
 
+def infra_section() -> list[str]:
+    rows = []
+    for stack in ("dev", "staging", "prod"):
+        summary = _load(f"benchmarks/results/infra_plan/{stack}.summary.json")
+        if summary is not None:
+            rows.append([stack, str(summary["resources"]), str(summary["schema_validated"]), str(len(summary["schema_errors"])),
+                         str(len(summary["violations"])), "yes" if summary["ok"] else "no"])
+    if not rows:
+        return []
+    return [
+        "**Infra plans** against this run's manifest (`benchmarks/results/infra_plan/<stack>.summary.json`; offline, "
+        "Pulumi mocks, nothing applied):",
+        "",
+        *_table(["stack", "resources", "schema-validated (strict)", "schema errors", "policy violations", "ok"], rows),
+    ]
+
+
 def vllm_section() -> list[str]:
     result = _load("benchmarks/results/vllm_startup.json")
     if result is None:
@@ -170,7 +187,7 @@ def gpu_section() -> list[str]:
 
 
 SECTIONS: list[Callable[[], list[str]]] = [
-    variants_section, cold_repro_section, gpu_section, gateway_section, overload_section, vllm_section,
+    variants_section, cold_repro_section, gpu_section, gateway_section, overload_section, infra_section, vllm_section,
 ]
 
 

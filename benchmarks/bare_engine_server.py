@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from infopt.engines.base import Engine
 from infopt.params import BatchingParams
 from serving.batcher import cut_size
 from serving.codec import Codec, Row
-from serving.engines.base import Engine
 from serving.settings import GatewaySettings
 
 

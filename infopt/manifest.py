@@ -23,6 +23,10 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
+Details = dict[str, float | int | str | bool | None]
+
+
 class Fingerprint(_Record):
     """Where and with what a number was measured; stored in every metrics file."""
 
@@ -47,7 +51,7 @@ class Artifact(_Record):
 
     engine: Literal["torch", "onnxruntime"]
     format: Literal["hf-safetensors", "onnx"]
-    precision: Literal["fp32", "fp16", "bf16", "int8", "fp8"]
+    precision: Precision
     path: str  # relative to the repository root
     sha256: str  # of the file, or of the sorted (relative path, file sha256) list for a folder
     size_bytes: int
@@ -83,15 +87,39 @@ class SlaKnee(_Record):
     meets_sla: bool  # False when even batch 1 misses the SLA; the point is then the fastest one
 
 
-class VariantEntry(_Record):
+class VariantBuild(_Record):
+    """What the variants stage built for one variant (artifacts/variants/<name>/variant.json).
+
+    The one record of a variant from build to manifest: the manifest's `VariantEntry` is this record plus
+    what the measuring stages found out about it.
+    """
+
     name: str
     kind: str
-    precision: str
+    precision: Precision
     status: Literal["built", "skipped"]
     skip_reason: str | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
-    parameters: int | None = None
-    sparsity: float | None = None  # fraction of zero weights in Linear layers
+    parameters: int | None = None  # total parameter count of the built model
+    sparsity: float | None = None  # fraction of zero weights in nn.Linear layers
+    details: Details = Field(default_factory=dict)  # builder-specific facts (scalars; nested keys dotted)
+
+    def find_artifact(self, engine: str) -> Artifact | None:
+        return next((artifact for artifact in self.artifacts if artifact.engine == engine), None)
+
+    def artifact(self, engine: str) -> Artifact:
+        found = self.find_artifact(engine)
+        if found is None:
+            raise ManifestError(
+                f"variant {self.name!r} has no artifact for engine {engine!r} "
+                f"(has {[a.engine for a in self.artifacts]})"
+            )
+        return found
+
+
+class VariantEntry(VariantBuild):
+    """A variant in the manifest: its build record plus accuracy, benchmark sweeps, SLA knees and profile."""
+
     accuracy: float | None = None
     macro_f1: float | None = None
     accuracy_loss: float | None = None  # baseline accuracy - this accuracy, as a fraction
@@ -99,17 +127,7 @@ class VariantEntry(_Record):
     benchmark: dict[str, list[BatchPoint]] = Field(default_factory=dict)  # engine -> sweep
     sla_knees: dict[str, SlaKnee] = Field(default_factory=dict)  # SLA class -> knee
     profile: str | None = None  # path of the profile JSON
-    details: dict[str, float | int | str | bool | None] = Field(default_factory=dict)  # builder-specific facts
     mlflow_run_id: str | None = None
-
-    def artifact(self, engine: str) -> Artifact:
-        for artifact in self.artifacts:
-            if artifact.engine == engine:
-                return artifact
-        raise ManifestError(
-            f"variant {self.name!r} has no artifact for engine {engine!r} "
-            f"(has {[a.engine for a in self.artifacts]})"
-        )
 
 
 class Manifest(_Record):

@@ -6,16 +6,16 @@ Every part of the project (DVC stages, gateway, Pulumi program, agent) reads par
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 
+from infopt.quantity import Quantity
+
 SlaClassName = Literal["premium", "standard", "batch"]
 EngineName = Literal["torch", "onnxruntime", "vllm"]
-QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 
 class ParamsError(ValueError):
@@ -64,8 +64,7 @@ class ArchitectureParams(Strict):
     def _heads_divide_hidden(self) -> ArchitectureParams:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                f"{self.num_attention_heads}"
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
         return self
 
@@ -188,9 +187,7 @@ class CostParams(Strict):
     """Hourly price of the device a replica occupies; cost/1k requests = rate / throughput."""
 
     currency: str = "USD"
-    hourly_usd: dict[Literal["cpu", "cuda"], float] = Field(
-        default_factory=lambda: {"cpu": 0.096, "cuda": 4.0}
-    )
+    hourly_usd: dict[Literal["cpu", "cuda"], float] = Field(default_factory=lambda: {"cpu": 0.096, "cuda": 4.0})
 
     @field_validator("hourly_usd")
     @classmethod
@@ -234,20 +231,15 @@ class ServingParams(Strict):
     engine_replicas: int = Field(1, ge=1)  # in-process engine instances per gateway
     max_body_bytes: int = Field(1_048_576, ge=1024)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    retry_after_s: float = Field(1.0, gt=0)  # Retry-After on 503s that say nothing more precise
+    vllm_timeout_s: float = Field(60.0, gt=0)  # one upstream vLLM request, streaming included
 
 
 class Quota(Strict):
-    cpu: str = "4"
-    memory: str = "8Gi"
+    cpu: Quantity = "4"
+    memory: Quantity = "8Gi"
     gpu: int = Field(0, ge=0)
     pods: int = Field(10, ge=1)
-
-    @field_validator("cpu", "memory")
-    @classmethod
-    def _k8s_quantity(cls, value: str) -> str:
-        if not QUANTITY.match(value):
-            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. '4', '500m', '8Gi')")
-        return value
 
 
 class Tenant(Strict):
@@ -263,14 +255,9 @@ class Tenant(Strict):
 
 
 class Resources(Strict):
-    cpu: str = "1"
-    memory: str = "1Gi"
+    cpu: Quantity = "1"  # also the engine's thread count in the pod (whole cores, rounded up)
+    memory: Quantity = "1Gi"
     gpu: int = Field(0, ge=0)
-
-    @field_validator("cpu", "memory")
-    @classmethod
-    def _k8s_quantity(cls, value: str) -> str:
-        return Quota._k8s_quantity(value)
 
 
 class Replicas(Strict):
@@ -347,8 +334,7 @@ class Params(Strict):
         for deployment in self.deployments:
             if deployment.variant not in names:
                 raise ValueError(
-                    f"deployments[{deployment.name}].variant {deployment.variant!r} is not a variant "
-                    f"({names})"
+                    f"deployments[{deployment.name}].variant {deployment.variant!r} is not a variant ({names})"
                 )
             unknown = [name for name in deployment.tenants if name not in tenant_names]
             if unknown:

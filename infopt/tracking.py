@@ -67,7 +67,7 @@ def tracking_uri(params: Params, cwd: Path | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
     prefix = "sqlite:///"
     if uri.startswith(prefix):
-        path = uri[len(prefix):]
+        path = uri[len(prefix) :]
         if not path.startswith("/"):
             path = str((cwd or Path.cwd()).resolve() / path)
         return prefix + path
@@ -87,7 +87,7 @@ def _artifact_location(uri: str) -> str | None:
     """Keep artifacts next to a sqlite store (mlartifacts/), not in whatever folder the stage ran from."""
     prefix = "sqlite:///"
     if uri.startswith(prefix):
-        return (Path(uri[len(prefix):]).parent / "mlartifacts").as_uri()
+        return (Path(uri[len(prefix) :]).parent / "mlartifacts").as_uri()
     return None
 
 

@@ -48,32 +48,53 @@ def adapter_rules(topology: Topology) -> dict[str, Any]:
 
 def metrics_docs(topology: Topology) -> list[dict[str, Any]]:
     stack = topology.stack
-    docs: list[dict[str, Any]] = [{
-        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-        "metadata": {"name": "infopt-model-servers", "namespace": namespace,
-                     "labels": {PART_OF: PROJECT_LABEL, **stack.service_monitor_labels}},
-        "spec": {"selector": {"matchLabels": {PART_OF: PROJECT_LABEL, COMPONENT: MODEL_SERVER}},
-                 "endpoints": [{"port": "http", "path": "/metrics", "interval": stack.scrape_interval}]},
-    } for namespace in topology.serving_namespaces]
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {
+                "name": "infopt-model-servers",
+                "namespace": namespace,
+                "labels": {PART_OF: PROJECT_LABEL, **stack.service_monitor_labels},
+            },
+            "spec": {
+                "selector": {"matchLabels": {PART_OF: PROJECT_LABEL, COMPONENT: MODEL_SERVER}},
+                "endpoints": [{"port": "http", "path": "/metrics", "interval": stack.scrape_interval}],
+            },
+        }
+        for namespace in topology.serving_namespaces
+    ]
     buffer = io.StringIO()
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
     yaml.width = 4096  # PromQL selectors stay on one line
     yaml.dump(adapter_rules(topology), buffer)
-    docs.append({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": stack.adapter_config_map, "namespace": stack.monitoring_namespace,
-                     "labels": {PART_OF: PROJECT_LABEL}},
-        "data": {"config.yaml": buffer.getvalue()},
-    })
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": stack.adapter_config_map,
+                "namespace": stack.monitoring_namespace,
+                "labels": {PART_OF: PROJECT_LABEL},
+            },
+            "data": {"config.yaml": buffer.getvalue()},
+        }
+    )
     return docs
 
 
 class MetricsPlumbing(pulumi.ComponentResource):
     """ServiceMonitors in the serving namespaces (after them) and the adapter rules ConfigMap."""
 
-    def __init__(self, name: str, topology: Topology, provider: pulumi.ProviderResource,
-                 depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        topology: Topology,
+        provider: pulumi.ProviderResource,
+        depends_on: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("infopt:infra:MetricsPlumbing", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on)
         self.docs = metrics_docs(topology)

@@ -9,6 +9,7 @@ stack policy on the whole set, the way `pulumi preview --policy-pack policies` w
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,8 +18,13 @@ from typing import Any
 
 import kubernetes_validate
 import pulumi
-from pulumi_policy import (PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, ResourceValidationArgs,
-                           StackValidationArgs)
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    StackValidationArgs,
+)
 from pulumi_policy.proxy import unknown_checking_proxy
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
@@ -110,6 +116,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
 def run_program(params: Params, manifest: Manifest, stack_config: StackConfig, stack: str) -> list[PlannedResource]:
     """Run `program.build` under mocks for `stack`; returns the Kubernetes resources it declared, in order."""
     resolve(params, manifest, stack_config)  # fail on bad input before the runtime declares anything
+    # Pulumi's mocks and pulumi.runtime.test run on asyncio.get_event_loop(); give them a loop of their own,
+    # since a caller (pytest-asyncio, an earlier async task) may have left the thread with none set.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=True)
 
@@ -120,7 +130,11 @@ def run_program(params: Params, manifest: Manifest, stack_config: StackConfig, s
         components = build(params, manifest, stack_config, provider)
         return pulumi.Output.from_input(sorted(components.tenants))
 
-    pulumi.runtime.test(program)()
+    try:
+        pulumi.runtime.test(program)()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     return [PlannedResource(typ, name, inputs) for typ, name, inputs in mocks.records if typ.startswith(K8S_PREFIX)]
 
 
@@ -132,8 +146,7 @@ def validate_schemas(result: PlanResult) -> None:
             result.schema_skipped.append("/".join(resource.key))
         except kubernetes_validate.ValidationError as error:
             where = ".".join(str(part) for part in error.absolute_path) or "(root)"
-            result.schema_errors.append({"resource": "/".join(resource.key), "path": where,
-                                         "message": error.message})
+            result.schema_errors.append({"resource": "/".join(resource.key), "path": where, "message": error.message})
 
 
 def _options() -> PolicyResourceOptions:
@@ -146,12 +159,20 @@ def run_policies(result: PlanResult, policy_config: dict[str, dict[str, Any]]) -
     def reporter(policy: str, fallback: str):
         def report(message: str, urn: str | None = None) -> None:
             result.violations.append({"policy": policy, "resource": urn or fallback, "message": message})
+
         return report
 
     for resource in result.resources:
         for policy in RESOURCE_POLICIES:
-            args = ResourceValidationArgs(resource.type, unknown_checking_proxy(resource.manifest), resource.urn,
-                                          resource.name, _options(), None, policy_config.get(policy.name, {}))
+            args = ResourceValidationArgs(
+                resource.type,
+                unknown_checking_proxy(resource.manifest),
+                resource.urn,
+                resource.name,
+                _options(),
+                None,
+                policy_config.get(policy.name, {}),
+            )
             policy.validate(args, reporter(policy.name, resource.urn))
     stack_resources = [
         PolicyResource(r.type, unknown_checking_proxy(r.manifest), r.urn, r.name, _options(), None, None, [], {})
@@ -162,13 +183,17 @@ def run_policies(result: PlanResult, policy_config: dict[str, dict[str, Any]]) -
         policy.validate(args, reporter(policy.name, f"stack {result.stack}"))
 
 
-def plan(params: Params, manifest: Manifest, manifest_path: Path, stack_config: StackConfig,
-         stack: str) -> PlanResult:
+def plan(params: Params, manifest: Manifest, manifest_path: Path, stack_config: StackConfig, stack: str) -> PlanResult:
     resources = run_program(params, manifest, stack_config, stack)
     result = PlanResult(stack, stack_config.kubernetes_version, resources)
     validate_schemas(result)
-    run_policies(result, {"artifact-within-accuracy-budget": {"manifestPath": str(Path(manifest_path).resolve())},
-                          "images-pinned-by-digest": {"requireImageDigests": stack_config.require_image_digests}})
+    run_policies(
+        result,
+        {
+            "artifact-within-accuracy-budget": {"manifestPath": str(Path(manifest_path).resolve())},
+            "images-pinned-by-digest": {"requireImageDigests": stack_config.require_image_digests},
+        },
+    )
     return result
 
 
@@ -196,8 +221,10 @@ def write_plan(result: PlanResult, out_dir: Path) -> tuple[Path, Path]:
     yaml.default_flow_style = False
     yaml.width = 4096
     with manifests.open("w") as handle:
-        handle.write(f"# {result.summary()['title']}\n# {len(result.resources)} objects; summary in "
-                     f"{result.stack}.summary.json\n")
+        handle.write(
+            f"# {result.summary()['title']}\n# {len(result.resources)} objects; summary in "
+            f"{result.stack}.summary.json\n"
+        )
         yaml.dump_all([_readable(r.manifest) for r in result.resources], handle)
     summary = out_dir / f"{result.stack}.summary.json"
     summary.write_text(json.dumps(result.summary(), indent=2) + "\n")

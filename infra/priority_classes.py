@@ -29,8 +29,13 @@ def priority_class_doc(name: str, sla: SlaClass) -> dict[str, Any]:
 class PriorityClasses(pulumi.ComponentResource):
     """premium/standard/batch (whatever params.sla_classes defines); `names` maps class -> PriorityClass."""
 
-    def __init__(self, name: str, sla_classes: Mapping[str, SlaClass], provider: pulumi.ProviderResource,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        sla_classes: Mapping[str, SlaClass],
+        provider: pulumi.ProviderResource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("infopt:infra:PriorityClasses", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         self.names = {sla_name: priority_class_name(sla_name) for sla_name in sla_classes}

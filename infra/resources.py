@@ -47,7 +47,12 @@ def declare(doc: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomR
     cls = _KINDS.get((api_version, kind))
     if cls is None:
         return k8s.apiextensions.CustomResource(
-            logical_name(doc), api_version=api_version, kind=kind, opts=opts,
-            metadata=body.pop("metadata"), spec=body.pop("spec", None), **body,
+            logical_name(doc),
+            api_version=api_version,
+            kind=kind,
+            opts=opts,
+            metadata=body.pop("metadata"),
+            spec=body.pop("spec", None),
+            **body,
         )
     return cls(logical_name(doc), opts=opts, **{_snake(key): value for key, value in body.items()})

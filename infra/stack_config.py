@@ -13,11 +13,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 
+from infopt.quantity import Quantity
+
 PROJECT = "infopt"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Stacks that must pin every image by digest whatever their file says; the policy pack uses the same list.
 DIGEST_REQUIRED_STACKS = ("prod",)
-QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 
 class StackConfigError(ValueError):
@@ -84,15 +85,8 @@ class ReplicaBounds(_CamelConfig):
 class ContainerSize(_CamelConfig):
     """Requests (= limits) for the containers params does not size: artifact fetch, vLLM's gateway sidecar."""
 
-    cpu: str
-    memory: str
-
-    @field_validator("cpu", "memory")
-    @classmethod
-    def _quantity(cls, value: str) -> str:
-        if not QUANTITY.match(value):
-            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. '250m', '512Mi')")
-        return value
+    cpu: Quantity
+    memory: Quantity
 
 
 class Toleration(_CamelConfig):
@@ -176,7 +170,7 @@ def load_stack_config(path: Path) -> StackConfig:
     if not isinstance(config, dict):
         raise StackConfigError(f"{path}: `config` must be a mapping, got {type(config).__name__}")
     prefix = f"{PROJECT}:"
-    raw = {key[len(prefix):]: value for key, value in config.items() if key.startswith(prefix)}
+    raw = {key[len(prefix) :]: value for key, value in config.items() if key.startswith(prefix)}
     return parse_stack_config(raw, str(path), stack)
 
 
@@ -203,4 +197,4 @@ def pulumi_config_keys() -> set[str]:
 
     prefix = f"{PROJECT}:"
     keys = set(CONFIG.get()) | set(get_config_env())
-    return {key[len(prefix):] for key in keys if key.startswith(prefix)}
+    return {key[len(prefix) :] for key in keys if key.startswith(prefix)}

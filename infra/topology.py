@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from infopt.manifest import Artifact, Manifest, ManifestError, VariantEntry
+from infopt.deployments import DeploymentError, resolve_deployment
+from infopt.manifest import Artifact, Manifest, VariantEntry
 from infopt.params import Deployment, Params, Tenant
-from infra.quantity import format_cpu, format_memory, parse_quantity, pod_requests
+from infopt.quantity import format_cpu, format_memory, parse_quantity, pod_requests
 from infra.stack_config import StackConfig
 
-# Which manifest artifact each serving engine loads: vLLM reads the Hugging Face (torch) export.
-ARTIFACT_ENGINE = {"onnxruntime": "onnxruntime", "torch": "torch", "vllm": "torch"}
 GPU = "nvidia.com/gpu"
 GATEWAY_PORT = 8000  # the gateway's --port; Service, probes and NetworkPolicy follow it
 VLLM_PORT = 8001  # vLLM's --port inside the pod; only the gateway (127.0.0.1) talks to it
@@ -108,9 +107,6 @@ class Topology:
     services: tuple[ServingPlan, ...]
     shared_quotas: dict[str, dict[str, str]] = field(default_factory=dict)  # namespace -> hard
 
-    def services_in(self, namespace: str) -> list[ServingPlan]:
-        return [plan for plan in self.services if plan.namespace == namespace]
-
     @property
     def serving_namespaces(self) -> list[str]:
         return sorted({plan.namespace for plan in self.services})
@@ -120,9 +116,12 @@ def quota_hard(cpu: Decimal, memory: Decimal, gpu: Decimal, pods: Decimal) -> di
     """ResourceQuota `hard`. Extended resources (GPUs) only take the `requests.` prefix in a quota, since
     Kubernetes does not overcommit them; a zero GPU quota forbids GPU pods in the namespace."""
     return {
-        "requests.cpu": format_cpu(cpu), "limits.cpu": format_cpu(cpu),
-        "requests.memory": format_memory(memory), "limits.memory": format_memory(memory),
-        f"requests.{GPU}": str(int(gpu)), "pods": str(int(pods)),
+        "requests.cpu": format_cpu(cpu),
+        "limits.cpu": format_cpu(cpu),
+        "requests.memory": format_memory(memory),
+        "limits.memory": format_memory(memory),
+        f"requests.{GPU}": str(int(gpu)),
+        "pods": str(int(pods)),
     }
 
 
@@ -137,28 +136,12 @@ def _check_subset(kind: str, chosen: list[str], known: list[str]) -> None:
         raise TopologyError(f"stack config infopt:{kind}: unknown {kind} {unknown}; params.yaml has {known}")
 
 
-def _variant_entry(manifest: Manifest, deployment: Deployment) -> tuple[VariantEntry, Artifact]:
-    try:
-        entry = manifest.variant(deployment.variant)
-    except ManifestError as error:
-        raise TopologyError(f"deployments[{deployment.name}].variant: {error}") from None
-    if entry.status != "built":
-        raise TopologyError(
-            f"deployments[{deployment.name}].variant {deployment.variant!r} was skipped by the pipeline "
-            f"({entry.skip_reason}); built variants are "
-            f"{[v.name for v in manifest.variants if v.status == 'built']}"
-        )
-    try:
-        artifact = entry.artifact(ARTIFACT_ENGINE[deployment.engine])
-    except ManifestError as error:
-        raise TopologyError(f"deployments[{deployment.name}] (engine {deployment.engine}): {error}") from None
-    return entry, artifact
-
-
 def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, deployment: Deployment) -> ServingPlan:
-    tenants = tuple(params.tenant(name) for name in deployment.tenants)
-    sla_class = max((t.sla_class for t in tenants), key=lambda name: params.sla_classes[name].k8s_priority_value)
-    entry, artifact = _variant_entry(manifest, deployment)
+    try:
+        resolved = resolve_deployment(params, manifest, deployment.name)
+    except DeploymentError as error:
+        raise TopologyError(str(error)) from None
+    tenants, sla_class, entry, artifact = resolved.tenants, resolved.sla_class, resolved.variant, resolved.artifact
     knee = entry.sla_knees.get(sla_class)
     if knee is None:
         raise TopologyError(
@@ -203,14 +186,20 @@ def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, dep
 
 
 def _describe_need(need: Mapping[str, Decimal]) -> str:
-    return (f"cpu {format_cpu(need['cpu'])}, memory {format_memory(need['memory'])}, "
-            f"gpu {int(need[GPU])}, pods {int(need['pods'])}")
+    return (
+        f"cpu {format_cpu(need['cpu'])}, memory {format_memory(need['memory'])}, "
+        f"gpu {int(need[GPU])}, pods {int(need['pods'])}"
+    )
 
 
 def _check_tenant_quota(tenant: Tenant, plans: list[ServingPlan]) -> None:
     quota = tenant.quota
-    allowed = {"cpu": parse_quantity(quota.cpu), "memory": parse_quantity(quota.memory),
-               GPU: Decimal(quota.gpu), "pods": Decimal(quota.pods)}
+    allowed = {
+        "cpu": parse_quantity(quota.cpu),
+        "memory": parse_quantity(quota.memory),
+        GPU: Decimal(quota.gpu),
+        "pods": Decimal(quota.pods),
+    }
     need = {name: Decimal(0) for name in allowed}
     for plan in plans:
         for name, amount in plan.quota_need().items():
@@ -219,7 +208,8 @@ def _check_tenant_quota(tenant: Tenant, plans: list[ServingPlan]) -> None:
     if over:
         detail = ", ".join(
             f"{plan.deployment.name}: {plan.peak_pods} pods (max {plan.max_replicas} + surge {plan.max_surge}) "
-            f"x {_describe_need({**plan.pod_requests, 'pods': Decimal(1)})}" for plan in plans
+            f"x {_describe_need({**plan.pod_requests, 'pods': Decimal(1)})}"
+            for plan in plans
         )
         raise TopologyError(
             f"tenants[{tenant.name}].quota is too small for {over}: deployments need {_describe_need(need)} "

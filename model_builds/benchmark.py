@@ -16,24 +16,15 @@ from typing import Any
 import numpy as np
 import psutil
 
+from infopt.cost import cost_per_1k
+from infopt.device import onnxruntime_device, resolve_device
+from infopt.engines.base import EngineError
 from infopt.fingerprint import collect
-from infopt.manifest import Artifact, BatchPoint
+from infopt.manifest import Artifact, BatchPoint, VariantBuild
 from infopt.params import BenchmarkParams, Params, load_params
-from model_builds.knee import knees_for_engine
-from serving.engines.base import EngineError
-from model_builds.measuring import (
-    VariantBuild,
-    cycle_batch,
-    enabled_builds,
-    encode,
-    load_texts,
-    onnxruntime_device,
-    open_engine,
-    providers_of,
-    resolve_device,
-    tokenizer_dir,
-    write_json,
-)
+from infopt.sla import knees_for_engine
+from model_builds.measuring import cycle_batch, encode, load_texts, open_engine, providers_of, tokenizer_dir, write_json
+from model_builds.variants.record import enabled_builds
 
 BENCHMARK_JSON = Path("metrics/benchmark.json")
 PLOT_JSON = Path("plots/latency_vs_batch.json")
@@ -56,11 +47,6 @@ class Cell:
     point: BatchPoint
     timed_seconds: float
     stopped_by_max_seconds: bool
-
-
-def cost_per_1k(hourly_usd: float, throughput_rps: float) -> float:
-    """USD per 1000 requests for a device rented at `hourly_usd` serving `throughput_rps`."""
-    return hourly_usd / 3600.0 / throughput_rps * 1000.0
 
 
 class _MemoryProbe:
@@ -173,7 +159,7 @@ def measure_cell(
     index = config.warmup_iters
     while True:
         batch_ids, batch_mask = cycle_batch(ids, mask, batch_size, index)
-        latencies.append(timer(lambda: infer(batch_ids, batch_mask)))
+        latencies.append(timer(lambda ids_=batch_ids, mask_=batch_mask: infer(ids_, mask_)))
         probe.sample()
         index += 1
         elapsed = time.perf_counter() - begin
@@ -206,7 +192,7 @@ def plan(builds: Sequence[VariantBuild], engines: Sequence[str]) -> list[tuple[V
         for build in builds
         if build.status == "built"
         for engine in engines
-        if (artifact := build.artifact(engine)) is not None
+        if (artifact := build.find_artifact(engine)) is not None
     ]
 
 
@@ -232,7 +218,9 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
             entry.setdefault("engines_skipped", {})[artifact.engine] = ort_reason
         pairs = [pair for pair in pairs if pair[1].engine != "onnxruntime"]
     with Progress(
-        TextColumn("[bold]benchmark[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]benchmark[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
     ) as progress:
         task = progress.add_task("", total=len(pairs) * len(config.batch_sizes))
@@ -261,8 +249,11 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                 "engine_class": f"{type(engine).__module__}.{type(engine).__name__}",
                 **({"providers": providers} if providers is not None else {}),
                 "points": [
-                    {**cell.point.model_dump(), "timed_seconds": cell.timed_seconds,
-                     "stopped_by_max_seconds": cell.stopped_by_max_seconds}
+                    {
+                        **cell.point.model_dump(),
+                        "timed_seconds": cell.timed_seconds,
+                        "stopped_by_max_seconds": cell.stopped_by_max_seconds,
+                    }
                     for cell in cells
                 ],
             }
@@ -301,11 +292,17 @@ def plot_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for variant in report["variants"]:
         for engine, points in points_of(report, variant).items():
             for point in points:
-                rows.append({
-                    "variant": variant, "engine": engine, "series": f"{variant}/{engine}",
-                    "batch_size": point.batch_size, "latency_p50_ms": point.latency_p50_ms,
-                    "latency_p99_ms": point.latency_p99_ms, "throughput_rps": point.throughput_rps,
-                })
+                rows.append(
+                    {
+                        "variant": variant,
+                        "engine": engine,
+                        "series": f"{variant}/{engine}",
+                        "batch_size": point.batch_size,
+                        "latency_p50_ms": point.latency_p50_ms,
+                        "latency_p99_ms": point.latency_p99_ms,
+                        "throughput_rps": point.throughput_rps,
+                    }
+                )
     return rows
 
 

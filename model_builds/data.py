@@ -190,7 +190,9 @@ def train_tokenizer(texts: list[str], vocab_size: int, max_seq_len: int):  # -> 
             for char in word[1:]
         }
     )
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *continuing], min_frequency=1)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *continuing], min_frequency=1
+    )
     scratch.train_from_iterator(texts, trainer=trainer)
     tokenizer = configured(models.WordPiece(vocab=scratch.get_vocab(), unk_token="[UNK]"))
     tokenizer.add_special_tokens(SPECIAL_TOKENS)
@@ -200,8 +202,13 @@ def train_tokenizer(texts: list[str], vocab_size: int, max_seq_len: int):  # -> 
     )
     return BertTokenizerFast(
         tokenizer_object=tokenizer,
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-        model_max_length=max_seq_len, do_lower_case=True,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_seq_len,
+        do_lower_case=True,
     )
 
 

@@ -1,7 +1,7 @@
 """Stage 4: test-split accuracy of every built variant through the serving engines -> metrics/accuracy.json.
 
-What is evaluated is what is served: hf/ artifacts run in serving.engines.torch_engine.TorchEngine, onnx/
-artifacts in serving.engines.onnxruntime_engine.OnnxRuntimeEngine (fp8 folders in the builder's
+What is evaluated is what is served: hf/ artifacts run in infopt.engines.torch_engine.TorchEngine, onnx/
+artifacts in infopt.engines.onnxruntime_engine.OnnxRuntimeEngine (fp8 folders in the builder's
 Fp8Engine, the same contract). A variant with both artifacts is scored on both; its top-level numbers
 come from the primary engine (onnxruntime if present, else torch).
 
@@ -19,14 +19,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from infopt.device import onnxruntime_device, resolve_device
 from infopt.fingerprint import collect
-from infopt.manifest import Artifact
+from infopt.manifest import Artifact, VariantBuild
 from infopt.params import load_params
+from infopt.paths import PREPARED_DIR
 from model_builds.data import Example, encode, load_tokenizer, pad_batch, read_labels, read_split
-from model_builds.measuring import onnxruntime_device, open_engine, providers_of
-from model_builds.modeling import accuracy, macro_f1, resolve_device
-from model_builds.prepare import DATA_DIR
-from model_builds.variants.record import VARIANTS_DIR, VariantBuild, load_variant_build
+from model_builds.measuring import open_engine, providers_of
+from model_builds.modeling import accuracy, macro_f1
+from model_builds.variants.record import enabled_builds
 
 METRICS_PATH = Path("metrics/accuracy.json")
 BATCH_SIZE = 32
@@ -58,7 +59,10 @@ def engine_logits(
     engine, where = open_scoring_engine(artifact, repo_root, device)
     try:
         logits = np.concatenate(
-            [engine.infer(*pad_batch(ids[i : i + BATCH_SIZE], int(tokenizer.pad_token_id))) for i in range(0, len(ids), BATCH_SIZE)]
+            [
+                engine.infer(*pad_batch(ids[i : i + BATCH_SIZE], int(tokenizer.pad_token_id)))
+                for i in range(0, len(ids), BATCH_SIZE)
+            ]
         )
     finally:
         engine.close()
@@ -84,7 +88,7 @@ def score(
         "accuracy_loss": loss,
         "within_accuracy_budget": bool(loss <= max_accuracy_loss + 1e-12),
         "engine": engine,
-        "n_test": int(len(labels)),
+        "n_test": len(labels),
         "agreement_with_baseline": float(np.mean(predictions == baseline_logits.argmax(-1))),
         "max_abs_logit_diff_vs_baseline": float(np.abs(logits - baseline_logits).max()),
     }
@@ -110,7 +114,9 @@ def evaluate_builds(
     labels = np.array([example.label for example in test])
     by_name = {build.name: build for build in builds}
     if baseline not in by_name or by_name[baseline].status != "built":
-        raise ValueError(f"baseline variant {baseline!r} was not built; built: {[b.name for b in builds if b.status == 'built']}")
+        raise ValueError(
+            f"baseline variant {baseline!r} was not built; built: {[b.name for b in builds if b.status == 'built']}"
+        )
     base = by_name[baseline]
     base_runs = {a.engine: engine_logits(a, repo_root, device, texts, max_seq_len) for a in base.artifacts}
     base_logits = {engine: logits for engine, (logits, _) in base_runs.items()}
@@ -120,9 +126,16 @@ def evaluate_builds(
     for build in builds:
         if build.status != "built":
             results[build.name] = {
-                "status": "skipped", "skip_reason": build.skip_reason, "accuracy": None, "macro_f1": None,
-                "accuracy_loss": None, "within_accuracy_budget": None, "engine": None, "n_test": None,
-                "agreement_with_baseline": None, "max_abs_logit_diff_vs_baseline": None,
+                "status": "skipped",
+                "skip_reason": build.skip_reason,
+                "accuracy": None,
+                "macro_f1": None,
+                "accuracy_loss": None,
+                "within_accuracy_budget": None,
+                "engine": None,
+                "n_test": None,
+                "agreement_with_baseline": None,
+                "max_abs_logit_diff_vs_baseline": None,
             }
             continue
         engines = {}
@@ -135,7 +148,12 @@ def evaluate_builds(
             )
             engines[artifact.engine] = {
                 **score(
-                    logits, labels, num_labels, base_accuracy[reference], base_logits[reference], max_accuracy_loss,
+                    logits,
+                    labels,
+                    num_labels,
+                    base_accuracy[reference],
+                    base_logits[reference],
+                    max_accuracy_loss,
                     artifact.engine,
                 ),
                 **where,
@@ -148,11 +166,17 @@ def evaluate_builds(
 def main() -> None:
     params = load_params("params.yaml")
     device = resolve_device(params.device)
-    builds = [load_variant_build(VARIANTS_DIR / v.name) for v in params.variants if v.enabled]
-    labels = read_labels(DATA_DIR)
+    builds = enabled_builds(params)
+    labels = read_labels(PREPARED_DIR)
     variants = evaluate_builds(
-        builds, params.baseline.name, read_split(DATA_DIR, "test"), len(labels), params.model.max_seq_len,
-        params.evaluate.max_accuracy_loss, Path.cwd(), device,
+        builds,
+        params.baseline.name,
+        read_split(PREPARED_DIR, "test"),
+        len(labels),
+        params.model.max_seq_len,
+        params.evaluate.max_accuracy_loss,
+        Path.cwd(),
+        device,
     )
     report = {
         "baseline": params.baseline.name,
@@ -162,15 +186,23 @@ def main() -> None:
     }
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
     METRICS_PATH.write_text(json.dumps(report, indent=2) + "\n")
-    table = Table("variant", "engine", "on", "accuracy", "macro-F1", "loss", "budget", "agree", "max|dlogit|", title="test split")
+    table = Table(
+        "variant", "engine", "on", "accuracy", "macro-F1", "loss", "budget", "agree", "max|dlogit|", title="test split"
+    )
     for name, row in variants.items():
         if row["status"] != "built":
             table.add_row(name, "-", "", "skipped", "", "", "", "", "")
             continue
         for engine, cell in row["engines"].items():
             table.add_row(
-                name, engine, cell["execution_device"], f"{cell['accuracy']:.3f}", f"{cell['macro_f1']:.3f}", f"{cell['accuracy_loss']:+.3f}",
-                "ok" if cell["within_accuracy_budget"] else "over", f"{cell['agreement_with_baseline']:.3f}",
+                name,
+                engine,
+                cell["execution_device"],
+                f"{cell['accuracy']:.3f}",
+                f"{cell['macro_f1']:.3f}",
+                f"{cell['accuracy_loss']:+.3f}",
+                "ok" if cell["within_accuracy_budget"] else "over",
+                f"{cell['agreement_with_baseline']:.3f}",
                 f"{cell['max_abs_logit_diff_vs_baseline']:.3g}",
             )
     Console(width=140).print(table)

@@ -5,22 +5,21 @@ accuracy-vs-cost Pareto plot (plots/pareto.{json,png}).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from infopt.hashing import tree_sha256
-from infopt.manifest import Fingerprint, Manifest, SlaKnee, VariantEntry
+from infopt.manifest import Fingerprint, Manifest, SlaKnee, VariantBuild, VariantEntry
 from infopt.params import Params, load_params
+from infopt.paths import MANIFEST_JSON, PREPARED_DIR, PROFILES_DIR
+from infopt.sla import best_knee
 from model_builds.benchmark import BENCHMARK_JSON, points_of
-from model_builds.knee import best_knee
-from model_builds.measuring import PREPARED_DIR, VariantBuild, enabled_builds, read_json, write_json
-from model_builds.profile import PROFILES_DIR
+from model_builds.measuring import read_json, write_json
 from model_builds.summary import pareto_rows, summary_metrics, summary_rows
+from model_builds.variants.record import enabled_builds
 
-MANIFEST_JSON = Path("artifacts/manifest.json")
 ACCURACY_JSON = Path("metrics/accuracy.json")
 SUMMARY_JSON = Path("metrics/summary.json")
 PARETO_JSON = Path("plots/pareto.json")
@@ -39,21 +38,7 @@ def _labels(root: Path) -> list[str]:
     return labels
 
 
-def _scalar_details(details: Mapping[str, Any], prefix: str = "") -> dict[str, float | int | str | bool | None]:
-    """Builder details flattened to the manifest's scalar map (nested keys dotted, lists as JSON)."""
-    flat: dict[str, float | int | str | bool | None] = {}
-    for key, value in details.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_scalar_details(value, prefix=f"{name}."))
-        elif value is None or isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value)
-    return flat
-
-
-def _verified_artifacts(build: VariantBuild, root: Path) -> list:
+def _verify_artifacts(build: VariantBuild, root: Path) -> None:
     for artifact in build.artifacts:
         path = root / artifact.path
         if not path.exists():
@@ -64,7 +49,6 @@ def _verified_artifacts(build: VariantBuild, root: Path) -> list:
                 f"variant {build.name!r}: {artifact.path} has sha256 {actual}, variant.json records "
                 f"{artifact.sha256}; re-run the variants stage"
             )
-    return build.artifacts
 
 
 def _accuracy(build: VariantBuild, accuracy: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,7 +78,7 @@ def variant_entry(
     benchmark: dict = {}
     knees: dict = {}
     profile: str | None = None
-    details = _scalar_details(build.details)
+    details = dict(build.details)
     if build.status == "built":
         if build.name not in report["variants"]:
             raise ManifestStageError(f"variant {build.name!r} is built but {BENCHMARK_JSON} has no sweep for it")
@@ -108,15 +92,9 @@ def variant_entry(
         if not (root / profile_path).is_file():
             raise ManifestStageError(f"variant {build.name!r}: {profile_path} not found; run the profile stage")
         profile = profile_path.as_posix()
+    _verify_artifacts(build, root)
     return VariantEntry(
-        name=build.name,
-        kind=build.kind,
-        precision=build.precision,
-        status=build.status,  # type: ignore[arg-type]
-        skip_reason=build.skip_reason,
-        artifacts=_verified_artifacts(build, root),
-        parameters=build.parameters,
-        sparsity=build.sparsity,
+        **build.model_dump(exclude={"details"}),
         **_accuracy(build, accuracy),
         benchmark=benchmark,
         sla_knees=knees,
@@ -132,8 +110,7 @@ def build_manifest(params: Params, root: Path = Path("."), run_ids: Mapping[str,
     accuracy = read_json(root / ACCURACY_JSON, "evaluate")
     report = read_json(root / BENCHMARK_JSON, "benchmark")
     entries = [
-        variant_entry(build, accuracy, report, root, run_ids.get(build.name))
-        for build in enabled_builds(params, root)
+        variant_entry(build, accuracy, report, root, run_ids.get(build.name)) for build in enabled_builds(params, root)
     ]
     return Manifest(
         model_name=params.model.name,
@@ -190,10 +167,10 @@ def main() -> None:
     write_json(SUMMARY_JSON, {**summary_metrics(rows), "fingerprint": fingerprint})
     pareto = pareto_rows(rows)
     write_json(PARETO_JSON, {"pareto": pareto, "fingerprint": fingerprint})
-    pareto_plot(pareto, PARETO_PNG, title=f"accuracy vs cost per 1k requests ({manifest.device})", note=footer(fingerprint))
-    Console().print(
-        f"[bold]manifest[/]: {len(manifest.variants)} variants -> {MANIFEST_JSON}; {logged}"
+    pareto_plot(
+        pareto, PARETO_PNG, title=f"accuracy vs cost per 1k requests ({manifest.device})", note=footer(fingerprint)
     )
+    Console().print(f"[bold]manifest[/]: {len(manifest.variants)} variants -> {MANIFEST_JSON}; {logged}")
 
 
 if __name__ == "__main__":

@@ -25,15 +25,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
 StepHook = Callable[[torch.nn.Module], None]
 
 
-def resolve_device(device: str) -> str:
-    """params.device: `auto` is cuda when torch sees a GPU, else cpu; `cuda` without a GPU is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.device is 'cuda' but torch.cuda.is_available() is False")
-    return device
-
-
 @dataclass(frozen=True)
 class Encoded:
     """A tokenized split: unpadded id lists plus labels; batches are padded on the fly."""
@@ -45,7 +36,9 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batches(self, batch_size: int, order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def batches(
+        self, batch_size: int, order: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         order = np.arange(len(self.ids)) if order is None else order
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
@@ -171,7 +164,13 @@ def train_classifier(
     loss_fn = loss_fn or (lambda logits, labels, _index: torch.nn.functional.cross_entropy(logits, labels))
     started = time.perf_counter()
     best_seen = -1.0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task(description, total=total, info="")
         for epoch in range(epochs):
@@ -214,7 +213,9 @@ def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, devic
     outputs = []
     for ids, mask, _ in data.batches(batch_size):
         with _autocast(device):
-            logits = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device)).logits
+            logits = model(
+                input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device)
+            ).logits
         outputs.append(logits.float().cpu().numpy())
     return np.concatenate(outputs)
 

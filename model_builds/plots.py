@@ -10,8 +10,10 @@ from typing import Any
 def footer(fingerprint: dict[str, Any]) -> str:
     """One line naming where the plotted numbers were measured (the fingerprint, shortened)."""
     where = fingerprint.get("gpu_name") or fingerprint.get("cpu_model")
-    return (f"{fingerprint.get('device')} {where}, {fingerprint.get('cpu_count')} cores, "
-            f"git {str(fingerprint.get('git_sha'))[:10]}, {fingerprint.get('timestamp')}")
+    return (
+        f"{fingerprint.get('device')} {where}, {fingerprint.get('cpu_count')} cores, "
+        f"git {str(fingerprint.get('git_sha'))[:10]}, {fingerprint.get('timestamp')}"
+    )
 
 
 def _pyplot() -> Any:
@@ -61,12 +63,22 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str, note: st
     for row in rows:
         marker = "*" if row["on_front"] else "o"
         axis.scatter(row["cost_per_1k_usd"], row["accuracy"], marker=marker, s=140 if row["on_front"] else 50)
-        axis.annotate(f"{row['variant']} ({row['engine']})", (row["cost_per_1k_usd"], row["accuracy"]),
-                      textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axis.annotate(
+            f"{row['variant']} ({row['engine']})",
+            (row["cost_per_1k_usd"], row["accuracy"]),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
     front = sorted((row for row in rows if row["on_front"]), key=lambda row: row["cost_per_1k_usd"])
     if front:
-        axis.plot([row["cost_per_1k_usd"] for row in front], [row["accuracy"] for row in front], "--",
-                  alpha=0.6, label="Pareto front")
+        axis.plot(
+            [row["cost_per_1k_usd"] for row in front],
+            [row["accuracy"] for row in front],
+            "--",
+            alpha=0.6,
+            label="Pareto front",
+        )
         axis.legend()
     axis.set_xlabel("cost per 1k requests (USD) at best throughput")
     axis.set_ylabel("test accuracy")

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from infopt.params import DataParams, ModelParams, load_params
+from infopt.paths import PREPARED_DIR, TOKENIZER_DIR
 from model_builds.data import (
     FORTUNES_DIR,
     FORTUNES_LICENCE,
@@ -27,9 +28,6 @@ from model_builds.data import (
     train_tokenizer,
     write_jsonl,
 )
-
-DATA_DIR = Path("data/prepared")
-TOKENIZER_DIR = Path("artifacts/tokenizer")
 
 
 def load_records(data: DataParams) -> tuple[list[tuple[str, str]], str, str]:
@@ -83,7 +81,7 @@ def prepare(data: DataParams, model: ModelParams, seed: int, out_dir: Path, toke
 
 def main() -> None:
     params = load_params("params.yaml")
-    stats = prepare(params.data, params.model, params.seed, DATA_DIR, TOKENIZER_DIR)
+    stats = prepare(params.data, params.model, params.seed, PREPARED_DIR, TOKENIZER_DIR)
     Console().print(
         f"[bold]prepare[/]: {stats['totals']} over {len(stats['labels'])} labels from {stats['source']}; "
         f"tokenizer vocab {stats['tokenizer']['vocab_size']} -> {TOKENIZER_DIR}"

@@ -18,23 +18,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from infopt.device import onnxruntime_device, resolve_device
 from infopt.fingerprint import collect
-from infopt.manifest import Artifact
+from infopt.manifest import Artifact, VariantBuild
 from infopt.params import Params, load_params
-from model_builds.measuring import (
-    VariantBuild,
-    cycle_batch,
-    enabled_builds,
-    encode,
-    load_texts,
-    onnxruntime_device,
-    open_engine,
-    resolve_device,
-    tokenizer_dir,
-    write_json,
-)
+from infopt.paths import PROFILES_DIR
+from model_builds.measuring import cycle_batch, encode, load_texts, open_engine, tokenizer_dir, write_json
+from model_builds.variants.record import enabled_builds
 
-PROFILES_DIR = Path("metrics/profiles")
 LABEL = "layer::"
 # Top-level blocks of BERT-family encoders (BERT/RoBERTa: encoder.layer.N.*, DistilBERT: transformer.layer.N.*).
 _LAYER = re.compile(r"(?:^|\.)(?:encoder|transformer)\.layers?\.(\d+)\.(attention|intermediate|output|ffn)(?:\.|$)")
@@ -90,7 +81,9 @@ def layer_table(layer_us: Mapping[str, float], total_us: float) -> tuple[list[di
     split_us: dict[str, float] = defaultdict(float)
     for name, value in times.items():
         split_us[group_of(name)] += value
-    split = {group: {"time_ms": split_us[group] / 1000.0, "percent": 100.0 * split_us[group] / total} for group in GROUPS}
+    split = {
+        group: {"time_ms": split_us[group] / 1000.0, "percent": 100.0 * split_us[group] / total} for group in GROUPS
+    }
     return rows, split
 
 
@@ -156,7 +149,7 @@ def profile_torch(artifact: Artifact, ids: Any, mask: Any, params: Params, devic
     ops_total = sum(self_us(event) for event in ops) or 1.0
     top = sorted(ops, key=self_us, reverse=True)[: config.top_k]
     forward_us = sum(total_us(event) for event in events if event.key == "forward")
-    layer_us = {event.key[len(LABEL):]: total_us(event) for event in events if event.key.startswith(LABEL)}
+    layer_us = {event.key[len(LABEL) :]: total_us(event) for event in events if event.key.startswith(LABEL)}
     rows, split = layer_table(layer_us, forward_us)
     return {
         "profiler": "torch.profiler",
@@ -165,8 +158,12 @@ def profile_torch(artifact: Artifact, ids: Any, mask: Any, params: Params, devic
         "time_basis": "self CUDA time" if on_gpu else "self CPU time",
         "total_ms": forward_us / 1000.0,
         "top_ops": [
-            {"op": event.key, "calls": int(event.count), "self_time_ms": self_us(event) / 1000.0,
-             "percent": 100.0 * self_us(event) / ops_total}
+            {
+                "op": event.key,
+                "calls": int(event.count),
+                "self_time_ms": self_us(event) / 1000.0,
+                "percent": 100.0 * self_us(event) / ops_total,
+            }
             for event in top
         ],
         "layers": rows,
@@ -189,7 +186,9 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
         options.inter_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "ort")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if ort_device == "cuda" else ["CPUExecutionProvider"]
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if ort_device == "cuda" else ["CPUExecutionProvider"]
+        )
         session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
         used = list(session.get_providers())
         names = {item.name for item in session.get_inputs()}
@@ -204,7 +203,8 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
     runs = [event for event in trace if event.get("cat") == "Session" and event.get("name") == "model_run"]
     warmup_end = runs[0]["ts"] + runs[0]["dur"] if runs else 0
     nodes = [
-        event for event in trace
+        event
+        for event in trace
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] >= warmup_end
     ]
     by_op: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -239,9 +239,16 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
             for op, (calls, value) in sorted(by_op.items(), key=lambda item: item[1][1], reverse=True)[: config.top_k]
         ],
         "top_nodes": [
-            {"node": node, "op": op, "calls": int(calls), "self_time_ms": value / 1000.0,
-             "percent": 100.0 * value / total}
-            for node, (calls, value, op) in sorted(by_node.items(), key=lambda item: item[1][1], reverse=True)[: config.top_k]
+            {
+                "node": node,
+                "op": op,
+                "calls": int(calls),
+                "self_time_ms": value / 1000.0,
+                "percent": 100.0 * value / total,
+            }
+            for node, (calls, value, op) in sorted(by_node.items(), key=lambda item: item[1][1], reverse=True)[
+                : config.top_k
+            ]
         ],
         "layers": rows,
         "split": split,
@@ -250,7 +257,7 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
 
 def profile_variant(build: VariantBuild, params: Params, texts: list[str], device: str, root: Path) -> dict[str, Any]:
     """Profile the torch artifact when the variant has one, else its ONNX artifact."""
-    artifact = build.artifact("torch") or build.artifact("onnxruntime")
+    artifact = build.find_artifact("torch") or build.find_artifact("onnxruntime")
     if artifact is None:
         raise ValueError(f"variant {build.name!r} is built but has no torch or onnxruntime artifact")
     ids, mask = encode(texts, tokenizer_dir(artifact, root), params.model.max_seq_len)

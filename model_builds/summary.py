@@ -79,8 +79,16 @@ def summary_rows(manifest: Manifest) -> list[SummaryRow]:
 
 def summary_metrics(rows: Sequence[SummaryRow]) -> dict[str, dict[str, float | bool]]:
     """variant -> flat numeric metrics (what `dvc metrics show/diff` displays as <variant>.<metric>)."""
-    keys = ("accuracy", "accuracy_loss", "p99_ms_batch_1", "p99_ms_batch_16", "best_throughput_rps",
-            "best_batch_size", "cost_per_1k_usd", "size_mb")
+    keys = (
+        "accuracy",
+        "accuracy_loss",
+        "p99_ms_batch_1",
+        "p99_ms_batch_16",
+        "best_throughput_rps",
+        "best_batch_size",
+        "cost_per_1k_usd",
+        "size_mb",
+    )
     result: dict[str, dict[str, float | bool]] = {}
     for row in rows:
         values = {key: getattr(row, key) for key in keys if getattr(row, key) is not None}
@@ -103,11 +111,16 @@ def pareto_rows(rows: Sequence[SummaryRow]) -> list[dict[str, object]]:
             for other in measured
             if other is not row
         )
-        result.append({
-            "variant": row.variant, "engine": row.engine, "accuracy": row.accuracy,
-            "cost_per_1k_usd": row.cost_per_1k_usd, "throughput_rps": row.best_throughput_rps,
-            "on_front": not dominated,
-        })
+        result.append(
+            {
+                "variant": row.variant,
+                "engine": row.engine,
+                "accuracy": row.accuracy,
+                "cost_per_1k_usd": row.cost_per_1k_usd,
+                "throughput_rps": row.best_throughput_rps,
+                "on_front": not dominated,
+            }
+        )
     return result
 
 
@@ -126,11 +139,20 @@ def render_table(manifest: Manifest) -> object:
         title=f"{manifest.model_name} variants on {manifest.device} ({where})",
         caption=("skipped: " + "; ".join(skipped)) if skipped else None,
     )
-    columns = ("variant", "engine", "accuracy", "loss pts", "p99@1 ms", "p99@16 ms", "best req/s",
-               "USD/1k req", "MB", "budget")
+    columns = (
+        "variant",
+        "engine",
+        "accuracy",
+        "loss pts",
+        "p99@1 ms",
+        "p99@16 ms",
+        "best req/s",
+        "USD/1k req",
+        "MB",
+        "budget",
+    )
     for column in columns:
-        table.add_column(column, justify="left" if column in ("variant", "engine", "budget") else "right",
-                         no_wrap=True)
+        table.add_column(column, justify="left" if column in ("variant", "engine", "budget") else "right", no_wrap=True)
     for row in rows:
         if row.status != "built":
             budget = "skipped"
@@ -139,8 +161,15 @@ def render_table(manifest: Manifest) -> object:
         loss = None if row.accuracy_loss is None else row.accuracy_loss * 100
         best = "-" if row.best_throughput_rps is None else f"{row.best_throughput_rps:,.0f} @{row.best_batch_size}"
         table.add_row(
-            row.variant, row.engine or "-", _fmt(row.accuracy, ".3f"), _fmt(loss, "+.1f"),
-            _fmt(row.p99_ms_batch_1, ".2f"), _fmt(row.p99_ms_batch_16, ".2f"), best,
-            _fmt(row.cost_per_1k_usd, ".2e"), _fmt(row.size_mb, ".2f"), budget,
+            row.variant,
+            row.engine or "-",
+            _fmt(row.accuracy, ".3f"),
+            _fmt(loss, "+.1f"),
+            _fmt(row.p99_ms_batch_1, ".2f"),
+            _fmt(row.p99_ms_batch_16, ".2f"),
+            best,
+            _fmt(row.cost_per_1k_usd, ".2e"),
+            _fmt(row.size_mb, ".2f"),
+            budget,
         )
     return table

@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from infopt.device import resolve_device
 from infopt.fingerprint import collect
 from infopt.params import ModelParams, TrainParams, load_params
+from infopt.paths import PREPARED_DIR, TEACHER_DIR, TOKENIZER_DIR
 from model_builds.data import load_tokenizer, read_labels, read_split
 from model_builds.modeling import (
     count_parameters,
@@ -17,13 +19,10 @@ from model_builds.modeling import (
     evaluate_accuracy,
     load_classifier,
     new_classifier,
-    resolve_device,
     save_classifier,
     train_classifier,
 )
-from model_builds.prepare import DATA_DIR, TOKENIZER_DIR
 
-TEACHER_DIR = Path("artifacts/models/teacher")
 METRICS_PATH = Path("metrics/train.json")
 
 
@@ -74,7 +73,7 @@ def main() -> None:
     params = load_params("params.yaml")
     device = resolve_device(params.device)
     torch.manual_seed(params.seed)
-    metrics = train_teacher(params.model, params.train, params.seed, device, DATA_DIR, TOKENIZER_DIR, TEACHER_DIR)
+    metrics = train_teacher(params.model, params.train, params.seed, device, PREPARED_DIR, TOKENIZER_DIR, TEACHER_DIR)
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
     METRICS_PATH.write_text(json.dumps(metrics, indent=2) + "\n")
     curves = {"val_accuracy": metrics["val_accuracy_per_epoch"], "loss": metrics["train_loss_per_epoch"]}

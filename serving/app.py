@@ -10,6 +10,7 @@ outcome is counted. The model loads in the background so /v2/health/live answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -21,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from infopt.engines.base import Engine
 from serving.codec import Codec
-from serving.engines.base import Engine
 from serving.errors import BadRequest, EngineUnavailable, GatewayError, ShuttingDown, UnknownModel, error_response
 from serving.metrics import GatewayMetrics
 from serving.openapi import openapi_document
@@ -38,12 +39,16 @@ Work = Callable[[bytes, TenantContext, float], Awaitable[Response]]
 
 
 def default_engine_factory(settings: GatewaySettings) -> Sequence[Engine]:
-    from serving.engines.factory import load_replicas
+    from infopt.engines.factory import load_replicas
 
     assert settings.model_dir is not None  # GatewaySettings enforces it for in-process engines
     return load_replicas(
-        settings.engine, settings.model_dir, settings.engine_replicas,
-        device=settings.device, precision=settings.precision, threads=settings.engine_threads,
+        settings.engine,
+        settings.model_dir,
+        settings.serving.engine_replicas,
+        device=settings.device,
+        precision=settings.precision,
+        threads=settings.engine_threads,
     )
 
 
@@ -106,8 +111,10 @@ class Gateway:
                     from serving.vllm_backend import VllmBackend  # written beside this gateway; imported only for vLLM
 
                     self.backend = VllmBackend(
-                        list(settings.vllm_urls), model=settings.vllm_model or settings.variant,
-                        timeout_s=settings.vllm_timeout_s, policy=settings.load_balancing,
+                        list(settings.vllm_urls),
+                        model=settings.vllm_model or settings.variant,
+                        timeout_s=settings.serving.vllm_timeout_s,
+                        policy=settings.serving.load_balancing,
                     )
                 await self.backend.start()
             else:
@@ -116,9 +123,15 @@ class Gateway:
                     engines = await asyncio.to_thread(self._engine_factory, settings)
                 codec = await asyncio.to_thread(Codec, settings.tokenizer_dir, settings.max_seq_len)
                 self.service = ModelService(
-                    self.model, engines, codec, sla_classes=settings.sla_classes, batching=settings.batching,
-                    queue_capacity=settings.queue_capacity, metrics=self.metrics, policy=settings.load_balancing,
-                    retry_after_s=settings.retry_after_s,
+                    self.model,
+                    engines,
+                    codec,
+                    sla_classes=settings.sla_classes,
+                    batching=settings.batching,
+                    queue_capacity=settings.serving.queue_capacity,
+                    metrics=self.metrics,
+                    policy=settings.serving.load_balancing,
+                    retry_after_s=settings.serving.retry_after_s,
                 )
                 self.service.start()
             self.metrics.model_ready.labels(self.model).set(1)
@@ -131,7 +144,12 @@ class Gateway:
         if self.draining or self.load_error is not None:
             return False
         if self.settings.engine == "vllm":
-            return self.backend is not None and self._loader is not None and self._loader.done() and await self.backend.ready()
+            return (
+                self.backend is not None
+                and self._loader is not None
+                and self._loader.done()
+                and await self.backend.ready()
+            )
         return self.service is not None
 
     async def shutdown(self) -> None:
@@ -139,7 +157,7 @@ class Gateway:
         self.draining = True
         self.metrics.model_ready.labels(self.model).set(0)
         loop = asyncio.get_running_loop()
-        until = loop.time() + self.settings.shutdown_grace_s
+        until = loop.time() + self.settings.serving.shutdown_grace_s
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
             await asyncio.gather(self._loader, return_exceptions=True)
@@ -148,7 +166,11 @@ class Gateway:
                 async with asyncio.timeout_at(until):
                     await self._idle.wait()
             except TimeoutError:
-                log.warning("%d requests still in flight after %.1f s; rejecting them", self.inflight, self.settings.shutdown_grace_s)
+                log.warning(
+                    "%d requests still in flight after %.1f s; rejecting them",
+                    self.inflight,
+                    self.settings.serving.shutdown_grace_s,
+                )
         if self.service is not None:
             await self.service.stop(max(0.0, until - loop.time()))
         if self.backend is not None:
@@ -156,7 +178,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ request path
     async def _read_body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
+        limit = self.settings.serving.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise BadRequest(f"body of {declared} bytes exceeds the limit of {limit} bytes", status=413)
@@ -178,7 +200,7 @@ class Gateway:
             self._idle.clear()
         try:
             if self.draining:
-                raise ShuttingDown("the gateway is shutting down", retry_after=self.settings.retry_after_s)
+                raise ShuttingDown("the gateway is shutting down", retry_after=self.settings.serving.retry_after_s)
             tenant = self.tenancy.authenticate(request.headers)
             if model is not None and model != self.model:
                 raise UnknownModel(f"unknown model {model!r}; this gateway serves {self.model!r}")
@@ -205,7 +227,7 @@ class Gateway:
             raise UnknownModel(f"model {self.model!r} is served by vLLM; use /v1/completions or /v1/chat/completions")
         if self.service is None:
             reason = f"failed to load: {self.load_error}" if self.load_error else "is still loading"
-            raise EngineUnavailable(f"model {self.model!r} {reason}", retry_after=self.settings.retry_after_s)
+            raise EngineUnavailable(f"model {self.model!r} {reason}", retry_after=self.settings.serving.retry_after_s)
         return self.service
 
     async def _infer(self, body: bytes, tenant: TenantContext, arrival: float, request: Request) -> Response:
@@ -227,7 +249,10 @@ class Gateway:
         labels = self.settings.labels
         # one tolist() instead of a numpy scalar per value; max() keeps argmax's first-maximum tie rule
         results = [
-            {"label": labels[max(range(len(row)), key=row.__getitem__)], "probabilities": dict(zip(labels, row, strict=True))}
+            {
+                "label": labels[max(range(len(row)), key=row.__getitem__)],
+                "probabilities": dict(zip(labels, row, strict=True)),
+            }
             for row in softmax(logits).tolist()
         ]
         return JSONResponse({"model": self.model, "results": results})
@@ -265,7 +290,9 @@ class Gateway:
         self.metrics.child(self.metrics.tenant_tokens, tenant.name, "prompt").inc(prompt)
         self.metrics.child(self.metrics.tenant_tokens, tenant.name, "completion").inc(completion)
 
-    async def _counted_stream(self, chunks: AsyncIterator[Any], tenant: TenantContext, estimate: int) -> AsyncIterator[Any]:
+    async def _counted_stream(
+        self, chunks: AsyncIterator[Any], tenant: TenantContext, estimate: int
+    ) -> AsyncIterator[Any]:
         """Pass SSE chunks through and charge the usage of the final chunk once the stream ends."""
         usage: Any = None
         pending = ""
@@ -275,16 +302,16 @@ class Gateway:
                 *lines, pending = pending.split("\n")
                 for line in lines:
                     if line.startswith("data:") and '"usage"' in line:
-                        try:
+                        with contextlib.suppress(json.JSONDecodeError):  # a partial data line carries no usage
                             usage = json.loads(line[5:].strip()).get("usage") or usage
-                        except json.JSONDecodeError:
-                            pass  # a partial or non-JSON data line carries no usage
                 yield chunk
         finally:
             self._account_tokens(tenant, estimate, usage)
 
 
-def run_server(app: Starlette, *, host: str, port: int, log_level: str, grace_s: float, access_log: bool = False) -> None:
+def run_server(
+    app: Starlette, *, host: str, port: int, log_level: str, grace_s: float, access_log: bool = False
+) -> None:
     """Serve `app` with uvicorn on its C event loop and HTTP parser (uvloop, httptools): the pure-Python
     h11 parser and asyncio loop cost several times more CPU per request, which a 2-core box pays in
     throughput. The access log (one formatted log line per request) is off unless asked for; the gateway's
@@ -292,7 +319,13 @@ def run_server(app: Starlette, *, host: str, port: int, log_level: str, grace_s:
     import uvicorn
 
     uvicorn.run(
-        app, host=host, port=port, log_level=log_level, loop="uvloop", http="httptools", access_log=access_log,
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
         timeout_graceful_shutdown=grace_s,
     )
 
@@ -318,7 +351,9 @@ def create_app(
         body: dict[str, Any] = {"ready": is_ready}
         if gateway.load_error:
             body["error"] = gateway.load_error
-        return JSONResponse(body, status_code=200 if is_ready else 503, headers={} if is_ready else {"Retry-After": "1"})
+        return JSONResponse(
+            body, status_code=200 if is_ready else 503, headers={} if is_ready else {"Retry-After": "1"}
+        )
 
     def _known(request: Request) -> str:
         name = request.path_params["model_name"]
@@ -342,7 +377,8 @@ def create_app(
 
     async def infer(request: Request) -> Response:
         return await gateway.handle(
-            request, lambda body, tenant, arrival: gateway._infer(body, tenant, arrival, request),
+            request,
+            lambda body, tenant, arrival: gateway._infer(body, tenant, arrival, request),
             model=request.path_params["model_name"],
         )
 
@@ -355,7 +391,9 @@ def create_app(
                 return error_response(
                     UnknownModel(f"no LLM engine configured: model {gateway.model!r} is served by {settings.engine}")
                 )
-            return await gateway.handle(request, lambda body, tenant, arrival: gateway._llm(path, body, tenant, arrival))
+            return await gateway.handle(
+                request, lambda body, tenant, arrival: gateway._llm(path, body, tenant, arrival)
+            )
 
         return route
 

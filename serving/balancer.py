@@ -97,9 +97,7 @@ class Balancer(Generic[T]):
         order = [self._slots[(self._next + offset) % count] for offset in range(count)]
         healthy = [slot for slot in order if slot.healthy]
         if not healthy:
-            raise EngineUnavailable(
-                f"no healthy backend among {count} ({self.policy})", retry_after=self.retry_after_s
-            )
+            raise EngineUnavailable(f"no healthy backend among {count} ({self.policy})", retry_after=self.retry_after_s)
         if self.capacity is not None:
             healthy = [slot for slot in healthy if slot.outstanding < self.capacity]
             if not healthy:

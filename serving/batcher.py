@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from infopt.engines.base import Engine, EngineError
 from infopt.params import BatchingParams
 from serving.balancer import Balancer
-from serving.engines.base import Engine, EngineError
 from serving.errors import EngineUnavailable, GatewayError, ShuttingDown
 from serving.queue import QueuedItem, RequestQueue
 
@@ -63,10 +63,6 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._batch_seconds = 0.0  # EWMA of engine time per batch, bounds the static wait
-
-    @property
-    def in_flight_batches(self) -> int:
-        return len(self._running)
 
     def start(self) -> None:
         if self._task is None:
@@ -143,17 +139,23 @@ class Batcher:
         except GatewayError as error:
             self._fail(items, error)
         except asyncio.CancelledError:
-            self._fail(items, ShuttingDown("the gateway stopped before this batch finished", retry_after=self.retry_after_s))
+            self._fail(
+                items, ShuttingDown("the gateway stopped before this batch finished", retry_after=self.retry_after_s)
+            )
             raise
         except Exception as error:  # EngineError, or anything a third-party engine raises: the batch failed
             engine_seconds = time.perf_counter() - began
             self._fail(
                 items,
-                EngineUnavailable(f"engine failed on a batch of {len(items)} rows: {error}", retry_after=self.retry_after_s),
+                EngineUnavailable(
+                    f"engine failed on a batch of {len(items)} rows: {error}", retry_after=self.retry_after_s
+                ),
             )
         finally:
             if engine_seconds:
-                self._batch_seconds = engine_seconds if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * engine_seconds
+                self._batch_seconds = (
+                    engine_seconds if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * engine_seconds
+                )
             if self._observer is not None:
                 self._observer(items, start, engine_seconds)
 

@@ -42,10 +42,6 @@ class Codec:
                 return int(token_id)
         return 0
 
-    @property
-    def has_tokenizer(self) -> bool:
-        return self._tokenizer is not None
-
     def encode(self, texts: Sequence[str]) -> list[Row]:
         if self._tokenizer is None:
             raise BadRequest("this model was loaded without a tokenizer; send input_ids/attention_mask", status=422)
@@ -63,7 +59,11 @@ class Codec:
         _, width = input_ids.shape
         if width > self.max_seq_len:
             raise BadRequest(f"sequence length {width} exceeds max_seq_len {self.max_seq_len}", status=422)
-        if self.vocab_size is not None and input_ids.size and (input_ids.min() < 0 or input_ids.max() >= self.vocab_size):
+        if (
+            self.vocab_size is not None
+            and input_ids.size
+            and (input_ids.min() < 0 or input_ids.max() >= self.vocab_size)
+        ):
             raise BadRequest(
                 f"input_ids must be in [0, {self.vocab_size}); got values in [{input_ids.min()}, {input_ids.max()}]",
                 status=422,

@@ -13,7 +13,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 REQUEST_STATUSES = (
-    "ok", "rate_limited", "queue_full", "deadline_exceeded", "engine_error", "bad_request", "unauthorized",
+    "ok",
+    "rate_limited",
+    "queue_full",
+    "deadline_exceeded",
+    "engine_error",
+    "bad_request",
+    "unauthorized",
 )
 
 
@@ -30,12 +36,18 @@ class GatewayMetrics:
             "request_queue_length", "Requests waiting in the model's queue", ["model", "sla_class"], registry=r
         )
         self.queue_wait = Histogram(
-            "infopt_queue_wait_seconds", "Time from arrival to batch start", ["model", "sla_class"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "infopt_queue_wait_seconds",
+            "Time from arrival to batch start",
+            ["model", "sla_class"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.request_latency = Histogram(
-            "infopt_request_latency_seconds", "Time from arrival to response", ["model", "sla_class"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "infopt_request_latency_seconds",
+            "Time from arrival to response",
+            ["model", "sla_class"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
             "infopt_batch_size", "Rows per engine batch", ["model"], buckets=BATCH_BUCKETS, registry=r
@@ -47,8 +59,10 @@ class GatewayMetrics:
             "infopt_rejections", "Refused requests by reason", ["model", "tenant", "reason"], registry=r
         )
         self.tenant_device_seconds = Counter(
-            "infopt_tenant_device_seconds", "Engine time attributed to the tenant (batch time split by rows)",
-            ["tenant"], registry=r,
+            "infopt_tenant_device_seconds",
+            "Engine time attributed to the tenant (batch time split by rows)",
+            ["tenant"],
+            registry=r,
         )
         self.tenant_tokens = Counter(
             "infopt_tenant_tokens", "LLM tokens used by the tenant", ["tenant", "kind"], registry=r
@@ -56,7 +70,9 @@ class GatewayMetrics:
         self.model_ready = Gauge("infopt_model_ready", "1 when the model is loaded and serving", ["model"], registry=r)
         self.inflight = Gauge("infopt_inflight_requests", "Requests being handled", ["model"], registry=r)
         self.vllm_waiting = Gauge(
-            "infopt_vllm_num_requests_waiting", "vLLM's vllm:num_requests_waiting, re-exported", ["model"],
+            "infopt_vllm_num_requests_waiting",
+            "vLLM's vllm:num_requests_waiting, re-exported",
+            ["model"],
             registry=r,
         )
 

@@ -37,7 +37,11 @@ def _schemas() -> dict[str, Any]:
         "Error": {
             "type": "object",
             "required": ["error", "code"],
-            "properties": {"error": {"type": "string"}, "code": {"type": "string"}, "retry_after_s": {"type": "number"}},
+            "properties": {
+                "error": {"type": "string"},
+                "code": {"type": "string"},
+                "retry_after_s": {"type": "number"},
+            },
         }
     }
     for model in (InferRequest, ClassifyRequest):
@@ -48,7 +52,12 @@ def _schemas() -> dict[str, Any]:
 
 
 def openapi_document(model_name: str, version: str = "0.1.0") -> dict[str, Any]:
-    model_param = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "example": model_name}}
+    model_param = {
+        "name": "model_name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "example": model_name},
+    }
     secured = [{"bearer": []}, {"apiKey": []}]
     body = lambda name: {  # noqa: E731 - a tiny local helper keeps the table below readable
         "required": True,
@@ -65,7 +74,11 @@ def openapi_document(model_name: str, version: str = "0.1.0") -> dict[str, Any]:
                 "get": {"operationId": "model_metadata", "parameters": [model_param], "responses": _responses(200, 404)}
             },
             "/v2/models/{model_name}/ready": {
-                "get": {"operationId": "model_ready", "parameters": [model_param], "responses": _responses(200, 404, 503)}
+                "get": {
+                    "operationId": "model_ready",
+                    "parameters": [model_param],
+                    "responses": _responses(200, 404, 503),
+                }
             },
             "/v2/models/{model_name}/infer": {
                 "post": {

@@ -107,7 +107,9 @@ def _texts(tensor: RequestInput) -> list[str]:
     for value in tensor.data:
         flat.extend(value if isinstance(value, list) else [value])
     if len(flat) != shape[0] or not all(isinstance(value, str) for value in flat):
-        raise BadRequest(f"input 'text': shape {shape} needs {shape[0]} strings, got {tensor.data[:3]!r}...", status=422)
+        raise BadRequest(
+            f"input 'text': shape {shape} needs {shape[0]} strings, got {tensor.data[:3]!r}...", status=422
+        )
     return flat
 
 
@@ -172,10 +174,19 @@ def infer_response(
 ) -> dict[str, Any]:
     predicted = [labels[index] if index < len(labels) else str(index) for index in logits.argmax(axis=-1).tolist()]
     tensors = {
-        "logits": {"name": "logits", "datatype": "FP32", "shape": list(logits.shape), "data": logits.reshape(-1).tolist()},
+        "logits": {
+            "name": "logits",
+            "datatype": "FP32",
+            "shape": list(logits.shape),
+            "data": logits.reshape(-1).tolist(),
+        },
         "label": {"name": "label", "datatype": "BYTES", "shape": [len(predicted)], "data": predicted},
     }
-    body: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": [tensors[name] for name in outputs]}
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": "1",
+        "outputs": [tensors[name] for name in outputs],
+    }
     if request_id is not None:
         body["id"] = request_id
     return body

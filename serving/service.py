@@ -13,10 +13,10 @@ from functools import partial
 
 import numpy as np
 
+from infopt.engines.base import Engine
 from infopt.params import BatchingParams, SlaClass
 from serving.batcher import Batcher
 from serving.codec import Codec, Row
-from serving.engines.base import Engine
 from serving.errors import DeadlineExceeded, GatewayError, ShuttingDown
 from serving.metrics import GatewayMetrics
 from serving.queue import QueuedItem, RequestQueue
@@ -45,7 +45,12 @@ class ModelService:
         self.max_rows = batching.max_batch_size
         self.queue = RequestQueue(sla_classes, queue_capacity, retry_after_s=retry_after_s, on_drop=self._dropped)
         self.batcher = Batcher(
-            self.queue, self.engines, batching, codec.collate, policy=policy, retry_after_s=retry_after_s,
+            self.queue,
+            self.engines,
+            batching,
+            codec.collate,
+            policy=policy,
+            retry_after_s=retry_after_s,
             observer=self._batch_done,
         )
         for sla_class in self.queue.classes:

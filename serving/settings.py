@@ -1,6 +1,8 @@
 """Gateway settings: one frozen dataclass, built once at the edge from params.yaml + manifest.json.
 
-Nothing below the CLI reads params or the manifest again; every default lives in infopt/params.py.
+Nothing below the CLI reads params or the manifest again. Every default lives in infopt/params.py: the
+serving section travels whole (`serving`), and what a deployment serves comes from
+infopt.deployments.resolve_deployment, the same resolution the Pulumi program uses.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infopt.deployments import DeploymentError, ResolvedDeployment, resolve_deployment, resolve_variant
+from infopt.device import engine_device
 from infopt.manifest import Manifest
-from infopt.params import BatchingParams, Params, SlaClass, Tenant
+from infopt.params import BatchingParams, Params, ServingParams, SlaClass, Tenant
+from infopt.paths import TOKENIZER_DIR
 
 TOKENIZER_FILE = "tokenizer.json"
-SHARED_TOKENIZER_DIR = Path("artifacts/tokenizer")
 
 
 class SettingsError(ValueError):
@@ -29,21 +33,15 @@ class GatewaySettings:
     max_seq_len: int
     sla_classes: dict[str, SlaClass]
     tenants: tuple[Tenant, ...]
-    batching: BatchingParams = BatchingParams()
+    batching: BatchingParams  # the deployment's, resolved
+    serving: ServingParams  # queue, balancing, limits, drain: params.serving as validated
     model_dir: Path | None = None
     tokenizer_dir: Path | None = None
     precision: str = "fp32"
     device: str = "cpu"
-    engine_threads: int | None = None
-    queue_capacity: int = 512
-    load_balancing: str = "least_outstanding"
-    engine_replicas: int = 1
-    max_body_bytes: int = 1_048_576
-    shutdown_grace_s: float = 10.0
-    retry_after_s: float = 1.0
+    engine_threads: int | None = None  # None: the engine's own default
     vllm_urls: tuple[str, ...] = field(default_factory=tuple)
     vllm_model: str | None = None
-    vllm_timeout_s: float = 60.0
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
@@ -59,22 +57,34 @@ class GatewaySettings:
 
 def _tokenizer_dir(model_dir: Path, root: Path) -> Path | None:
     """The tokenizer saved with the artifact, else the pipeline's shared one, else none (token ids only)."""
-    for folder in (model_dir if model_dir.is_dir() else model_dir.parent, root / SHARED_TOKENIZER_DIR):
+    for folder in (model_dir if model_dir.is_dir() else model_dir.parent, root / TOKENIZER_DIR):
         if (folder / TOKENIZER_FILE).is_file():
             return folder
     return None
 
 
-def _resolve_device(setting: str, engine: str) -> str:
-    if setting != "auto":
-        return setting
-    if engine == "onnxruntime":
-        import onnxruntime
-
-        return "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def _resolve(
+    params: Params, manifest: Manifest | None, deployment: str | None, variant: str | None, engine: str | None
+) -> tuple[str, str, tuple[Tenant, ...], BatchingParams, ResolvedDeployment | None]:
+    """(model name, engine, tenants, batching, resolution); vLLM needs no manifest (it loads its own folder)."""
+    if deployment is None and variant is None:
+        raise SettingsError("give --deployment NAME, or --variant NAME with --engine")
+    if manifest is None:
+        if (engine or (deployment and params.deployment(deployment).engine)) != "vllm":
+            raise SettingsError(f"serving {deployment or variant!r} with {engine or 'its engine'} needs the manifest")
+        if deployment is not None:
+            chosen = params.deployment(deployment)
+            tenants = tuple(params.tenant(name) for name in chosen.tenants)
+            return chosen.name, "vllm", tenants, chosen.batching or params.serving.batching, None
+        return str(variant), "vllm", tuple(params.tenants), params.serving.batching, None
+    try:
+        if deployment is not None:
+            resolved = resolve_deployment(params, manifest, deployment, engine=engine)
+        else:
+            resolved = resolve_variant(params, manifest, str(variant), engine or "onnxruntime")
+    except DeploymentError as error:
+        raise SettingsError(str(error)) from None
+    return resolved.name, resolved.engine, resolved.tenants, resolved.batching, resolved
 
 
 def settings_from_params(
@@ -93,30 +103,17 @@ def settings_from_params(
     root: Path = Path("."),
 ) -> GatewaySettings:
     """A deployment names variant, engine, tenants and batching; otherwise --variant/--engine serve all tenants."""
-    if deployment is not None:
-        chosen = params.deployment(deployment)
-        variant_name, engine_name = chosen.variant, engine or chosen.engine
-        tenants = tuple(params.tenant(name) for name in chosen.tenants)
-        batching = chosen.batching or params.serving.batching
-        model_name = chosen.name
-    else:
-        if variant is None:
-            raise SettingsError("give --deployment NAME, or --variant NAME with --engine")
-        params.variant(variant)  # KeyError naming the variants when unknown
-        variant_name, engine_name = variant, engine or "onnxruntime"
-        tenants, batching, model_name = tuple(params.tenants), params.serving.batching, variant
+    model_name, engine_name, tenants, batching, resolved = _resolve(params, manifest, deployment, variant, engine)
+    variant_name = (
+        resolved.variant.name if resolved else (params.deployment(deployment).variant if deployment else str(variant))
+    )
     labels: tuple[str, ...] = ()
     max_seq_len = params.model.max_seq_len
-    precision = "fp32"
-    if engine_name != "vllm":
-        if manifest is None:
-            raise SettingsError(f"serving {variant_name!r} with {engine_name} needs the manifest")
-        entry = manifest.variant(variant_name)
-        if entry.status != "built":
-            raise SettingsError(f"variant {variant_name!r} was not built: {entry.skip_reason}")
-        artifact = entry.artifact(engine_name)
-        precision = artifact.precision
-        model_dir = model_dir or root / artifact.path
+    precision, threads = "fp32", None
+    if resolved is not None and engine_name != "vllm":
+        assert manifest is not None  # _resolve returns a resolution only with a manifest
+        precision, threads = resolved.artifact.precision, resolved.engine_threads
+        model_dir = model_dir or root / resolved.artifact.path
         labels, max_seq_len = tuple(manifest.labels), manifest.max_seq_len
     return GatewaySettings(
         model_name=model_name,
@@ -127,15 +124,12 @@ def settings_from_params(
         sla_classes=dict(params.sla_classes),
         tenants=tenants,
         batching=batching,
+        serving=params.serving,
         model_dir=model_dir,
         tokenizer_dir=_tokenizer_dir(model_dir, root) if model_dir is not None else None,
         precision=precision,
-        device=_resolve_device(params.device, engine_name) if engine_name != "vllm" else "cpu",
-        queue_capacity=params.serving.queue_capacity,
-        load_balancing=params.serving.load_balancing,
-        engine_replicas=params.serving.engine_replicas,
-        max_body_bytes=params.serving.max_body_bytes,
-        shutdown_grace_s=params.serving.shutdown_grace_s,
+        device=engine_device(params.device, engine_name) if engine_name != "vllm" else "cpu",
+        engine_threads=threads,
         vllm_urls=tuple(vllm_urls),
         vllm_model=vllm_model or variant_name,
         host=host,

@@ -47,11 +47,16 @@ def _shrink_params(path: Path) -> None:
     raw["variants"] = [
         {"name": "fp32", "kind": "baseline"},
         {"name": "int8-dynamic", "kind": "int8_onnx", "calibration": "dynamic", "per_channel": True},
-        {"name": "distilled", "kind": "distilled", "epochs": 1,
-         "student": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}},
+        {
+            "name": "distilled",
+            "kind": "distilled",
+            "epochs": 1,
+            "student": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+        },
     ]
-    raw["benchmark"].update({"batch_sizes": [1, 4], "min_iters": 5, "min_seconds": 0.05, "max_seconds": 1.0,
-                             "warmup_iters": 1})
+    raw["benchmark"].update(
+        {"batch_sizes": [1, 4], "min_iters": 5, "min_seconds": 0.05, "max_seconds": 1.0, "warmup_iters": 1}
+    )
     raw["profile"].update({"batch_size": 4, "iters": 2, "top_k": 5})
     with path.open("w") as handle:
         yaml.dump(raw, handle)
@@ -73,10 +78,16 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(root),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1",
-        "TOKENIZERS_PARALLELISM": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-        "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
-        "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "GIT_AUTHOR_NAME": "e2e",
+        "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
+        "GIT_COMMITTER_NAME": "e2e",
+        "GIT_COMMITTER_EMAIL": "e2e@example.invalid",
     }
     env.pop("INFOPT_GIT_SHA", None)
     _run(["git", "init", "-q"], root, env, 30)
@@ -105,8 +116,14 @@ def test_manifest_lists_variants_with_matching_artifacts(pipeline: tuple[Path, d
 
 def test_metrics_files_carry_fingerprint_and_dvc_reads_them(pipeline: tuple[Path, dict[str, str], float]) -> None:
     root, env, _ = pipeline
-    for name in ("metrics/train.json", "metrics/accuracy.json", "metrics/benchmark.json", "metrics/summary.json",
-                 "plots/latency_vs_batch.json", "plots/pareto.json"):
+    for name in (
+        "metrics/train.json",
+        "metrics/accuracy.json",
+        "metrics/benchmark.json",
+        "metrics/summary.json",
+        "plots/latency_vs_batch.json",
+        "plots/pareto.json",
+    ):
         data = json.loads((root / name).read_text())
         Fingerprint.model_validate(data["fingerprint"])
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], root, env, 60).stdout)
@@ -128,8 +145,13 @@ def test_mlflow_has_one_run_per_variant(pipeline: tuple[Path, dict[str, str], fl
     assert sorted(by_variant) == sorted(VARIANTS)
     assert all(len(found) == 1 for found in by_variant.values())
     metrics = by_variant["int8-dynamic"][0].data.metrics
-    for name in ("batch_1_latency_p99_ms", "batch_4_throughput_req_sec", "batch_1_cost_usd", "accuracy",
-                 "int8_accuracy_loss"):
+    for name in (
+        "batch_1_latency_p99_ms",
+        "batch_4_throughput_req_sec",
+        "batch_1_cost_usd",
+        "accuracy",
+        "int8_accuracy_loss",
+    ):
         assert name in metrics, name
     assert "torch_batch_1_latency_p99_ms" in by_variant["fp32"][0].data.metrics
 

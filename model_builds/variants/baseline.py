@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from infopt.manifest import VariantBuild
 from infopt.params import BaselineVariant
 from model_builds.modeling import evaluate_accuracy
 from model_builds.variants.common import export_fp32
 from model_builds.variants.context import BuildContext
-from model_builds.variants.record import VariantBuild
 
 
 def build(variant: BaselineVariant, ctx: BuildContext) -> VariantBuild:

@@ -11,14 +11,14 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from infopt.device import resolve_device
 from infopt.fingerprint import collect
+from infopt.manifest import VariantBuild
 from infopt.params import Params, load_params
-from model_builds.modeling import resolve_device
-from model_builds.prepare import DATA_DIR
-from model_builds.train import TEACHER_DIR
+from infopt.paths import PREPARED_DIR, TEACHER_DIR, VARIANTS_DIR
 from model_builds.variants import baseline, distilled, fp8, half, int8_onnx, pruned
 from model_builds.variants.context import BuildContext
-from model_builds.variants.record import VARIANTS_DIR, VariantBuild, write_variant_build
+from model_builds.variants.record import write_variant_build
 
 BUILDERS: dict[str, Callable[..., VariantBuild]] = {
     "baseline": baseline.build,
@@ -51,7 +51,9 @@ def build_variants(params: Params, ctx: BuildContext, console: Console | None = 
             console.print(f"[yellow]{variant.name}[/] ({variant.kind}): skipped: {record.skip_reason}")
         else:
             sizes = ", ".join(f"{a.engine} {a.size_bytes / 1e6:.1f} MB" for a in record.artifacts)
-            console.print(f"[green]{variant.name}[/] ({variant.kind}, {record.precision}): {sizes} in {record.details['build_seconds']}s")
+            console.print(
+                f"[green]{variant.name}[/] ({variant.kind}, {record.precision}): {sizes} in {record.details['build_seconds']}s"
+            )
     return builds
 
 
@@ -73,7 +75,7 @@ def main() -> None:
     device = resolve_device(params.device)
     ctx = BuildContext(
         teacher_dir=TEACHER_DIR,
-        data_dir=DATA_DIR,
+        data_dir=PREPARED_DIR,
         out_root=VARIANTS_DIR,
         repo_root=Path.cwd(),
         seed=params.seed,
@@ -89,8 +91,13 @@ def main() -> None:
     from infopt.tracking import log_stage
 
     for build in builds:
-        values = {"status": build.status, "precision": build.precision, "parameters": build.parameters,
-                  "sparsity": build.sparsity, **build.details}
+        values = {
+            "status": build.status,
+            "precision": build.precision,
+            "parameters": build.parameters,
+            "sparsity": build.sparsity,
+            **build.details,
+        }
         log_stage(params, build.name, "variants", values, prefix="build_")
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from infopt.manifest import VariantBuild
 from model_builds.modeling import count_nonzero_parameters, count_parameters, linear_sparsity, save_classifier
 from model_builds.variants.context import BuildContext
 from model_builds.variants.onnx_export import export_onnx
-from model_builds.variants.record import VariantBuild
 
 
 def fresh_dir(path: Path) -> Path:
@@ -20,7 +20,9 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def export_fp32(model: torch.nn.Module, ctx: BuildContext, variant_dir: Path, name: str, kind: str, details: dict) -> VariantBuild:
+def export_fp32(
+    model: torch.nn.Module, ctx: BuildContext, variant_dir: Path, name: str, kind: str, details: dict
+) -> VariantBuild:
     """Save `model` (fp32) to hf/, export it to onnx/, and return the built record."""
     hf_dir, onnx_dir = variant_dir / "hf", variant_dir / "onnx"
     for path in (hf_dir, onnx_dir):

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from infopt.manifest import VariantBuild
 from infopt.params import DistilledVariant
 from model_builds.modeling import LossFn, evaluate_accuracy, new_classifier, predict_logits, train_classifier
 from model_builds.variants.common import export_fp32
 from model_builds.variants.context import BuildContext
-from model_builds.variants.record import VariantBuild
 
 
 def kd_loss(teacher_logits: torch.Tensor, temperature: float, alpha: float) -> LossFn:
@@ -37,8 +37,14 @@ def kd_loss(teacher_logits: torch.Tensor, temperature: float, alpha: float) -> L
 def train_student(variant: DistilledVariant, ctx: BuildContext, alpha: float, teacher_logits: torch.Tensor):
     student = new_classifier(variant.student, ctx.tokenizer, ctx.max_seq_len, ctx.labels, ctx.seed)
     result = train_classifier(
-        student, ctx.split("train"), ctx.split("val"), ctx.train, ctx.seed, ctx.device,
-        epochs=variant.epochs, loss_fn=kd_loss(teacher_logits, variant.temperature, alpha),
+        student,
+        ctx.split("train"),
+        ctx.split("val"),
+        ctx.train,
+        ctx.seed,
+        ctx.device,
+        epochs=variant.epochs,
+        loss_fn=kd_loss(teacher_logits, variant.temperature, alpha),
         description=f"{variant.name} alpha={alpha}",
     )
     test_accuracy = evaluate_accuracy(student, ctx.split("test"), ctx.train.batch_size, ctx.device)

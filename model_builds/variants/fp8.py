@@ -1,4 +1,4 @@
-"""fp8: Linear weights in float8_e4m3fn with per-tensor scales, matmuls through torch._scaled_mm.
+"""fp8: Linear weights in float8_e4m3fn with per-tensor scales (served by infopt.engines.fp8_engine).
 
 Only on a CUDA GPU of compute capability >= 8.9 (Ada/Hopper), where FP8 tensor cores exist; anywhere
 else the variant is recorded as skipped with the reason. Activations are quantized per tensor at run
@@ -9,66 +9,16 @@ The artifact is hf/ (config, tokenizer, fp8 safetensors + fp8.json); `Fp8Engine`
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from infopt.engines.fp8_engine import Fp8Engine, Fp8Linear, fp8_support
+from infopt.manifest import VariantBuild
 from infopt.params import Fp8Variant
 from model_builds.modeling import count_parameters, linear_sparsity, save_classifier
 from model_builds.variants.common import fresh_dir, skipped
 from model_builds.variants.context import BuildContext
-from model_builds.variants.record import VariantBuild
-from serving.engines.base import EngineError
-
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
-
-
-def fp8_support(device: str) -> str | None:
-    """None when FP8 matmuls can run here, else why not."""
-    if device != "cuda":
-        return f"fp8 needs a Hopper/Ada GPU (compute capability >= 8.9); this run's device is {device}"
-    major, minor = torch.cuda.get_device_capability()
-    if (major, minor) < (8, 9):
-        return f"fp8 needs compute capability >= 8.9; this GPU ({torch.cuda.get_device_name()}) has {major}.{minor}"
-    return None
-
-
-class Fp8Linear(torch.nn.Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.float8_e4m3fn))
-        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32))
-        self.bias = torch.nn.Parameter(torch.zeros(out_features, dtype=torch.bfloat16)) if bias else None
-
-    @classmethod
-    def from_linear(cls, linear: torch.nn.Linear) -> Fp8Linear:
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None).to(linear.weight.device)
-        weight = linear.weight.detach().float()
-        scale = weight.abs().max().clamp(min=1e-12) / FP8_MAX
-        module.weight.copy_((weight / scale).to(torch.float8_e4m3fn))
-        module.weight_scale.copy_(scale)
-        if linear.bias is not None:
-            module.bias.data.copy_(linear.bias.detach().to(torch.bfloat16))
-        return module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        rows = x.reshape(-1, self.in_features).float()
-        pad = (-rows.shape[0]) % 16
-        if pad:
-            rows = torch.nn.functional.pad(rows, (0, 0, 0, pad))
-        x_scale = rows.abs().max().clamp(min=1e-12) / FP8_MAX
-        out = torch._scaled_mm(
-            (rows / x_scale).to(torch.float8_e4m3fn),
-            self.weight.t(),
-            scale_a=x_scale,
-            scale_b=self.weight_scale,
-            bias=self.bias,
-            out_dtype=torch.bfloat16,
-        )
-        return out[: out.shape[0] - pad].reshape(*shape[:-1], self.out_features)
 
 
 def convert(model: torch.nn.Module) -> list[str]:
@@ -82,48 +32,6 @@ def convert(model: torch.nn.Module) -> list[str]:
     return names
 
 
-def load_fp8(model_dir: Path, device: str = "cuda") -> torch.nn.Module:
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    model_dir = Path(model_dir)
-    config = AutoConfig.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_config(config).to(torch.bfloat16)
-    for name in json.loads((model_dir / "fp8.json").read_text())["fp8_modules"]:
-        linear = model.get_submodule(name)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, Fp8Linear(linear.in_features, linear.out_features, linear.bias is not None))
-    model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
-    return model.to(device).eval()
-
-
-class Fp8Engine:
-    """The serving.engines contract for an fp8 hf/ folder (CUDA only)."""
-
-    name = "torch"
-
-    def __init__(self, model_dir: str | Path, *, device: str = "cuda", threads: int | None = None) -> None:
-        reason = fp8_support(device)
-        if reason:
-            raise EngineError(reason)
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = device
-        self.model = load_fp8(Path(model_dir), device)
-
-    def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        try:
-            with torch.inference_mode():
-                ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
-                mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)).to(self.device)
-                return self.model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
-        except Exception as error:  # as TorchEngine: any failure inside the model is the batch's failure
-            raise EngineError(f"fp8 failed on a batch of shape {input_ids.shape}: {error}") from error
-
-    def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
-
-
 def build(variant: Fp8Variant, ctx: BuildContext) -> VariantBuild:
     reason = fp8_support(ctx.device)
     if reason:
@@ -134,11 +42,19 @@ def build(variant: Fp8Variant, ctx: BuildContext) -> VariantBuild:
     names = convert(model)
     hf_dir = fresh_dir(ctx.variant_dir(variant.name) / "hf")
     save_classifier(ctx.teacher(), ctx.tokenizer, hf_dir)  # config + tokenizer; weights replaced below
-    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
-    (hf_dir / "fp8.json").write_text(json.dumps({"fp8_modules": names, "scale": "per-tensor", "dtype": "float8_e4m3fn"}, indent=2))
+    save_file(
+        {k: v.contiguous().cpu() for k, v in model.state_dict().items()},
+        str(hf_dir / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    (hf_dir / "fp8.json").write_text(
+        json.dumps({"fp8_modules": names, "scale": "per-tensor", "dtype": "float8_e4m3fn"}, indent=2)
+    )
     reloaded = Fp8Engine(hf_dir, device=ctx.device)
     val = ctx.split("val")
-    predictions = np.concatenate([reloaded.infer(ids, mask) for ids, mask, _ in val.batches(ctx.train.batch_size)]).argmax(-1)
+    predictions = np.concatenate(
+        [reloaded.infer(ids, mask) for ids, mask, _ in val.batches(ctx.train.batch_size)]
+    ).argmax(-1)
     return VariantBuild(
         name=variant.name,
         kind=variant.kind,
@@ -147,5 +63,9 @@ def build(variant: Fp8Variant, ctx: BuildContext) -> VariantBuild:
         artifacts=[ctx.artifact(hf_dir, "torch", "hf-safetensors", "fp8")],
         parameters=count_parameters(ctx.teacher()),
         sparsity=linear_sparsity(ctx.teacher()),
-        details={"fp8_linear_layers": len(names), "val_accuracy": float(np.mean(predictions == val.labels)), "engine_class": "model_builds.variants.fp8.Fp8Engine"},
+        details={
+            "fp8_linear_layers": len(names),
+            "val_accuracy": float(np.mean(predictions == val.labels)),
+            "engine_class": "infopt.engines.fp8_engine.Fp8Engine",
+        },
     )

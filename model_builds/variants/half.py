@@ -13,12 +13,12 @@ import numpy as np
 import onnx
 import torch
 
+from infopt.manifest import VariantBuild
 from infopt.params import HalfVariant
 from model_builds.modeling import count_parameters, linear_sparsity, save_classifier
 from model_builds.variants.common import fresh_dir
 from model_builds.variants.context import BuildContext
 from model_builds.variants.onnx_export import copy_side_files
-from model_builds.variants.record import VariantBuild
 
 PRECISION = {"float16": "fp16", "bfloat16": "bf16"}
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from infopt.manifest import VariantBuild
 from infopt.params import Int8OnnxVariant
 from model_builds.data import encode, pad_batch
 from model_builds.modeling import linear_sparsity
 from model_builds.variants.common import fresh_dir
 from model_builds.variants.context import BuildContext
 from model_builds.variants.onnx_export import copy_side_files
-from model_builds.variants.record import VariantBuild
 
 CALIBRATION_BATCH = 16
 # The preset's static list also quantizes reshapes/transposes/normalisations; for BERT on CPU the
@@ -55,15 +55,21 @@ class _Calibration:
         return None
 
 
-def calibration_batches(tokenizer, texts: list[str], max_seq_len: int, samples: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def calibration_batches(
+    tokenizer, texts: list[str], max_seq_len: int, samples: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     chosen = [texts[i] for i in sorted(rng.choice(len(texts), size=min(samples, len(texts)), replace=False))]
     ids = encode(tokenizer, chosen, max_seq_len)
-    return [pad_batch(ids[i : i + CALIBRATION_BATCH], int(tokenizer.pad_token_id)) for i in range(0, len(ids), CALIBRATION_BATCH)]
+    return [
+        pad_batch(ids[i : i + CALIBRATION_BATCH], int(tokenizer.pad_token_id))
+        for i in range(0, len(ids), CALIBRATION_BATCH)
+    ]
 
 
 def quantize_static(src: Path, dst: Path, per_channel: bool, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static as ort_quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     config = AutoQuantizationConfig.avx512_vnni(is_static=True, per_channel=per_channel)

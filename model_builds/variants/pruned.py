@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import prune
 
+from infopt.manifest import VariantBuild
 from infopt.params import PrunedVariant
 from model_builds.modeling import linear_sparsity, train_classifier
 from model_builds.variants.common import export_fp32, skipped
 from model_builds.variants.context import BuildContext
-from model_builds.variants.record import VariantBuild
 
 
 def encoder_linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
@@ -123,8 +123,15 @@ def build(variant: PrunedVariant, ctx: BuildContext) -> VariantBuild:
         details.update(prune_heads_and_ffn(model, variant.amount))
     details["parameters_before"] = before
     result = train_classifier(
-        model, ctx.split("train"), ctx.split("val"), ctx.train, ctx.seed, ctx.device,
-        epochs=variant.finetune_epochs, after_step=hook, description=f"finetune {variant.name}",
+        model,
+        ctx.split("train"),
+        ctx.split("val"),
+        ctx.train,
+        ctx.seed,
+        ctx.device,
+        epochs=variant.finetune_epochs,
+        after_step=hook,
+        description=f"finetune {variant.name}",
     )
     model.to("cpu")
     details["val_accuracy"] = result.best_val_accuracy

@@ -13,7 +13,7 @@ from infopt.artifact_store import ArtifactError, fetch, pack, verify
 from infopt.hashing import tree_sha256
 
 
-@pytest.fixture()
+@pytest.fixture
 def model_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "onnx"
     (folder / "sub").mkdir(parents=True)
@@ -23,7 +23,7 @@ def model_folder(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture()
+@pytest.fixture
 def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real HTTP server on 127.0.0.1 serving a folder, stopped after the test."""
     root = tmp_path / "store"
@@ -69,7 +69,7 @@ def test_fetch_reports_a_missing_bundle_by_url(tmp_path: Path, file_server) -> N
 
 
 def test_cli_fetch_exits_nonzero_on_hash_mismatch(model_folder: Path, tmp_path: Path) -> None:
-    from infopt.cli import app
+    from cli.main import app
 
     bundle = pack(model_folder, tmp_path / "out")
     result = CliRunner().invoke(

@@ -9,7 +9,9 @@ from infopt.fingerprint import collect
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True, capture_output=True
+    )
 
 
 def test_outputs_of_a_run_do_not_make_the_tree_dirty_but_code_does(tmp_path: Path) -> None:

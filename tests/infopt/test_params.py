@@ -10,13 +10,13 @@ import pytest
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
-from infopt.cli import app
+from cli.main import app
 from infopt.params import ParamsError, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture()
+@pytest.fixture
 def raw() -> dict[str, Any]:
     return YAML(typ="safe").load((REPO / "params.yaml").read_text())
 

@@ -31,12 +31,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _point(batch: int, p99: float) -> BatchPoint:
     return BatchPoint(
-        batch_size=batch, throughput_rps=100.0 * batch, latency_p50_ms=p99 / 2, latency_p95_ms=p99 * 0.9,
-        latency_p99_ms=p99, peak_memory_mb=1.5, cost_per_1k_usd=0.002, iterations=30,
+        batch_size=batch,
+        throughput_rps=100.0 * batch,
+        latency_p50_ms=p99 / 2,
+        latency_p95_ms=p99 * 0.9,
+        latency_p99_ms=p99,
+        peak_memory_mb=1.5,
+        cost_per_1k_usd=0.002,
+        iterations=30,
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
@@ -94,9 +100,8 @@ def test_changed_params_start_a_new_run(workdir: Path) -> None:
 
 def test_unknown_variant_is_named(workdir: Path) -> None:
     params = load_params("params.yaml")
-    with pytest.raises(KeyError, match="nope"):
-        with variant_run(params, "nope", stage="train"):
-            pass
+    with pytest.raises(KeyError, match="nope"), variant_run(params, "nope", stage="train"):
+        pass
 
 
 def test_log_stage_puts_numbers_text_and_curves_into_the_variant_run(workdir: Path) -> None:
@@ -117,10 +122,22 @@ def test_log_stage_puts_numbers_text_and_curves_into_the_variant_run(workdir: Pa
 
 @pytest.mark.parametrize(
     ("value", "enabled"),
-    [(None, True), ("", True), ("on", True), ("1", True), ("off", False), ("OFF", False), ("0", False),
-     ("false", False), ("no", False), (" disabled ", False)],
+    [
+        (None, True),
+        ("", True),
+        ("on", True),
+        ("1", True),
+        ("off", False),
+        ("OFF", False),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        (" disabled ", False),
+    ],
 )
-def test_tracking_enabled_reads_infopt_tracking(monkeypatch: pytest.MonkeyPatch, value: str | None, enabled: bool) -> None:
+def test_tracking_enabled_reads_infopt_tracking(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, enabled: bool
+) -> None:
     if value is None:
         monkeypatch.delenv(TRACKING_ENV, raising=False)
     else:

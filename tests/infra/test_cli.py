@@ -8,7 +8,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
-from infra.cli import app
+from cli.infra import app
 from tests.infra.planning import FIXTURE_MANIFEST, ROOT
 
 runner = CliRunner()
@@ -19,8 +19,16 @@ def invoke(*args: str):
 
 
 def test_plan_prod_writes_manifests_and_summary(tmp_path: Path) -> None:
-    result = invoke("--stack", "prod", "--params", str(ROOT / "params.yaml"), "--manifest", str(FIXTURE_MANIFEST),
-                    "--out", str(tmp_path))
+    result = invoke(
+        "--stack",
+        "prod",
+        "--params",
+        str(ROOT / "params.yaml"),
+        "--manifest",
+        str(FIXTURE_MANIFEST),
+        "--out",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     assert "PLAN for stack prod" in result.output and "policies: all clean" in result.output
     summary = json.loads((tmp_path / "prod.summary.json").read_text())
@@ -35,16 +43,25 @@ def test_plan_prod_writes_manifests_and_summary(tmp_path: Path) -> None:
 def test_plan_exit_codes_name_the_problem(tmp_path: Path) -> None:
     unknown = invoke("--stack", "qa", "--manifest", str(FIXTURE_MANIFEST), "--out", str(tmp_path))
     assert unknown.exit_code == 2 and "unknown stack 'qa'" in unknown.output
-    missing = invoke("--stack", "dev", "--params", str(ROOT / "params.yaml"), "--manifest",
-                     str(tmp_path / "none.json"), "--out", str(tmp_path))
+    missing = invoke(
+        "--stack",
+        "dev",
+        "--params",
+        str(ROOT / "params.yaml"),
+        "--manifest",
+        str(tmp_path / "none.json"),
+        "--out",
+        str(tmp_path),
+    )
     assert missing.exit_code == 2 and "ManifestError" in missing.output
 
     params = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
     params["deployments"][0]["variant"] = "pruned-heads-25"  # over the accuracy budget in the fixture manifest
     edited = tmp_path / "params.yaml"
     YAML(typ="safe").dump(params, edited)
-    violation = invoke("--stack", "prod", "--params", str(edited), "--manifest", str(FIXTURE_MANIFEST),
-                       "--out", str(tmp_path))
+    violation = invoke(
+        "--stack", "prod", "--params", str(edited), "--manifest", str(FIXTURE_MANIFEST), "--out", str(tmp_path)
+    )
     assert violation.exit_code == 1
     assert "artifact-within-accuracy-budget" in violation.output
     assert json.loads((tmp_path / "prod.summary.json").read_text())["ok"] is False

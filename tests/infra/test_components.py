@@ -16,7 +16,7 @@ from infra.tenant import Tenant, tenant_spec
 from tests.infra.planning import FIXTURE_MANIFEST, ROOT, stack_config
 
 
-@pytest.fixture()
+@pytest.fixture
 def mocks() -> RecordingMocks:
     recorder = RecordingMocks()
     pulumi.runtime.set_mocks(recorder, project="infopt", stack="dev", preview=False)
@@ -29,7 +29,14 @@ def test_tenant_component_declares_quota_and_labels_from_params(mocks, raw_param
     tenant = Tenant("inference-acme", tenant_spec(acme), stack_config("dev"), kubernetes.Provider("k8s", context="c"))
     namespace, quota = tenant.resources[0], tenant.resources[1]
     assert [type(r).__name__ for r in tenant.resources] == [
-        "Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding"]
+        "Namespace",
+        "ResourceQuota",
+        "LimitRange",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+    ]
 
     def check(values: list) -> None:
         metadata, quota_spec = values

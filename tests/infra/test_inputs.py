@@ -32,7 +32,9 @@ def test_unknown_tenant_in_a_deployment_fails_at_params(raw_params) -> None:
     def edit(raw: dict[str, Any]) -> None:
         raw["deployments"][1]["tenants"] = ["globex", "umbrella"]
 
-    with pytest.raises(ParamsError, match=r"deployments\[textcls-shared\]\.tenants: unknown tenant\(s\) \['umbrella'\]"):
+    with pytest.raises(
+        ParamsError, match=r"deployments\[textcls-shared\]\.tenants: unknown tenant\(s\) \['umbrella'\]"
+    ):
         params_with(raw_params, edit)
 
 
@@ -76,8 +78,9 @@ def test_manifest_without_the_knee_of_the_class(raw_params, manifest: Manifest) 
     entry = manifest.variant("int8-dynamic")
     knees = {name: knee for name, knee in entry.sla_knees.items() if name != "premium"}
     variants = [v.model_copy(update={"sla_knees": knees}) if v.name == entry.name else v for v in manifest.variants]
-    _, error = declared_before_failing(parse_params(raw_params), manifest.model_copy(update={"variants": variants}),
-                                       stack_config("prod"))
+    _, error = declared_before_failing(
+        parse_params(raw_params), manifest.model_copy(update={"variants": variants}), stack_config("prod")
+    )
     assert "has no sla_knees['premium'] (it has ['batch', 'standard'])" in str(error)
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from infopt.manifest import Manifest
 from infopt.params import parse_params
+from infopt.quantity import parse_quantity
 from infra.metrics import QUEUE_METRIC
 from infra.plan import PlanResult
-from infra.quantity import parse_quantity
 from tests.infra.planning import STACKS, params_with, run_plan, stack_config
 
 
@@ -69,8 +69,10 @@ def test_hpa_scales_on_queue_length_with_the_manifest_knee(stack_plan, raw_param
     objects = by_key(result)
     params = parse_params(raw_params)
     bounds = stack_config(stack).replica_overrides
-    for deployment, namespace, sla_class in (("textcls-premium", "inference-acme", "premium"),
-                                             ("textcls-shared", "inference-shared-textcls-shared", "standard")):
+    for deployment, namespace, sla_class in (
+        ("textcls-premium", "inference-acme", "premium"),
+        ("textcls-shared", "inference-shared-textcls-shared", "standard"),
+    ):
         spec = objects[("HorizontalPodAutoscaler", namespace, deployment)]["spec"]
         metric = spec["metrics"][0]["pods"]
         assert metric["metric"]["name"] == QUEUE_METRIC == "request_queue_length"
@@ -78,7 +80,9 @@ def test_hpa_scales_on_queue_length_with_the_manifest_knee(stack_plan, raw_param
         assert metric["target"] == {"type": "AverageValue", "averageValue": str(knee.queue_target)}
         replicas = params.deployment(deployment).replicas
         clamp = bounds.get(deployment)
-        expected = (replicas.min, replicas.max) if clamp is None else (clamp.clamp(replicas.min), clamp.clamp(replicas.max))
+        expected = (
+            (replicas.min, replicas.max) if clamp is None else (clamp.clamp(replicas.min), clamp.clamp(replicas.max))
+        )
         assert (spec["minReplicas"], spec["maxReplicas"]) == expected
         auto = params.deployment(deployment).autoscaling
         assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == auto.scale_down_stabilization_s
@@ -90,8 +94,16 @@ def test_init_container_fetches_the_manifest_artifact(stack_plan, manifest: Mani
     pod = by_key(result)[("Deployment", "inference-acme", "textcls-premium")]["spec"]["template"]["spec"]
     sha = manifest.variant("int8-dynamic").artifact("onnxruntime").sha256
     fetch = pod["initContainers"][0]
-    assert fetch["args"] == ["artifact", "fetch", "--url", f"{stack_config(stack).artifact_base_url}/{sha}.tar.gz",
-                             "--sha256", sha, "--dest", "/models/int8-dynamic"]
+    assert fetch["args"] == [
+        "artifact",
+        "fetch",
+        "--url",
+        f"{stack_config(stack).artifact_base_url}/{sha}.tar.gz",
+        "--sha256",
+        sha,
+        "--dest",
+        "/models/int8-dynamic",
+    ]
     gateway = pod["containers"][0]
     assert gateway["args"][gateway["args"].index("--model-dir") + 1] == "/models/int8-dynamic"
     assert gateway["securityContext"]["runAsUser"] == 10001
@@ -131,8 +143,17 @@ def test_vllm_deployment_runs_the_vllm_sidecar(raw_params, manifest: Manifest) -
     assert gateway["args"][-2:] == ["--vllm-url", "http://127.0.0.1:8001"]
     assert gateway["image"].startswith("ghcr.io/infopt/gateway-vllm@sha256:")
     # the gateway asks vLLM for the variant's name (its --vllm-model default), so vLLM must serve it under that name
-    assert vllm["args"] == ["--model", "/models/int8-dynamic", "--served-model-name", "int8-dynamic", "--port", "8001",
-                            "--scheduling-policy", "priority", "--enable-prefix-caching"]
+    assert vllm["args"] == [
+        "--model",
+        "/models/int8-dynamic",
+        "--served-model-name",
+        "int8-dynamic",
+        "--port",
+        "8001",
+        "--scheduling-policy",
+        "priority",
+        "--enable-prefix-caching",
+    ]
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
     sha = manifest.variant("int8-dynamic").artifact("torch").sha256  # vLLM loads the Hugging Face export
     assert pod["initContainers"][0]["args"][5] == sha
@@ -169,17 +190,24 @@ def test_variant_change_touches_only_that_deployments_objects(raw_params, manife
 
     after = run_plan(params_with(raw_params, edit), manifest, "prod")
     assert changed(baseline, after) == {
-        (kind, "inference-acme", name) for kind, name in (
-            ("ConfigMap", "textcls-premium-config"), ("Deployment", "textcls-premium"),
-            ("Service", "textcls-premium"), ("PodDisruptionBudget", "textcls-premium"),
-            ("HorizontalPodAutoscaler", "textcls-premium"))
+        (kind, "inference-acme", name)
+        for kind, name in (
+            ("ConfigMap", "textcls-premium-config"),
+            ("Deployment", "textcls-premium"),
+            ("Service", "textcls-premium"),
+            ("PodDisruptionBudget", "textcls-premium"),
+            ("HorizontalPodAutoscaler", "textcls-premium"),
+        )
     }
     hpa = by_key(after)[("HorizontalPodAutoscaler", "inference-acme", "textcls-premium")]["spec"]
     assert hpa["metrics"][0]["pods"]["target"]["averageValue"] == str(
-        manifest.variant("pruned-l1-40").sla_knees["premium"].queue_target)
+        manifest.variant("pruned-l1-40").sla_knees["premium"].queue_target
+    )
     deployment = by_key(after)[("Deployment", "inference-acme", "textcls-premium")]
-    assert deployment["metadata"]["annotations"]["infopt.dev/artifact-sha256"] == \
-        manifest.variant("pruned-l1-40").artifact("onnxruntime").sha256
+    assert (
+        deployment["metadata"]["annotations"]["infopt.dev/artifact-sha256"]
+        == manifest.variant("pruned-l1-40").artifact("onnxruntime").sha256
+    )
 
 
 def test_variant_over_the_accuracy_budget_is_a_policy_violation(raw_params, manifest: Manifest) -> None:
@@ -189,5 +217,6 @@ def test_variant_over_the_accuracy_budget_is_a_policy_violation(raw_params, mani
     result = run_plan(params_with(raw_params, edit), manifest, "prod")
     assert not result.ok
     assert [(v["policy"], v["resource"].rsplit("::", 1)[-1]) for v in result.violations] == [
-        ("artifact-within-accuracy-budget", "deployment-inference-acme-textcls-premium")]
+        ("artifact-within-accuracy-budget", "deployment-inference-acme-textcls-premium")
+    ]
     assert "pruned-heads-25" in result.violations[0]["message"]

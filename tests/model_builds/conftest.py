@@ -51,7 +51,9 @@ def tiny_variants() -> list:
         PrunedVariant(name="pruned-24", method="semi_structured_2_4", amount=0.5, finetune_epochs=1),
         DistilledVariant(
             name="distilled",
-            student=ArchitectureParams(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+            student=ArchitectureParams(
+                hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+            ),
             epochs=2,
         ),
         Fp8Variant(name="fp8"),
@@ -89,15 +91,28 @@ def tiny_builds(tiny_pipeline: TinyPipeline):
 
     p = tiny_pipeline
     params = Params(
-        seed=p.seed, model=p.model, data=p.data, train=p.train, variants=tiny_variants(),
+        seed=p.seed,
+        model=p.model,
+        data=p.data,
+        train=p.train,
+        variants=tiny_variants(),
         sla_classes={"batch": {"timeout_ms": 1000, "priority": 2, "k8s_priority_value": 1}},
     )
-    ctx = BuildContext(p.teacher_dir, p.data_dir, p.root / "variants", p.root, p.seed, "cpu", p.model.max_seq_len, p.train)
+    ctx = BuildContext(
+        p.teacher_dir, p.data_dir, p.root / "variants", p.root, p.seed, "cpu", p.model.max_seq_len, p.train
+    )
     try:
         builds = build_variants(params, ctx, Console(quiet=True))
     finally:
         ctx.close()
     results = evaluate_builds(
-        builds, "fp32", read_split(p.data_dir, "test"), len(read_labels(p.data_dir)), p.model.max_seq_len, 0.02, p.root, "cpu"
+        builds,
+        "fp32",
+        read_split(p.data_dir, "test"),
+        len(read_labels(p.data_dir)),
+        p.model.max_seq_len,
+        0.02,
+        p.root,
+        "cpu",
     )
     return {build.name: build for build in builds}, results, ctx

@@ -12,8 +12,8 @@ import pytest
 
 from infopt.manifest import BatchPoint, Fingerprint
 from infopt.params import BenchmarkParams, load_params
+from infopt.sla import best_knee, queue_target, sla_knee
 from model_builds import benchmark
-from model_builds.knee import best_knee, queue_target, sla_knee
 from tests.model_builds.tiny_build import build_workspace
 
 
@@ -50,7 +50,10 @@ def test_every_cell_is_ordered_positive_and_costed_exactly(report: dict, workspa
 def test_both_engines_measured_and_skips_recorded(report: dict) -> None:
     assert set(report["variants"]["fp32"]["engines"]) == {"torch", "onnxruntime"}
     assert set(report["variants"]["int8-dynamic"]["engines"]) == {"onnxruntime"}
-    assert report["variants"]["fp8"] == {"status": "skipped", "skip_reason": "fp8 needs a Hopper-class GPU; device is cpu"}
+    assert report["variants"]["fp8"] == {
+        "status": "skipped",
+        "skip_reason": "fp8 needs a Hopper-class GPU; device is cpu",
+    }
     assert set(report["variants"]["fp32"]["sla_knees"]["torch"]) == {"premium", "standard", "batch"}
 
 
@@ -102,7 +105,11 @@ def test_main_writes_plot_data_and_logs_spec_metrics(workspace: Path, monkeypatc
     benchmark.main()
     plot = json.loads((workspace / "plots/latency_vs_batch.json").read_text())
     assert "fingerprint" in plot
-    assert {row["series"] for row in plot["latency_vs_batch"]} == {"fp32/torch", "fp32/onnxruntime", "int8-dynamic/onnxruntime"}
+    assert {row["series"] for row in plot["latency_vs_batch"]} == {
+        "fp32/torch",
+        "fp32/onnxruntime",
+        "int8-dynamic/onnxruntime",
+    }
     assert (workspace / "plots/latency_vs_batch.png").stat().st_size > 1000
     runs = mlflow.search_runs(experiment_names=["infopt"], output_format="list")
     by_variant = {run.data.tags["infopt.variant"]: run for run in runs}
@@ -115,8 +122,16 @@ def test_main_writes_plot_data_and_logs_spec_metrics(workspace: Path, monkeypatc
 # ----------------------------------------------------------------------------- knee
 def _sweep(*rows: tuple[int, float, float]) -> list[BatchPoint]:
     return [
-        BatchPoint(batch_size=b, throughput_rps=t, latency_p50_ms=p99 / 2, latency_p95_ms=p99 * 0.9,
-                   latency_p99_ms=p99, peak_memory_mb=0.0, cost_per_1k_usd=1.0 / t, iterations=30)
+        BatchPoint(
+            batch_size=b,
+            throughput_rps=t,
+            latency_p50_ms=p99 / 2,
+            latency_p95_ms=p99 * 0.9,
+            latency_p99_ms=p99,
+            peak_memory_mb=0.0,
+            cost_per_1k_usd=1.0 / t,
+            iterations=30,
+        )
         for b, p99, t in rows
     ]
 
@@ -159,22 +174,26 @@ def test_best_knee_prefers_meeting_then_throughput() -> None:
 def test_onnxruntime_device_without_a_cuda_provider_is_the_cpu_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime
 
-    from model_builds.measuring import onnxruntime_device
+    from infopt.device import onnxruntime_device
 
     assert onnxruntime_device("cpu") == ("cpu", None)
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     where, reason = onnxruntime_device("cuda")
     assert where == "cpu" and "no CUDAExecutionProvider" in reason and "CPUExecutionProvider" in reason
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     assert onnxruntime_device("cuda") == ("cuda", None)
 
 
 def test_fp8_artifacts_open_in_the_fp8_engine_which_refuses_the_cpu() -> None:
+    from infopt.engines.base import EngineError
     from infopt.manifest import Artifact
     from model_builds.measuring import open_engine
-    from serving.engines.base import EngineError
 
-    artifact = Artifact(engine="torch", format="hf-safetensors", precision="fp8", path="nowhere", sha256="0" * 64, size_bytes=1)
+    artifact = Artifact(
+        engine="torch", format="hf-safetensors", precision="fp8", path="nowhere", sha256="0" * 64, size_bytes=1
+    )
     with pytest.raises(EngineError, match="fp8 needs"):
         benchmark.open_engine(artifact, "cpu", 1)
     with pytest.raises(EngineError, match="fp8 needs"):
@@ -184,5 +203,7 @@ def test_fp8_artifacts_open_in_the_fp8_engine_which_refuses_the_cpu() -> None:
 def test_report_records_engine_class_and_onnxruntime_providers(report: dict) -> None:
     fp32 = report["variants"]["fp32"]["engines"]
     assert fp32["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
-    assert fp32["torch"]["engine_class"] == "serving.engines.torch_engine.TorchEngine" and "providers" not in fp32["torch"]
+    assert (
+        fp32["torch"]["engine_class"] == "infopt.engines.torch_engine.TorchEngine" and "providers" not in fp32["torch"]
+    )
     assert report["onnxruntime_device"] == "cpu" and report["onnxruntime_skipped"] is None

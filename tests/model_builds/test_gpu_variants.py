@@ -13,14 +13,18 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 def test_fp8_and_two_four_build_on_gpu(tiny_pipeline) -> None:
+    from infopt.engines.torch_engine import TorchEngine
     from model_builds.modeling import linear_sparsity
     from model_builds.variants import fp8, pruned
     from model_builds.variants.context import BuildContext
-    from serving.engines.torch_engine import TorchEngine
 
     p = tiny_pipeline
-    ctx = BuildContext(p.teacher_dir, p.data_dir, p.root / "gpu-variants", p.root, p.seed, "cuda", p.model.max_seq_len, p.train)
-    two_four = pruned.build(PrunedVariant(name="pruned-24", method="semi_structured_2_4", amount=0.5, finetune_epochs=1), ctx)
+    ctx = BuildContext(
+        p.teacher_dir, p.data_dir, p.root / "gpu-variants", p.root, p.seed, "cuda", p.model.max_seq_len, p.train
+    )
+    two_four = pruned.build(
+        PrunedVariant(name="pruned-24", method="semi_structured_2_4", amount=0.5, finetune_epochs=1), ctx
+    )
     if pruned.semi_structured_support("cuda") is None:
         assert two_four.status == "built"
         assert two_four.details["semi_structured_kernel_max_abs_diff"] < 0.05

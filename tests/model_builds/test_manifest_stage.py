@@ -63,7 +63,7 @@ def test_missing_accuracy_entry_names_the_variant(workspace: Path, tmp_path: Pat
     original = (workspace / "metrics/accuracy.json").read_text()
     (workspace / "metrics/accuracy.json").write_text(json.dumps(accuracy))
     try:
-        with pytest.raises(manifest.ManifestStageError, match="'int8-dynamic' is built but metrics/accuracy.json"):
+        with pytest.raises(manifest.ManifestStageError, match=r"'int8-dynamic' is built but metrics/accuracy\.json"):
             manifest.build_manifest(load_params(workspace / "params.yaml"), workspace)
     finally:
         (workspace / "metrics/accuracy.json").write_text(original)
@@ -76,7 +76,7 @@ def test_tampered_artifact_is_refused(workspace: Path) -> None:
     record["artifacts"][0]["sha256"] = "0" * 64
     record_path.write_text(json.dumps(record))
     try:
-        with pytest.raises(manifest.ManifestStageError, match="int8-dynamic.*re-run the variants stage"):
+        with pytest.raises(manifest.ManifestStageError, match=r"int8-dynamic.*re-run the variants stage"):
             manifest.build_manifest(load_params(workspace / "params.yaml"), workspace)
     finally:
         record_path.write_text(original)
@@ -85,7 +85,7 @@ def test_tampered_artifact_is_refused(workspace: Path) -> None:
 def test_summary_command_prints_table_and_json(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from model_builds.cli import app
+    from cli.pipeline import app
 
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workspace / 'mlflow.db'}")
@@ -103,14 +103,18 @@ def test_summary_command_prints_table_and_json(workspace: Path, monkeypatch: pyt
 
 def test_engine_the_benchmark_could_not_time_leaves_a_reason_not_a_sweep(workspace: Path) -> None:
     """A GPU run without onnxruntime-gpu: the ONNX-only variant is built and scored, its latency not timed."""
-    from model_builds.measuring import enabled_builds
+    from model_builds.variants.record import enabled_builds
 
     params = load_params(workspace / "params.yaml")
     accuracy = json.loads((workspace / "metrics/accuracy.json").read_text())
     report = json.loads((workspace / "metrics/benchmark.json").read_text())
     reason = "device is cuda but onnxruntime has only ['CPUExecutionProvider'] (no CUDAExecutionProvider)"
-    report["variants"]["int8-dynamic"] = {"status": "built", "engines": {}, "sla_knees": {},
-                                          "engines_skipped": {"onnxruntime": reason}}
+    report["variants"]["int8-dynamic"] = {
+        "status": "built",
+        "engines": {},
+        "sla_knees": {},
+        "engines_skipped": {"onnxruntime": reason},
+    }
     build = next(b for b in enabled_builds(params, workspace) if b.name == "int8-dynamic")
     entry = manifest.variant_entry(build, accuracy, report, workspace, None)
     assert entry.status == "built" and entry.benchmark == {} and entry.sla_knees == {}

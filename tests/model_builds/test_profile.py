@@ -21,14 +21,20 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return {name: json.loads(path.read_text()) for name, path in written.items()}
 
 
-@pytest.mark.parametrize("variant,engine", [("fp32", "torch"), ("int8-dynamic", "onnxruntime")])
+@pytest.mark.parametrize(("variant", "engine"), [("fp32", "torch"), ("int8-dynamic", "onnxruntime")])
 def test_layers_sum_to_100_and_split_is_present(profiles: dict[str, dict], variant: str, engine: str) -> None:
     report = profiles[variant]
     assert report["engine"] == engine
     assert sum(row["percent"] for row in report["layers"]) == pytest.approx(100.0, abs=0.01)
     layers = {row["layer"] for row in report["layers"]}
-    assert {"embeddings", "encoder.layer.0.attention", "encoder.layer.0.ffn", "encoder.layer.1.attention",
-            "encoder.layer.1.ffn", "classifier"} <= layers
+    assert {
+        "embeddings",
+        "encoder.layer.0.attention",
+        "encoder.layer.0.ffn",
+        "encoder.layer.1.attention",
+        "encoder.layer.1.ffn",
+        "classifier",
+    } <= layers
     assert set(report["split"]) == set(GROUPS)
     assert sum(item["percent"] for item in report["split"].values()) == pytest.approx(100.0, abs=0.01)
     assert report["split"]["attention"]["percent"] > 0 and report["split"]["ffn"]["percent"] > 0
@@ -57,7 +63,9 @@ def test_layer_names_map_from_modules_and_onnx_nodes() -> None:
 
 
 def test_layer_table_remainder_is_other() -> None:
-    rows, split = layer_table({"embeddings": 100.0, "encoder.layer.0.attention": 600.0, "encoder.layer.0.ffn": 200.0}, 1000.0)
+    rows, split = layer_table(
+        {"embeddings": 100.0, "encoder.layer.0.attention": 600.0, "encoder.layer.0.ffn": 200.0}, 1000.0
+    )
     assert [row["layer"] for row in rows] == ["embeddings", "encoder.layer.0.attention", "encoder.layer.0.ffn", "other"]
     assert split["attention"]["percent"] == pytest.approx(60.0)
     assert split["other"]["percent"] == pytest.approx(10.0)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from infopt.engines.torch_engine import TorchEngine
 from model_builds.modeling import accuracy, macro_f1
-from serving.engines.torch_engine import TorchEngine
 
 
 def test_teacher_is_a_loadable_hf_folder(tiny_pipeline) -> None:

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from infopt.engines.torch_engine import TorchEngine
 from infopt.hashing import tree_sha256, tree_size
 from infopt.params import PrunedVariant
 from model_builds.modeling import count_parameters, linear_sparsity
-from model_builds.variants import VariantBuildError, load_variant_build
 from model_builds.variants.pruned import encoder_linears
-from serving.engines.torch_engine import TorchEngine
+from model_builds.variants.record import VariantBuildError, load_variant_build
 
 # FP16/INT8 vs FP32 on the test split: same top-1 on >= 90% of examples and logits within these bounds.
 MIN_AGREEMENT = 0.9
@@ -18,9 +18,19 @@ MAX_LOGIT_DIFF = {"fp16": 0.05, "int8-dynamic": 0.5, "int8-static": 0.75}
 
 
 def test_every_enabled_variant_has_a_valid_variant_json(tiny_builds, tiny_pipeline) -> None:
-    builds, _, ctx = tiny_builds
+    builds, _, _ctx = tiny_builds
     root = tiny_pipeline.root
-    assert set(builds) == {"fp32", "fp16", "int8-dynamic", "int8-static", "pruned-l1", "pruned-heads", "pruned-24", "distilled", "fp8"}
+    assert set(builds) == {
+        "fp32",
+        "fp16",
+        "int8-dynamic",
+        "int8-static",
+        "pruned-l1",
+        "pruned-heads",
+        "pruned-24",
+        "distilled",
+        "fp8",
+    }
     assert not (root / "variants" / "bf16").exists()  # disabled: no folder
     for name, build in builds.items():
         assert load_variant_build(root / "variants" / name) == build
@@ -34,7 +44,7 @@ def test_every_enabled_variant_has_a_valid_variant_json(tiny_builds, tiny_pipeli
 
 def test_load_variant_build_names_a_bad_file(tmp_path) -> None:
     (tmp_path / "variant.json").write_text(json.dumps({"name": "x"}))
-    with pytest.raises(VariantBuildError, match="variant.json"):
+    with pytest.raises(VariantBuildError, match=r"variant\.json"):
         load_variant_build(tmp_path)
 
 
@@ -78,7 +88,10 @@ def test_l1_pruning_gives_the_requested_sparsity_after_finetune(tiny_builds, tin
     assert abs(linear_sparsity(model, model.base_model.encoder) - 0.4) <= 0.01
     assert build.sparsity == pytest.approx(linear_sparsity(model))
     teacher = TorchEngine(tiny_pipeline.teacher_dir).model
-    changed = [not torch.equal(a.weight, b.weight) for a, b in zip(encoder_linears(model), encoder_linears(teacher))]
+    changed = [
+        not torch.equal(a.weight, b.weight)
+        for a, b in zip(encoder_linears(model), encoder_linears(teacher), strict=False)
+    ]
     assert all(changed)  # the fine-tune really updated the surviving weights
 
 
@@ -112,11 +125,14 @@ def test_fp8_and_semi_structured_are_skipped_on_cpu_with_reasons(tiny_builds, ti
 
 
 def test_two_four_masks_keep_two_of_every_four() -> None:
-    from model_builds.variants.pruned import two_four_masks
     from transformers import BertConfig, BertForSequenceClassification
 
+    from model_builds.variants.pruned import two_four_masks
+
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
     masks = two_four_masks(model)
     for module, mask in masks.items():
         assert torch.all(mask.reshape(-1, 4).sum(1) == 2)
@@ -129,9 +145,13 @@ def test_builds_are_deterministic_given_the_seed(tiny_builds, tiny_pipeline) -> 
 
     builds, _, _ = tiny_builds
     p = tiny_pipeline
-    ctx = BuildContext(p.teacher_dir, p.data_dir, p.root / "rebuild", p.root, p.seed, "cpu", p.model.max_seq_len, p.train)
+    ctx = BuildContext(
+        p.teacher_dir, p.data_dir, p.root / "rebuild", p.root, p.seed, "cpu", p.model.max_seq_len, p.train
+    )
     try:
-        again = pruned.build(PrunedVariant(name="pruned-l1", method="l1_unstructured", amount=0.4, finetune_epochs=1), ctx)
+        again = pruned.build(
+            PrunedVariant(name="pruned-l1", method="l1_unstructured", amount=0.4, finetune_epochs=1), ctx
+        )
     finally:
         ctx.close()
     first = builds["pruned-l1"]

@@ -18,7 +18,24 @@ from infopt.hashing import tree_sha256, tree_size
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ["computers", "science"]
-WORDS = "the cat sat on a mat while kernel code compiles and atoms split under light quickly".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "while",
+    "kernel",
+    "code",
+    "compiles",
+    "and",
+    "atoms",
+    "split",
+    "under",
+    "light",
+    "quickly",
+]
 
 
 def _texts(count: int) -> list[str]:
@@ -27,8 +44,12 @@ def _texts(count: int) -> list[str]:
 
 def _artifact(root: Path, engine: str, fmt: str, precision: str, folder: Path) -> dict:
     return {
-        "engine": engine, "format": fmt, "precision": precision, "path": folder.relative_to(root).as_posix(),
-        "sha256": tree_sha256(folder), "size_bytes": tree_size(folder),
+        "engine": engine,
+        "format": fmt,
+        "precision": precision,
+        "path": folder.relative_to(root).as_posix(),
+        "sha256": tree_sha256(folder),
+        "size_bytes": tree_size(folder),
     }
 
 
@@ -46,8 +67,13 @@ def _tokenizer(texts: list[str], out: Path) -> None:
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_input_names=["input_ids", "attention_mask"],
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "attention_mask"],
     )
     fast.save_pretrained(str(out))
 
@@ -76,10 +102,17 @@ def _export(module, ids, mask, out: Path) -> None:
     import torch
 
     torch.onnx.export(
-        module, (ids, mask), str(out / "model.onnx"), dynamo=False,
-        input_names=["input_ids", "attention_mask"], output_names=["logits"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                      "logits": {0: "batch"}},
+        module,
+        (ids, mask),
+        str(out / "model.onnx"),
+        dynamo=False,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "seq"},
+            "attention_mask": {0: "batch", 1: "seq"},
+            "logits": {0: "batch"},
+        },
         opset_version=17,
     )
 
@@ -95,8 +128,16 @@ def write_params(root: Path, **benchmark: object) -> None:
     raw["deployments"] = [dict(item, variant="int8-dynamic") for item in raw["deployments"]]
     raw["device"] = "cpu"
     raw["model"]["max_seq_len"] = 16
-    raw["benchmark"] = {"batch_sizes": [1, 4], "engines": ["torch", "onnxruntime"], "warmup_iters": 1,
-                        "min_iters": 5, "min_seconds": 0.01, "max_seconds": 1.0, "threads": 1, **benchmark}
+    raw["benchmark"] = {
+        "batch_sizes": [1, 4],
+        "engines": ["torch", "onnxruntime"],
+        "warmup_iters": 1,
+        "min_iters": 5,
+        "min_seconds": 0.01,
+        "max_seconds": 1.0,
+        "threads": 1,
+        **benchmark,
+    }
     raw["profile"] = {"batch_size": 4, "iters": 3, "top_k": 5}
     with (root / "params.yaml").open("w") as handle:
         yaml.dump(raw, handle)
@@ -118,8 +159,15 @@ def build_workspace(root: Path) -> Path:
     (prepared / "labels.json").write_text(json.dumps(LABELS))
     _tokenizer(texts, root / "artifacts/tokenizer")
 
-    config = BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=len(LABELS))
+    config = BertConfig(
+        vocab_size=200,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=len(LABELS),
+    )
     model = BertForSequenceClassification(config).eval()
     variants = root / "artifacts/variants"
     hf, onnx_dir = variants / "fp32/hf", variants / "fp32/onnx"
@@ -135,17 +183,42 @@ def build_workspace(root: Path) -> Path:
     shutil.copytree(root / "artifacts/tokenizer", int8_dir, dirs_exist_ok=True)
     parameters = sum(p.numel() for p in model.parameters())
     records = {
-        "fp32": {"name": "fp32", "kind": "baseline", "precision": "fp32", "status": "built", "skip_reason": None,
-                 "artifacts": [_artifact(root, "torch", "hf-safetensors", "fp32", hf),
-                               _artifact(root, "onnxruntime", "onnx", "fp32", onnx_dir)],
-                 "parameters": parameters, "sparsity": 0.0, "details": {}},
-        "int8-dynamic": {"name": "int8-dynamic", "kind": "int8_onnx", "precision": "int8", "status": "built",
-                         "skip_reason": None,
-                         "artifacts": [_artifact(root, "onnxruntime", "onnx", "int8", int8_dir)],
-                         "parameters": parameters, "sparsity": 0.0, "details": {"calibration": "dynamic"}},
-        "fp8": {"name": "fp8", "kind": "fp8", "precision": "fp8", "status": "skipped",
-                "skip_reason": "fp8 needs a Hopper-class GPU; device is cpu", "artifacts": [],
-                "parameters": None, "sparsity": None, "details": {}},
+        "fp32": {
+            "name": "fp32",
+            "kind": "baseline",
+            "precision": "fp32",
+            "status": "built",
+            "skip_reason": None,
+            "artifacts": [
+                _artifact(root, "torch", "hf-safetensors", "fp32", hf),
+                _artifact(root, "onnxruntime", "onnx", "fp32", onnx_dir),
+            ],
+            "parameters": parameters,
+            "sparsity": 0.0,
+            "details": {},
+        },
+        "int8-dynamic": {
+            "name": "int8-dynamic",
+            "kind": "int8_onnx",
+            "precision": "int8",
+            "status": "built",
+            "skip_reason": None,
+            "artifacts": [_artifact(root, "onnxruntime", "onnx", "int8", int8_dir)],
+            "parameters": parameters,
+            "sparsity": 0.0,
+            "details": {"calibration": "dynamic"},
+        },
+        "fp8": {
+            "name": "fp8",
+            "kind": "fp8",
+            "precision": "fp8",
+            "status": "skipped",
+            "skip_reason": "fp8 needs a Hopper-class GPU; device is cpu",
+            "artifacts": [],
+            "parameters": None,
+            "sparsity": None,
+            "details": {},
+        },
     }
     for name, record in records.items():
         (variants / name).mkdir(parents=True, exist_ok=True)
@@ -153,14 +226,30 @@ def build_workspace(root: Path) -> Path:
     metrics = root / "metrics"
     metrics.mkdir()
     accuracy = {
-        "baseline": "fp32", "max_accuracy_loss": 0.02, "fingerprint": {"device": "cpu"},
+        "baseline": "fp32",
+        "max_accuracy_loss": 0.02,
+        "fingerprint": {"device": "cpu"},
         "variants": {
-            "fp32": {"accuracy": 0.5, "macro_f1": 0.4, "accuracy_loss": 0.0, "within_accuracy_budget": True,
-                     "engine": "torch", "n_test": 12, "agreement_with_baseline": 1.0,
-                     "max_abs_logit_diff_vs_baseline": 0.0},
-            "int8-dynamic": {"accuracy": 0.5, "macro_f1": 0.4, "accuracy_loss": 0.0,
-                             "within_accuracy_budget": True, "engine": "onnxruntime", "n_test": 12,
-                             "agreement_with_baseline": 0.9, "max_abs_logit_diff_vs_baseline": 0.01},
+            "fp32": {
+                "accuracy": 0.5,
+                "macro_f1": 0.4,
+                "accuracy_loss": 0.0,
+                "within_accuracy_budget": True,
+                "engine": "torch",
+                "n_test": 12,
+                "agreement_with_baseline": 1.0,
+                "max_abs_logit_diff_vs_baseline": 0.0,
+            },
+            "int8-dynamic": {
+                "accuracy": 0.5,
+                "macro_f1": 0.4,
+                "accuracy_loss": 0.0,
+                "within_accuracy_budget": True,
+                "engine": "onnxruntime",
+                "n_test": 12,
+                "agreement_with_baseline": 0.9,
+                "max_abs_logit_diff_vs_baseline": 0.01,
+            },
             "fp8": {"status": "skipped"},
         },
     }

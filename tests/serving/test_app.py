@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from serving.app import create_app
-from tests.serving.conftest import LABELS, auth, make_settings, serve
+from tests.serving.gateway_kit import LABELS, auth, make_settings, serve
 
 
 @pytest.fixture
@@ -40,8 +40,13 @@ async def test_v2_infer_with_token_ids_and_with_text_give_the_same_logits(gatewa
     token_body = {
         "id": "r1",
         "inputs": [
-            {"name": "input_ids", "shape": [1, len(ids) + 2], "datatype": "INT64", "data": ids + [0, 0]},
-            {"name": "attention_mask", "shape": [1, len(ids) + 2], "datatype": "INT64", "data": [1] * len(ids) + [0, 0]},
+            {"name": "input_ids", "shape": [1, len(ids) + 2], "datatype": "INT64", "data": [*ids, 0, 0]},
+            {
+                "name": "attention_mask",
+                "shape": [1, len(ids) + 2],
+                "datatype": "INT64",
+                "data": [1] * len(ids) + [0, 0],
+            },
         ],
     }
     text_body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["the kernel compiles code"]}]}
@@ -54,7 +59,9 @@ async def test_v2_infer_with_token_ids_and_with_text_give_the_same_logits(gatewa
     assert first["id"] == "r1" and first["model_name"] == "textcls"
     logits = {o["name"]: o for o in first["outputs"]}["logits"]
     assert logits["datatype"] == "FP32" and logits["shape"] == [1, len(LABELS)]
-    np.testing.assert_allclose(logits["data"], {o["name"]: o for o in second["outputs"]}["logits"]["data"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        logits["data"], {o["name"]: o for o in second["outputs"]}["logits"]["data"], rtol=1e-5, atol=1e-6
+    )
     label = {o["name"]: o for o in first["outputs"]}["label"]
     assert label["datatype"] == "BYTES" and label["data"][0] in LABELS
 
@@ -77,19 +84,37 @@ async def test_classify_returns_labels_and_probabilities_per_text(gateway_url: s
     [
         (b"{not json", 400, "invalid JSON"),
         (b'{"inputs": []}', 422, "inputs"),
-        (b'{"inputs": [{"name": "input_ids", "shape": [2, 3], "datatype": "INT64", "data": [1, 2, 3]}]}', 422, "needs 6 values"),
-        (b'{"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1.5, 2]}]}', 422, "integers"),
+        (
+            b'{"inputs": [{"name": "input_ids", "shape": [2, 3], "datatype": "INT64", "data": [1, 2, 3]}]}',
+            422,
+            "needs 6 values",
+        ),
+        (
+            b'{"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1.5, 2]}]}',
+            422,
+            "integers",
+        ),
         (b'{"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}', 422, "datatype"),
-        (b'{"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 999999]}]}', 422, "input_ids must be in"),
+        (
+            b'{"inputs": [{"name": "input_ids", "shape": [1, 2], "datatype": "INT64", "data": [1, 999999]}]}',
+            422,
+            "input_ids must be in",
+        ),
         (b'{"inputs": [{"name": "input_ids", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]}]}', 422, "[B, T]"),
         (b'{"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}', 422, "needs 2 strings"),
-        (b'{"inputs": [{"name": "text", "shape": [9], "datatype": "BYTES", "data": ["a","a","a","a","a","a","a","a","a"]}]}', 422, "max_batch_size"),
-        (b'[1, 2]', 422, "invalid v2 request"),
+        (
+            b'{"inputs": [{"name": "text", "shape": [9], "datatype": "BYTES", "data": ["a","a","a","a","a","a","a","a","a"]}]}',
+            422,
+            "max_batch_size",
+        ),
+        (b"[1, 2]", 422, "invalid v2 request"),
     ],
 )
 async def test_bad_input_is_a_4xx_with_a_clear_message(gateway_url: str, body: bytes, status: int, needle: str) -> None:
     async with httpx.AsyncClient(base_url=gateway_url, headers=auth("acme")) as client:
-        response = await client.post("/v2/models/textcls/infer", content=body, headers={"content-type": "application/json"})
+        response = await client.post(
+            "/v2/models/textcls/infer", content=body, headers={"content-type": "application/json"}
+        )
     assert response.status_code == status, response.text
     assert needle in response.json()["error"]
 
@@ -116,10 +141,16 @@ async def test_tritonclient_http_infers_against_the_gateway(gateway_url: str) ->
         assert client.is_server_live() and client.is_model_ready("textcls")
         ids = np.array([[2, 10, 11, 3], [2, 12, 3, 0]], dtype=np.int64)
         mask = (ids != 0).astype(np.int64)
-        inputs = [triton.InferInput("input_ids", list(ids.shape), "INT64"), triton.InferInput("attention_mask", list(mask.shape), "INT64")]
+        inputs = [
+            triton.InferInput("input_ids", list(ids.shape), "INT64"),
+            triton.InferInput("attention_mask", list(mask.shape), "INT64"),
+        ]
         inputs[0].set_data_from_numpy(ids, binary_data=False)
         inputs[1].set_data_from_numpy(mask, binary_data=False)
-        outputs = [triton.InferRequestedOutput("logits", binary_data=False), triton.InferRequestedOutput("label", binary_data=False)]
+        outputs = [
+            triton.InferRequestedOutput("logits", binary_data=False),
+            triton.InferRequestedOutput("label", binary_data=False),
+        ]
         result = client.infer("textcls", inputs, outputs=outputs, headers=auth("acme"))
         logits = result.as_numpy("logits")
         assert logits.shape == (2, len(LABELS)) and logits.dtype == np.float32

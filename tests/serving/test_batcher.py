@@ -12,7 +12,7 @@ from serving.batcher import Batcher, cut_size
 from serving.codec import Codec
 from serving.errors import EngineUnavailable
 from serving.queue import QueuedItem, RequestQueue
-from tests.serving.conftest import SLA, FakeEngine
+from tests.serving.gateway_kit import SLA, FakeEngine
 
 
 def _setup(batching: BatchingParams, engine: FakeEngine) -> tuple[RequestQueue, Batcher]:
@@ -20,11 +20,15 @@ def _setup(batching: BatchingParams, engine: FakeEngine) -> tuple[RequestQueue, 
     return queue, Batcher(queue, [engine], batching, Codec(None, 16).collate)
 
 
-def _submit(queue: RequestQueue, first_ids: list[int], timeout: float = 5.0, sla_class: str = "standard") -> list[QueuedItem]:
+def _submit(
+    queue: RequestQueue, first_ids: list[int], timeout: float = 5.0, sla_class: str = "standard"
+) -> list[QueuedItem]:
     loop = asyncio.get_running_loop()
     now = loop.time()
     items = [
-        QueuedItem((np.array([i, 7, 3]), np.ones(3, dtype=np.int64)), "t", sla_class, now, now + timeout, loop.create_future())
+        QueuedItem(
+            (np.array([i, 7, 3]), np.ones(3, dtype=np.int64)), "t", sla_class, now, now + timeout, loop.create_future()
+        )
         for i in first_ids
     ]
     for item in items:
@@ -65,7 +69,9 @@ async def test_dynamic_partial_batch_flushes_at_max_wait() -> None:
 
 async def test_dynamic_cuts_at_preferred_sizes_when_the_window_closes() -> None:
     engine = FakeEngine(service_s=0.02)
-    queue, batcher = _setup(BatchingParams(mode="dynamic", max_batch_size=16, max_wait_ms=1, preferred_batch_sizes=[4, 8]), engine)
+    queue, batcher = _setup(
+        BatchingParams(mode="dynamic", max_batch_size=16, max_wait_ms=1, preferred_batch_sizes=[4, 8]), engine
+    )
     items = _submit(queue, list(range(13)))
     batcher.start()
     await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), 5)
@@ -147,7 +153,10 @@ def test_sub_millisecond_batches_are_still_billed_under_uvloop() -> None:
         engine = FakeEngine(service_s=0.0002)
         queue = RequestQueue(SLA, 256)
         batcher = Batcher(
-            queue, [engine], BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=0), Codec(None, 16).collate,
+            queue,
+            [engine],
+            BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=0),
+            Codec(None, 16).collate,
             observer=lambda items, start, seconds: observed.append(seconds),
         )
         batcher.start()

@@ -10,7 +10,7 @@ import httpx
 
 from infopt.params import BatchingParams
 from serving.app import create_app
-from tests.serving.conftest import FakeEngine, auth, make_settings, serve
+from tests.serving.gateway_kit import FakeEngine, auth, make_settings, serve
 
 
 async def test_engine_error_is_503_with_retry_after_and_then_recovers(tiny_model: Path) -> None:
@@ -26,13 +26,19 @@ async def test_engine_error_is_503_with_retry_after_and_then_recovers(tiny_model
             recovered = await client.post("/v1/classify", json={"texts": ["the kernel"]})
             assert recovered.status_code == 200
             metrics = (await client.get("/metrics")).text
-    assert 'infopt_requests_total{model="textcls",sla_class="premium",status="engine_error",tenant="acme"} 1.0' in metrics
+    assert (
+        'infopt_requests_total{model="textcls",sla_class="premium",status="engine_error",tenant="acme"} 1.0' in metrics
+    )
 
 
 async def test_hung_engine_answers_503_at_the_deadline_while_others_are_served(tiny_model: Path) -> None:
     replicas = [FakeEngine(hang_s=2.0), FakeEngine(hang_s=2.0)]
-    settings = make_settings(tiny_model, engine_replicas=2, batching=BatchingParams(mode="dynamic", max_batch_size=4, max_wait_ms=1))
-    hang_body = {"inputs": [{"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [FakeEngine.HANG_ID, 5, 3]}]}
+    settings = make_settings(
+        tiny_model, engine_replicas=2, batching=BatchingParams(mode="dynamic", max_batch_size=4, max_wait_ms=1)
+    )
+    hang_body = {
+        "inputs": [{"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [FakeEngine.HANG_ID, 5, 3]}]
+    }
     async with serve(create_app(settings, engines=replicas)) as url:
         async with httpx.AsyncClient(base_url=url, headers=auth("acme"), timeout=10) as client:
             loop = asyncio.get_running_loop()

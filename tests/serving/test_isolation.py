@@ -16,15 +16,17 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.loadgen import LoadReport, Stream, run_load
 from infopt.params import BatchingParams, SlaClass
 from serving.app import create_app
-from serving.loadgen import LoadReport, Stream, run_load
-from tests.serving.conftest import KEYS, SLA, FakeEngine, make_settings, serve, tenant
+from tests.serving.gateway_kit import KEYS, SLA, FakeEngine, make_settings, serve, tenant
 
 SERVICE_S = 0.1  # fixed engine time per batch
 MAX_BATCH = 2  # capacity = 2 rows / 100 ms = 20 requests/s
 FLOOD_RPS = 200  # ~10x capacity
-ISOLATION_SLA = dict(SLA, premium=SlaClass(p99_ms=300, timeout_ms=1000, priority=0, weight=8, k8s_priority_value=100000))
+ISOLATION_SLA = dict(
+    SLA, premium=SlaClass(p99_ms=300, timeout_ms=1000, priority=0, weight=8, k8s_priority_value=100000)
+)
 INFOPT = str(Path(sys.executable).parent / "infopt")
 
 
@@ -59,19 +61,33 @@ async def test_premium_meets_its_sla_while_batch_floods_and_batch_recovers(tiny_
     out = tmp_path / "flood.json"
     async with serve(app) as url:
         flood = await asyncio.create_subprocess_exec(
-            INFOPT, "loadgen", "--url", url, "--model", "textcls", "--out", str(out),
-            "--stream", f"name=initech,key={KEYS['initech']},mode=open,rate={FLOOD_RPS},duration=3,class=batch",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=dict(os.environ, COLUMNS="200"),
+            INFOPT,
+            "loadgen",
+            "--url",
+            url,
+            "--model",
+            "textcls",
+            "--out",
+            str(out),
+            "--stream",
+            f"name=initech,key={KEYS['initech']},mode=open,rate={FLOOD_RPS},duration=3,class=batch",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ, COLUMNS="200"),
         )
         await asyncio.sleep(1.0)  # the flood is running (the subprocess needs a moment to start)
         premium = await run_load(
-            url, [Stream("acme", KEYS["acme"], mode="open", rate_per_s=5, duration_s=2.0, sla_class="premium")],
-            model="textcls", timeout_s=10,
+            url,
+            [Stream("acme", KEYS["acme"], mode="open", rate_per_s=5, duration_s=2.0, sla_class="premium")],
+            model="textcls",
+            timeout_s=10,
         )
         _, stderr = await asyncio.wait_for(flood.communicate(), timeout=60)
         assert flood.returncode == 0, stderr.decode()
         recovery = await run_load(
-            url, [Stream("initech", KEYS["initech"], mode="closed", concurrency=1, count=5, duration_s=10)], model="textcls"
+            url,
+            [Stream("initech", KEYS["initech"], mode="closed", concurrency=1, count=5, duration_s=10)],
+            model="textcls",
         )
         async with httpx.AsyncClient(base_url=url) as client:
             metrics = (await client.get("/metrics")).text

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infopt.params import BatchingParams
 from serving.app import create_app
-from tests.serving.conftest import FakeEngine, auth, make_settings, serve, serve_in_thread
+from tests.serving.gateway_kit import FakeEngine, auth, make_settings, serve, serve_in_thread
 
 CONTRACT = {
     "request_queue_length": ("gauge", {"model", "sla_class"}),
@@ -28,11 +28,10 @@ CONTRACT = {
 
 
 async def test_metric_names_types_and_labels_are_the_contract(tiny_model: Path) -> None:
-    async with serve(create_app(make_settings(tiny_model))) as url:
-        async with httpx.AsyncClient(base_url=url) as client:
-            assert (await client.post("/v1/classify", headers=auth("acme"), json={"texts": ["a b"]})).status_code == 200
-            assert (await client.post("/v1/classify", json={"texts": ["a"]})).status_code == 401
-            text = (await client.get("/metrics")).text
+    async with serve(create_app(make_settings(tiny_model))) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.post("/v1/classify", headers=auth("acme"), json={"texts": ["a b"]})).status_code == 200
+        assert (await client.post("/v1/classify", json={"texts": ["a"]})).status_code == 401
+        text = (await client.get("/metrics")).text
     from serving.metrics import GatewayMetrics
 
     families = {family.name: family for family in text_string_to_metric_families(text)}
@@ -80,15 +79,14 @@ async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tin
     )
     app = create_app(settings, engines=[FakeEngine(service_s=0.5)])
     gateway = app.state.gateway
-    async with serve(app) as url:
-        async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
-            requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(6)]
-            await asyncio.sleep(0.3)  # the first batch is running
-            drain = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gateway.shutdown(), gateway.loop))
-            await asyncio.sleep(0.05)
-            late = await client.post("/v1/classify", json={"texts": ["late"]})
-            responses = await asyncio.gather(*requests)
-            await drain
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
+        requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(6)]
+        await asyncio.sleep(0.3)  # the first batch is running
+        drain = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gateway.shutdown(), gateway.loop))
+        await asyncio.sleep(0.05)
+        late = await client.post("/v1/classify", json={"texts": ["late"]})
+        responses = await asyncio.gather(*requests)
+        await drain
     assert late.status_code == 503 and late.json()["code"] == "shutting_down" and "Retry-After" in late.headers
     codes = [(r.status_code, r.json().get("code")) for r in responses]
     assert codes.count((200, None)) >= 2  # the batch running at drain time finished within the grace
@@ -99,13 +97,12 @@ async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tin
 async def test_inflight_and_queue_length_gauges_read_the_live_state_at_scrape_time(tiny_model: Path) -> None:
     settings = make_settings(tiny_model, batching=BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=1))
     app = create_app(settings, engines=[FakeEngine(service_s=0.6)])
-    async with serve(app) as url:
-        async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
-            requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(3)]
-            await asyncio.sleep(0.3)  # one row in the engine, two queued
-            busy = (await client.get("/metrics")).text
-            assert [r.status_code for r in await asyncio.gather(*requests)] == [200] * 3
-            idle = (await client.get("/metrics")).text
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
+        requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(3)]
+        await asyncio.sleep(0.3)  # one row in the engine, two queued
+        busy = (await client.get("/metrics")).text
+        assert [r.status_code for r in await asyncio.gather(*requests)] == [200] * 3
+        idle = (await client.get("/metrics")).text
     assert 'infopt_inflight_requests{model="textcls"} 3.0' in busy
     assert 'request_queue_length{model="textcls",sla_class="batch"} 2.0' in busy
     assert 'infopt_inflight_requests{model="textcls"} 0.0' in idle

@@ -8,7 +8,7 @@ import pytest
 
 from serving.errors import DeadlineExceeded, QueueFull, ShuttingDown
 from serving.queue import QueuedItem, RequestQueue
-from tests.serving.conftest import SLA
+from tests.serving.gateway_kit import SLA
 
 
 def _item(sla_class: str, now: float = 0.0, timeout: float = 10.0, tag: object = None) -> QueuedItem:

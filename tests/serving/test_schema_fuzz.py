@@ -10,15 +10,14 @@ from hypothesis import HealthCheck, given, settings
 
 from serving.app import create_app
 from serving.openapi import openapi_document
-from tests.serving.conftest import auth, make_settings, serve
+from tests.serving.gateway_kit import auth, make_settings, serve
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document("textcls"))
 
 
 async def test_openapi_document_is_served_and_names_the_endpoints(tiny_model: Path) -> None:
-    async with serve(create_app(make_settings(tiny_model))) as url:
-        async with httpx.AsyncClient(base_url=url) as client:
-            served = (await client.get("/openapi.json")).json()
+    async with serve(create_app(make_settings(tiny_model))) as url, httpx.AsyncClient(base_url=url) as client:
+        served = (await client.get("/openapi.json")).json()
     assert set(served["paths"]) >= {"/v2/models/{model_name}/infer", "/v1/classify", "/v2/health/ready"}
     assert served["components"]["schemas"]["InferRequest"]["properties"]["inputs"]["minItems"] == 1
 
@@ -26,7 +25,7 @@ async def test_openapi_document_is_served_and_names_the_endpoints(tiny_model: Pa
 def test_fuzzed_requests_never_get_a_server_error(tiny_model: Path) -> None:
     import threading
 
-    from tests.serving.conftest import serve_in_thread
+    from tests.serving.gateway_kit import serve_in_thread
 
     app = create_app(make_settings(tiny_model, max_body_bytes=65536))
     failures: list[str] = []
@@ -46,9 +45,13 @@ def test_fuzzed_requests_never_get_a_server_error(tiny_model: Path) -> None:
                 response = case.call(base_url=url, headers=auth("acme"))
                 statuses.append(response.status_code)
                 if response.status_code >= 500 and response.status_code != 503:
-                    failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
+                    failures.append(
+                        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
+                    )
                 if response.status_code == 503:
-                    assert response.json()["code"] in ("engine_unavailable", "queue_full", "deadline_exceeded"), response.text
+                    assert response.json()["code"] in ("engine_unavailable", "queue_full", "deadline_exceeded"), (
+                        response.text
+                    )
 
             check()
     assert not failures, failures

@@ -7,7 +7,7 @@ import pytest
 from serving.buckets import TokenBucket
 from serving.errors import BadRequest, RateLimited, Unauthorized
 from serving.tenancy import Tenancy, api_key_from_headers
-from tests.serving.conftest import KEYS, SLA, tenant
+from tests.serving.gateway_kit import KEYS, SLA, tenant
 
 
 def test_bucket_allows_burst_then_refills_at_rate() -> None:

@@ -7,18 +7,10 @@ import json
 
 import pytest
 
+from harness.vllm_process import VllmProcess
 from serving.errors import EngineUnavailable, error_response
 from serving.vllm_backend import Usage, VllmBackend, VllmResponse, VllmStreamingResponse
-from serving.vllm_process import VllmProcess
-from tests.serving.vllm_fixtures import (  # noqa: F401 - fixtures are used by name
-    SERVED_MODEL,
-    FakeUpstream,
-    fake_upstreams,
-    read_body,
-    sse_events,
-    tiny_llama_dir,
-    vllm_server,
-)
+from tests.serving.vllm_fixtures import SERVED_MODEL, FakeUpstream, read_body, sse_events
 
 
 async def _backend(urls: list[str], **kwargs: object) -> VllmBackend:
@@ -225,7 +217,9 @@ async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: Vll
     try:
         for _attempt in range(PRIORITY_ATTEMPTS):
             finished: list[str] = []
-            tasks = [asyncio.create_task(complete(tag, priority, tokens, finished)) for tag, priority, tokens in arrivals]
+            tasks = [
+                asyncio.create_task(complete(tag, priority, tokens, finished)) for tag, priority, tokens in arrivals
+            ]
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
             orders.append(finished)
             if _priority_order_held(finished):

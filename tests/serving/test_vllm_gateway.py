@@ -17,10 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
+from harness.child_server import ChildServerError, free_port, stop, wait_ready
+from harness.vllm_process import VllmProcess
 from infopt.params import Deployment, load_params
-from serving.child_server import ChildServerError, free_port, stop, wait_ready
-from serving.vllm_process import VllmProcess
-from tests.serving.vllm_fixtures import SERVED_MODEL, sse_events, tiny_llama_dir, vllm_server  # noqa: F401
+from tests.serving.vllm_fixtures import SERVED_MODEL, sse_events
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "chat-shared"
@@ -47,7 +47,7 @@ def _params_with_vllm_deployment(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gateway(vllm_server: VllmProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+def gateway(vllm_server: VllmProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("gateway")
     params = _params_with_vllm_deployment(folder / "params.yaml")
     port = free_port()

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
 from model_builds.tiny_llama import build_tiny_llama
-from serving.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
 
 SERVED_MODEL = "tiny-llama"
 VLLM_STARTUP_TIMEOUT_S = 150.0  # measured 35 s idle, up to 79 s on a shared, loaded 2-core box

@@ -6,6 +6,7 @@ flags, config paths, ports) is checked against the registered `infopt` CLI and t
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -90,14 +91,14 @@ def image_command(instructions: list[Instruction]) -> list[str]:
 @pytest.fixture(scope="module")
 def infopt_commands() -> dict[str, Any]:
     """The `infopt` CLI as its entry point builds it: name -> command (with `.params` carrying `.opts`)."""
-    import infopt.cli
+    import cli.main
 
-    infopt.cli._register_subcommands()
-    return dict(typer.main.get_command(infopt.cli.app).commands)
+    cli.main._register_subcommands()
+    return dict(typer.main.get_command(cli.main.app).commands)
 
 
 def flag_values(words: list[str]) -> dict[str, str]:
-    return {flag: value for flag, value in zip(words, words[1:], strict=False) if flag.startswith("--")}
+    return {flag: value for flag, value in itertools.pairwise(words) if flag.startswith("--")}
 
 
 def test_there_is_a_dockerfile_per_image() -> None:
@@ -119,7 +120,7 @@ def test_base_images_are_pinned_by_version(dockerfile: Path) -> None:
         if image.lower() in stages:
             continue  # FROM an earlier stage of this file
         reference, _, digest = image.partition("@")
-        name, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "")
+        _name, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "")
         assert VERSION_TAG.match(tag), f"{dockerfile}: base image {image!r} is not pinned by a version tag"
         if digest:
             assert DIGEST.match(digest), f"{dockerfile}: {image!r} has a malformed digest"
@@ -146,7 +147,7 @@ def test_command_and_flags_exist_in_the_infopt_cli(dockerfile: Path, infopt_comm
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.parent.name)
 def test_config_paths_and_ports_match_the_code_and_the_pod(dockerfile: Path, infopt_commands: dict[str, Any]) -> None:
-    from infra.model_service import CONFIG_DIR
+    from infra.serving_deployment import CONFIG_DIR
     from infra.topology import GATEWAY_PORT
 
     instructions = parse_dockerfile(dockerfile)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.engines.base import EngineError
+from infopt.engines.base import EngineError
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -33,9 +33,7 @@ class TorchEngine:
         self._torch = torch
         self.device = device
         dtype = getattr(torch, DTYPES[precision])
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), dtype=dtype
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
         self.model = model.to(device).eval()
         self._forward = torch.compile(self.model, mode="reduce-overhead") if compile else self.model
 

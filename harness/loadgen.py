@@ -120,8 +120,11 @@ def summarize(latencies_s: list[float]) -> LatencySummary:
     values = np.asarray(latencies_s) * 1000.0
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
     return LatencySummary(
-        p50=round(float(p50), 3), p95=round(float(p95), 3), p99=round(float(p99), 3),
-        mean=round(float(values.mean()), 3), max=round(float(values.max()), 3),
+        p50=round(float(p50), 3),
+        p95=round(float(p95), 3),
+        p99=round(float(p99), 3),
+        mean=round(float(values.mean()), 3),
+        max=round(float(values.max()), 3),
     )
 
 
@@ -129,7 +132,9 @@ def _request(stream: Stream, model: str, endpoint: str, index: int) -> tuple[str
     text = stream.texts[index % len(stream.texts)]
     if endpoint == "classify":
         return "/v1/classify", {"texts": [text]}
-    return f"/v2/models/{model}/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+    return f"/v2/models/{model}/infer", {
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]
+    }
 
 
 async def _one(client: httpx.AsyncClient, stream: Stream, model: str, endpoint: str, index: int, tally: _Tally) -> None:
@@ -147,7 +152,11 @@ async def _one(client: httpx.AsyncClient, stream: Stream, model: str, endpoint: 
     elif response.status_code == 429:
         tally.status_429 += 1
     elif response.status_code == 503:
-        code = response.json().get("code") if response.headers.get("content-type", "").startswith("application/json") else None
+        code = (
+            response.json().get("code")
+            if response.headers.get("content-type", "").startswith("application/json")
+            else None
+        )
         if code == "deadline_exceeded":
             tally.expired += 1
         else:
@@ -156,7 +165,9 @@ async def _one(client: httpx.AsyncClient, stream: Stream, model: str, endpoint: 
         tally.error(f"HTTP {response.status_code}: {response.text}")
 
 
-async def run_stream(client: httpx.AsyncClient, stream: Stream, *, model: str, endpoint: str, seed: int = 0) -> StreamReport:
+async def run_stream(
+    client: httpx.AsyncClient, stream: Stream, *, model: str, endpoint: str, seed: int = 0
+) -> StreamReport:
     loop = asyncio.get_running_loop()
     tally = _Tally()
     start = loop.time()
@@ -189,11 +200,23 @@ async def run_stream(client: httpx.AsyncClient, stream: Stream, *, model: str, e
         await asyncio.gather(*tasks)
     elapsed = loop.time() - start
     return StreamReport(
-        name=stream.name, sla_class=stream.sla_class, mode=stream.mode, concurrency=stream.concurrency,
-        rate_per_s=stream.rate_per_s, count=stream.count, duration_s=stream.duration_s, elapsed_s=round(elapsed, 4),
-        sent=tally.sent, ok=tally.ok, status_429=tally.status_429, status_503=tally.status_503, expired=tally.expired,
-        errors=tally.errors, throughput_rps=round(tally.ok / elapsed, 3) if elapsed > 0 else 0.0,
-        latency_ms=summarize(tally.latencies), error_samples=tally.error_samples,
+        name=stream.name,
+        sla_class=stream.sla_class,
+        mode=stream.mode,
+        concurrency=stream.concurrency,
+        rate_per_s=stream.rate_per_s,
+        count=stream.count,
+        duration_s=stream.duration_s,
+        elapsed_s=round(elapsed, 4),
+        sent=tally.sent,
+        ok=tally.ok,
+        status_429=tally.status_429,
+        status_503=tally.status_503,
+        expired=tally.expired,
+        errors=tally.errors,
+        throughput_rps=round(tally.ok / elapsed, 3) if elapsed > 0 else 0.0,
+        latency_ms=summarize(tally.latencies),
+        error_samples=tally.error_samples,
     )
 
 
@@ -216,12 +239,20 @@ async def run_load(
     start = loop.time()
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
         reports = await asyncio.gather(
-            *(run_stream(client, stream, model=model, endpoint=endpoint, seed=seed + i) for i, stream in enumerate(streams))
+            *(
+                run_stream(client, stream, model=model, endpoint=endpoint, seed=seed + i)
+                for i, stream in enumerate(streams)
+            )
         )
     totals = Counts(**{key: sum(getattr(r, key) for r in reports) for key in Counts.model_fields})
     return LoadReport(
-        base_url=base_url, model=model, endpoint=endpoint, elapsed_s=round(loop.time() - start, 4),
-        streams=list(reports), totals=totals, fingerprint=fingerprint or collect(),
+        base_url=base_url,
+        model=model,
+        endpoint=endpoint,
+        elapsed_s=round(loop.time() - start, 4),
+        streams=list(reports),
+        totals=totals,
+        fingerprint=fingerprint or collect(),
     )
 
 
@@ -242,8 +273,12 @@ def parse_stream(spec: str) -> Stream:
     if unknown or "key" not in fields:
         raise ValueError(f"stream spec {spec!r}: needs key=...; unknown fields {sorted(unknown)}")
     return Stream(
-        name=fields.get("name", "stream"), api_key=fields["key"], mode=fields.get("mode", "closed"),  # type: ignore[arg-type]
-        rate_per_s=float(fields.get("rate", 10)), count=int(fields["count"]) if "count" in fields else None,
-        duration_s=float(fields.get("duration", 10)), concurrency=int(fields.get("concurrency", 8)),
+        name=fields.get("name", "stream"),
+        api_key=fields["key"],
+        mode=fields.get("mode", "closed"),  # type: ignore[arg-type]
+        rate_per_s=float(fields.get("rate", 10)),
+        count=int(fields["count"]) if "count" in fields else None,
+        duration_s=float(fields.get("duration", 10)),
+        concurrency=int(fields.get("concurrency", 8)),
         sla_class=fields.get("class"),
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.serve import app
+from infopt.cost import Usage, chargeback, usage_from_metrics
 from infopt.params import CostParams
-from serving.cli import app
-from serving.cost import Usage, chargeback, usage_from_metrics
 
 METRICS = """\
 # TYPE infopt_requests_total counter
@@ -25,7 +25,10 @@ infopt_tenant_device_seconds_total{tenant="initech"} 2.0
 
 def test_equal_request_and_device_time_splits_add_up() -> None:
     report = chargeback(
-        usage_from_metrics(METRICS), device_hours=2.0, device="cpu", cost=CostParams(hourly_usd={"cpu": 0.5}),
+        usage_from_metrics(METRICS),
+        device_hours=2.0,
+        device="cpu",
+        cost=CostParams(hourly_usd={"cpu": 0.5}),
         tenants_sharing=2,
     )
     assert report.total_cost == 1.0
@@ -41,11 +44,14 @@ def test_cost_command_prices_a_loadgen_report(tmp_path: Path) -> None:
     (tmp_path / "load.json").write_text(json.dumps(report))
     out = tmp_path / "cost.json"
     result = CliRunner().invoke(
-        app, ["cost", "--loadgen", str(tmp_path / "load.json"), "--replicas", "2", "--device", "cuda", "--out", str(out)]
+        app,
+        ["cost", "--loadgen", str(tmp_path / "load.json"), "--replicas", "2", "--device", "cuda", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
-    assert written["device_hours"] == 1.0 and written["hourly_rate"] == 4.0 and written["total_cost"] == 4.0  # params.yaml
+    assert (
+        written["device_hours"] == 1.0 and written["hourly_rate"] == 4.0 and written["total_cost"] == 4.0
+    )  # params.yaml
     by_tenant = {row["tenant"]: row for row in written["tenants"]}
     assert by_tenant["acme"]["request_split"] == 3.0 and by_tenant["globex"]["request_split"] == 1.0
     assert by_tenant["acme"]["equal_split"] == 2.0 and by_tenant["acme"]["cost_center"] == "cc-1001"
@@ -56,12 +62,14 @@ def test_cost_needs_exactly_one_source_and_hours_for_metrics(tmp_path: Path) -> 
     assert runner.invoke(app, ["cost"]).exit_code == 2
     (tmp_path / "m.txt").write_text(METRICS)
     assert runner.invoke(app, ["cost", "--metrics-file", str(tmp_path / "m.txt")]).exit_code == 2
-    ok = runner.invoke(app, ["cost", "--metrics-file", str(tmp_path / "m.txt"), "--hours", "1", "--deployment", "textcls-shared"])
+    ok = runner.invoke(
+        app, ["cost", "--metrics-file", str(tmp_path / "m.txt"), "--hours", "1", "--deployment", "textcls-shared"]
+    )
     assert ok.exit_code == 0, ok.output
 
 
 def test_unknown_device_rate_is_an_error_naming_it() -> None:
-    from serving.cost import CostError
+    from infopt.cost import CostError
 
     with pytest.raises(CostError, match="'tpu'"):
         chargeback({"a": Usage(1)}, device_hours=1, device="tpu", cost=CostParams())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from serving.child_server import free_port
+from harness.child_server import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = PROJECT_ROOT / ".venv-vllm"

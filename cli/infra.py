@@ -57,15 +57,20 @@ def plan_command(
     table.add_row("[bold]total[/bold]", f"[bold]{len(result.resources)}[/bold]")
     console.print(table)
     skipped = len(result.schema_skipped)
-    console.print(f"schema (strict, {result.kubernetes_version}): {len(result.resources) - skipped} validated, "
-                  f"{skipped} custom resources without a bundled schema, {len(result.schema_errors)} errors")
+    console.print(
+        f"schema (strict, {result.kubernetes_version}): {len(result.resources) - skipped} validated, "
+        f"{skipped} custom resources without a bundled schema, {len(result.schema_errors)} errors"
+    )
     for error in result.schema_errors:
         console.print(f"[red]schema: {error['resource']} {error['path']}: {error['message']}[/red]", soft_wrap=True)
     if result.violations:
         console.print(f"[red]{len(result.violations)} MANDATORY policy violation(s):[/red]")
         for item in result.violations:  # one unwrapped line each, so names stay greppable
-            console.print(f"[red]  {item['policy']}[/red] {item['resource'].rsplit('::', 1)[-1]}: {item['message']}",
-                          soft_wrap=True, highlight=False)
+            console.print(
+                f"[red]  {item['policy']}[/red] {item['resource'].rsplit('::', 1)[-1]}: {item['message']}",
+                soft_wrap=True,
+                highlight=False,
+            )
     else:
         console.print("policies: all clean")
     console.print(f"wrote {manifests} and {summary}", soft_wrap=True)

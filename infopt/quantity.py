@@ -1,21 +1,31 @@
-"""Kubernetes resource quantities as exact numbers, for quota arithmetic (sums and comparisons).
+"""Kubernetes resource quantities: the one grammar (validation in params and stack config), exact numbers
+for quota arithmetic, and the CPU threads a container's allotment gives an engine.
 
 The `kubernetes` client (which ships `parse_quantity`) is not a dependency of this project; the grammar
-needed here is the documented suffix table, so it lives in one small function used by the program and
-the policy pack alike.
+needed here is the documented suffix table.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 _SUFFIX = {
-    "": Decimal(1), "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
 }
 _FORM = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 
@@ -32,6 +42,19 @@ def parse_quantity(value: str | int | float) -> Decimal:
     if not match:
         raise QuantityError(f"{value!r} is not a Kubernetes quantity (e.g. '500m', '8Gi', '2')")
     return Decimal(match.group(1)) * _SUFFIX[match.group(2) or ""]
+
+
+def _checked(value: str) -> str:
+    parse_quantity(value)  # QuantityError is a ValueError: pydantic reports it under the field's key path
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(_checked)]  # a validated quantity string: '4', '500m', '8Gi'
+
+
+def cpu_threads(cpu: str | int | float) -> int:
+    """Engine threads for a CPU allotment: whole cores, rounded up, at least one ('500m' -> 1, '2' -> 2)."""
+    return max(1, math.ceil(parse_quantity(cpu)))
 
 
 def format_cpu(cores: Decimal) -> str:

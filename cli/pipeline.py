@@ -33,7 +33,10 @@ def summary(
         raise typer.Exit(1) from None
     if as_json:
         rows = [row.as_dict() for row in summary_rows(loaded)]
-        typer.echo(json.dumps({"device": loaded.device, "variants": rows,
-                               "fingerprint": loaded.fingerprint.model_dump()}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"device": loaded.device, "variants": rows, "fingerprint": loaded.fingerprint.model_dump()}, indent=2
+            )
+        )
         return
     console.print(render_table(loaded))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -19,16 +18,18 @@ console = Console()
 def serve(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
     manifest: Path = typer.Option(Path("artifacts/manifest.json"), help="the pipeline's manifest"),
-    deployment: Optional[str] = typer.Option(None, help="params.deployments name: variant, engine, tenants, batching"),
-    variant: Optional[str] = typer.Option(None, help="serve this variant to all tenants (instead of --deployment)"),
-    engine: Optional[str] = typer.Option(None, help="onnxruntime | torch | vllm (default: the deployment's)"),
-    model_dir: Optional[Path] = typer.Option(None, help="artifact folder; overrides the manifest's path (containers)"),
+    deployment: str | None = typer.Option(None, help="params.deployments name: variant, engine, tenants, batching"),
+    variant: str | None = typer.Option(None, help="serve this variant to all tenants (instead of --deployment)"),
+    engine: str | None = typer.Option(None, help="onnxruntime | torch | vllm (default: the deployment's)"),
+    model_dir: Path | None = typer.Option(None, help="artifact folder; overrides the manifest's path (containers)"),
     vllm_url: list[str] = typer.Option([], help="vLLM endpoint base URL (repeatable)"),
-    vllm_model: Optional[str] = typer.Option(None, help="model name vLLM serves (default: the variant)"),
+    vllm_model: str | None = typer.Option(None, help="model name vLLM serves (default: the variant)"),
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="bind port"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
-    access_log: bool = typer.Option(False, help="log one line per request (costs CPU per request; /metrics counts them anyway)"),
+    access_log: bool = typer.Option(
+        False, help="log one line per request (costs CPU per request; /metrics counts them anyway)"
+    ),
 ) -> None:
     """Run the inference gateway for one deployment (or one variant) with uvicorn (uvloop + httptools)."""
     from infopt.manifest import ManifestError, load_manifest
@@ -41,8 +42,16 @@ def serve(
         chosen_engine = engine or (loaded.deployment(deployment).engine if deployment else None)
         needs_manifest = chosen_engine != "vllm"
         settings = settings_from_params(
-            loaded, load_manifest(manifest) if needs_manifest else None, deployment=deployment, variant=variant,
-            engine=engine, model_dir=model_dir, vllm_urls=vllm_url, vllm_model=vllm_model, host=host, port=port,
+            loaded,
+            load_manifest(manifest) if needs_manifest else None,
+            deployment=deployment,
+            variant=variant,
+            engine=engine,
+            model_dir=model_dir,
+            vllm_urls=vllm_url,
+            vllm_model=vllm_model,
+            host=host,
+            port=port,
             log_level=log_level,
         )
     except (ParamsError, ManifestError, SettingsError, KeyError) as error:
@@ -50,7 +59,11 @@ def serve(
         raise typer.Exit(2) from None
     console.print(f"serving {settings.model_name} ({settings.variant}, {settings.engine}) on http://{host}:{port}")
     run_server(
-        create_app(settings), host=host, port=port, log_level=log_level, grace_s=settings.shutdown_grace_s,
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        grace_s=settings.serving.shutdown_grace_s,
         access_log=access_log,
     )
 
@@ -60,7 +73,8 @@ def loadgen(
     url: str = typer.Option("http://127.0.0.1:8000", help="gateway base URL"),
     model: str = typer.Option(..., help="model name (deployment or variant) as the gateway serves it"),
     stream: list[str] = typer.Option(
-        ..., help="name=acme,key=KEY,mode=closed|open,concurrency=8,rate=50,count=500,duration=10,class=premium (repeatable)"
+        ...,
+        help="name=acme,key=KEY,mode=closed|open,concurrency=8,rate=50,count=500,duration=10,class=premium (repeatable)",
     ),
     endpoint: str = typer.Option("classify", help="classify (/v1/classify) or v2 (/v2/models/{model}/infer)"),
     timeout_s: float = typer.Option(60.0, help="client timeout per request"),
@@ -68,7 +82,7 @@ def loadgen(
     out: Path = typer.Option(Path("metrics/loadgen.json"), help="JSON report"),
 ) -> None:
     """Drive the gateway with closed- or open-loop load; per-tenant counts, throughput and latency to JSON."""
-    from serving.loadgen import parse_stream, run_load, write_report
+    from harness.loadgen import parse_stream, run_load, write_report
 
     if endpoint not in ("classify", "v2"):
         console.print(f"[red]--endpoint {endpoint!r} is not 'classify' or 'v2'[/red]")
@@ -83,8 +97,16 @@ def loadgen(
     table = Table("stream", "sent", "ok", "429", "503", "expired", "errors", "ok/s", "p50 ms", "p99 ms")
     for item in report.streams:
         table.add_row(
-            item.name, str(item.sent), str(item.ok), str(item.status_429), str(item.status_503), str(item.expired),
-            str(item.errors), f"{item.throughput_rps:.1f}", str(item.latency_ms.p50), str(item.latency_ms.p99),
+            item.name,
+            str(item.sent),
+            str(item.ok),
+            str(item.status_429),
+            str(item.status_503),
+            str(item.expired),
+            str(item.errors),
+            f"{item.throughput_rps:.1f}",
+            str(item.latency_ms.p50),
+            str(item.latency_ms.p99),
         )
     console.print(table)
     console.print(f"report: {out}")
@@ -93,18 +115,20 @@ def loadgen(
 @app.command("cost")
 def cost(
     params: Path = typer.Option(Path("params.yaml"), help="params file (cost rates, tenants, deployments)"),
-    loadgen_report: Optional[Path] = typer.Option(None, "--loadgen", help="a loadgen JSON report"),
-    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="a saved /metrics exposition"),
-    metrics_url: Optional[str] = typer.Option(None, "--metrics-url", help="a live gateway's /metrics URL"),
-    hours: Optional[float] = typer.Option(None, help="device hours used (required with metrics; default: the load test's)"),
+    loadgen_report: Path | None = typer.Option(None, "--loadgen", help="a loadgen JSON report"),
+    metrics_file: Path | None = typer.Option(None, "--metrics-file", help="a saved /metrics exposition"),
+    metrics_url: str | None = typer.Option(None, "--metrics-url", help="a live gateway's /metrics URL"),
+    hours: float | None = typer.Option(
+        None, help="device hours used (required with metrics; default: the load test's)"
+    ),
     replicas: int = typer.Option(1, help="replicas that ran the load test (device hours = duration * replicas)"),
     device: str = typer.Option("cpu", help="cpu | cuda: which params.cost.hourly_usd rate"),
-    deployment: Optional[str] = typer.Option(None, help="tenants_sharing = this deployment's tenant count"),
-    out: Optional[Path] = typer.Option(None, help="write the report as JSON"),
+    deployment: str | None = typer.Option(None, help="tenants_sharing = this deployment's tenant count"),
+    out: Path | None = typer.Option(None, help="write the report as JSON"),
 ) -> None:
     """Per-tenant chargeback: the spec's equal split plus request- and device-time-proportional splits."""
+    from infopt.cost import CostError, chargeback, usage_from_loadgen, usage_from_metrics
     from infopt.params import ParamsError, load_params
-    from serving.cost import CostError, chargeback, usage_from_loadgen, usage_from_metrics
 
     sources = [s for s in (loadgen_report, metrics_file, metrics_url) if s is not None]
     if len(sources) != 1:
@@ -129,22 +153,38 @@ def cost(
         sharing = len(loaded.deployment(deployment).tenants) if deployment else None
         centers = {tenant.name: tenant.cost_center for tenant in loaded.tenants}
         report = chargeback(
-            usage, device_hours=hours, device=device, cost=loaded.cost, tenants_sharing=sharing,
-            cost_centers=centers, source=str(sources[0]),
+            usage,
+            device_hours=hours,
+            device=device,
+            cost=loaded.cost,
+            tenants_sharing=sharing,
+            cost_centers=centers,
+            source=str(sources[0]),
         )
     except (ParamsError, CostError, KeyError, OSError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     table = Table(
-        "tenant", "cost center", "requests", "share", "device s",
-        f"equal split ({report.currency})", f"by requests ({report.currency})", f"by device time ({report.currency})",
+        "tenant",
+        "cost center",
+        "requests",
+        "share",
+        "device s",
+        f"equal split ({report.currency})",
+        f"by requests ({report.currency})",
+        f"by device time ({report.currency})",
         title=f"{report.device_hours:.6f} device-h x {report.hourly_rate} {report.currency}/h = "
         f"{report.total_cost:.6f} {report.currency}, {report.tenants_sharing} tenants sharing",
     )
     for row in report.tenants:
         table.add_row(
-            row.tenant, row.cost_center or "-", str(row.requests), f"{row.request_share:.3f}", f"{row.device_seconds:.3f}",
-            f"{row.equal_split:.6f}", f"{row.request_split:.6f}",
+            row.tenant,
+            row.cost_center or "-",
+            str(row.requests),
+            f"{row.request_share:.3f}",
+            f"{row.device_seconds:.3f}",
+            f"{row.equal_split:.6f}",
+            f"{row.request_split:.6f}",
             "-" if row.device_time_split is None else f"{row.device_time_split:.6f}",
         )
     console.print(table)

@@ -1,19 +1,23 @@
-"""Load the in-process engine replicas a gateway settings object asks for."""
+"""Load the in-process engine for an artifact: the one loader of the pipeline, the gateway and the benchmarks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from serving.engines.base import Engine
+from infopt.engines.base import Engine
 
 
 def load_engine(engine: str, model_dir: Path, *, device: str, precision: str, threads: int | None) -> Engine:
     if engine == "onnxruntime":
-        from serving.engines.onnxruntime_engine import OnnxRuntimeEngine
+        from infopt.engines.onnxruntime_engine import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(model_dir, device=device, threads=threads)
+    if engine == "torch" and precision == "fp8":
+        from infopt.engines.fp8_engine import Fp8Engine
+
+        return Fp8Engine(model_dir, device=device, threads=threads)
     if engine == "torch":
-        from serving.engines.torch_engine import TorchEngine
+        from infopt.engines.torch_engine import TorchEngine
 
         return TorchEngine(model_dir, device=device, precision=precision, threads=threads)
     raise ValueError(f"engine {engine!r} is not an in-process engine (onnxruntime, torch)")
@@ -24,4 +28,6 @@ def load_replicas(
 ) -> list[Engine]:
     if replicas < 1:
         raise ValueError(f"engine_replicas is {replicas}; must be >= 1")
-    return [load_engine(engine, model_dir, device=device, precision=precision, threads=threads) for _ in range(replicas)]
+    return [
+        load_engine(engine, model_dir, device=device, precision=precision, threads=threads) for _ in range(replicas)
+    ]

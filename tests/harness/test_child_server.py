@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from serving.child_server import ChildServerError, free_port, stop, wait_ready
+from harness.child_server import ChildServerError, free_port, stop, wait_ready
 
 SERVER = "import http.server, sys; http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()"
 

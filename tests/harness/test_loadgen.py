@@ -7,20 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from harness.loadgen import LoadReport, Stream, parse_stream, run_load
 from infopt.manifest import Fingerprint
 from serving.app import create_app
-from serving.loadgen import LoadReport, Stream, parse_stream, run_load
-from tests.serving.conftest import KEYS, FakeEngine, make_settings, serve, tenant
+from tests.serving.gateway_kit import KEYS, FakeEngine, make_settings, serve, tenant
 
 
 async def test_report_schema_and_accounting_for_closed_and_open_loops(tiny_model: Path, tmp_path: Path) -> None:
-    settings = make_settings(tiny_model, tenants=(tenant("acme", "premium"), tenant("initech", "batch", rate=5, burst=2)))
+    settings = make_settings(
+        tiny_model, tenants=(tenant("acme", "premium"), tenant("initech", "batch", rate=5, burst=2))
+    )
     async with serve(create_app(settings, engines=[FakeEngine(service_s=0.005)])) as url:
         report = await run_load(
             url,
             [
-                Stream("acme", KEYS["acme"], mode="closed", concurrency=4, count=40, duration_s=10, sla_class="premium"),
-                Stream("initech", KEYS["initech"], mode="open", rate_per_s=40, count=30, duration_s=5, sla_class="batch"),
+                Stream(
+                    "acme", KEYS["acme"], mode="closed", concurrency=4, count=40, duration_s=10, sla_class="premium"
+                ),
+                Stream(
+                    "initech", KEYS["initech"], mode="open", rate_per_s=40, count=30, duration_s=5, sla_class="batch"
+                ),
             ],
             model="textcls",
             endpoint="v2",
@@ -40,7 +46,13 @@ async def test_report_schema_and_accounting_for_closed_and_open_loops(tiny_model
 
 def test_stream_specs_parse_and_bad_specs_name_the_problem() -> None:
     stream = parse_stream("name=acme,key=k,mode=open,rate=50,count=10,duration=2,class=premium")
-    assert (stream.mode, stream.rate_per_s, stream.count, stream.duration_s, stream.sla_class) == ("open", 50.0, 10, 2.0, "premium")
+    assert (stream.mode, stream.rate_per_s, stream.count, stream.duration_s, stream.sla_class) == (
+        "open",
+        50.0,
+        10,
+        2.0,
+        "premium",
+    )
     with pytest.raises(ValueError, match="key="):
         parse_stream("name=acme,speed=3")
     with pytest.raises(ValueError, match="'burst'"):

@@ -1,6 +1,8 @@
-"""Per-tenant chargeback of a shared deployment, from the gateway's metrics or a load-test report.
+"""The cost model: USD per 1000 requests of a device at an hourly rate, and per-tenant chargeback of a
+shared deployment from the gateway's metrics or a load-test report.
 
-The spec's formula splits the device cost evenly: tenant_cost = device_hours_used * hourly_rate /
+Cost per 1k requests = hourly rate / 3600 / throughput x 1000 (`cost_per_1k`): the benchmark, the agent,
+the challenge ladder and the LLM comparison all price throughput through it. The spec's formula splits the device cost evenly: tenant_cost = device_hours_used * hourly_rate /
 tenants_sharing. Beside it, two usage-based splits of the same total: by served requests, and by the
 engine time the gateway attributed to each tenant (infopt_tenant_device_seconds_total).
 """
@@ -15,6 +17,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from infopt.params import CostParams
+
+
+def cost_per_1k(hourly_usd: float, throughput_rps: float) -> float:
+    """USD per 1000 requests for a device rented at `hourly_usd` serving `throughput_rps`."""
+    return hourly_usd / 3600.0 / throughput_rps * 1000.0
 
 
 class CostError(ValueError):
@@ -89,8 +96,14 @@ def chargeback(
             )
         )
     return CostReport(
-        source=source, currency=cost.currency, device=device, hourly_rate=rate, device_hours=round(device_hours, 8),
-        tenants_sharing=sharing, total_cost=round(total, 8), tenants=rows,
+        source=source,
+        currency=cost.currency,
+        device=device,
+        hourly_rate=rate,
+        device_hours=round(device_hours, 8),
+        tenants_sharing=sharing,
+        total_cost=round(total, 8),
+        tenants=rows,
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.engines.base import EngineError
+from infopt.engines.base import EngineError
 
 
 class OnnxRuntimeEngine:

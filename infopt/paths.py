@@ -1,0 +1,17 @@
+"""Where the pipeline's products live, relative to the repository root: named once, read everywhere.
+
+dvc.yaml lists the same paths as the stages' outs; tests/test_dvc_deps.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PREPARED_DIR = Path("data/prepared")  # train/val/test.jsonl + labels.json
+TOKENIZER_DIR = Path("artifacts/tokenizer")  # the locally trained tokenizer every variant shares
+TEACHER_DIR = Path("artifacts/models/teacher")
+VARIANTS_DIR = Path("artifacts/variants")  # <variant>/variant.json + its artifact folders
+MANIFEST_JSON = Path("artifacts/manifest.json")
+METRICS_DIR = Path("metrics")
+PROFILES_DIR = METRICS_DIR / "profiles"
+PLOTS_DIR = Path("plots")

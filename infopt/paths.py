@@ -9,6 +9,7 @@ from pathlib import Path
 
 PREPARED_DIR = Path("data/prepared")  # train/val/test.jsonl + labels.json
 TOKENIZER_DIR = Path("artifacts/tokenizer")  # the locally trained tokenizer every variant shares
+PRETRAINED_DIR = Path("artifacts/models/pretrained")  # the MLM-pretrained encoder (stage `pretrain`)
 TEACHER_DIR = Path("artifacts/models/teacher")
 VARIANTS_DIR = Path("artifacts/variants")  # <variant>/variant.json + its artifact folders
 MANIFEST_JSON = Path("artifacts/manifest.json")

@@ -21,6 +21,7 @@ from infopt.deployments import DeploymentError, resolve_deployment
 from infopt.manifest import Artifact, Manifest, VariantEntry
 from infopt.params import Deployment, Params, Tenant
 from infopt.quantity import format_cpu, format_memory, parse_quantity, pod_requests
+from infopt.sla import SlaPlan
 from infra.stack_config import StackConfig
 
 GPU = "nvidia.com/gpu"
@@ -67,7 +68,8 @@ class ServingPlan:
     sla_class: str  # the highest class among its tenants
     variant: VariantEntry
     artifact: Artifact
-    queue_target: int  # manifest sla_knees[sla_class].queue_target
+    queue_target: int  # the deployment's SLA plan (infopt/sla.py); vLLM: 1 (its HPA reads waiting requests)
+    sla: SlaPlan | None
     min_replicas: int
     max_replicas: int
     max_surge: int  # 0 for GPU pods: a rollout must not need a spare GPU
@@ -142,12 +144,6 @@ def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, dep
     except DeploymentError as error:
         raise TopologyError(str(error)) from None
     tenants, sla_class, entry, artifact = resolved.tenants, resolved.sla_class, resolved.variant, resolved.artifact
-    knee = entry.sla_knees.get(sla_class)
-    if knee is None:
-        raise TopologyError(
-            f"deployments[{deployment.name}]: manifest variant {entry.name!r} has no sla_knees[{sla_class!r}] "
-            f"(it has {sorted(entry.sla_knees)}); the HPA target comes from it"
-        )
     image_keys = {"gateway": gateway_image_key(deployment.engine)}
     if deployment.engine == "vllm":
         image_keys["vllm"] = "vllm"
@@ -176,7 +172,8 @@ def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, dep
         sla_class=sla_class,
         variant=entry,
         artifact=artifact,
-        queue_target=knee.queue_target,
+        queue_target=resolved.sla.queue_target if resolved.sla else 1,
+        sla=resolved.sla,
         min_replicas=low,
         max_replicas=high,
         max_surge=0 if size.gpu else 1,

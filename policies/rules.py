@@ -194,10 +194,12 @@ def check_artifact_budget(args: ResourceValidationArgs, report: ReportViolation)
     sha = annotations[ARTIFACT_SHA256]
     if sha not in [artifact.sha256 for artifact in entry.artifacts]:
         report(f"{args.name}: artifact {sha} is not an artifact of variant {entry.name!r} in {path}", None)
-    if entry.within_accuracy_budget is not True:
+    if not entry.deployable:
+        loss = entry.decision.loss if entry.decision else None
+        upper = f"upper bound of the paired loss {loss.high:+.4f}" if loss else f"status {entry.status}"
         report(
-            f"{args.name}: variant {entry.name!r} is not within the accuracy budget (loss "
-            f"{entry.accuracy_loss}, budget {manifest.max_accuracy_loss}); it may not be deployed",
+            f"{args.name}: variant {entry.name!r} is not non-inferior to the baseline ({upper}, budget "
+            f"{manifest.max_accuracy_loss}); it may not be deployed",
             None,
         )
 

@@ -94,6 +94,7 @@ class Fp8Engine:
         if reason:
             raise EngineError(reason)
         if threads:
+            self._previous_threads = torch.get_num_threads()  # intra-op threads are process-wide: restored on close
             torch.set_num_threads(threads)
         self.device = device
         self.model = load_fp8(Path(model_dir), device)
@@ -107,5 +108,12 @@ class Fp8Engine:
         except Exception as error:  # as TorchEngine: any failure inside the model is the batch's failure
             raise EngineError(f"fp8 failed on a batch of shape {input_ids.shape}: {error}") from error
 
+    _previous_threads: int | None = None
+
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+        if self._previous_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._previous_threads)
+            self._previous_threads = None

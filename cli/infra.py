@@ -43,7 +43,7 @@ def plan_command(
         params = load_params(params_path)
         manifest = load_manifest(manifest_path)
         stack_config = load_stack_config(stack_file(stack, stacks_dir))
-        result = plan(params, manifest, manifest_path, stack_config, stack)
+        result = plan(params, manifest, stack_config, stack)
     except (ParamsError, ManifestError, StackConfigError, TopologyError) as error:
         console.print(f"[red]{type(error).__name__}: {error}[/red]")
         raise typer.Exit(2) from None

@@ -82,7 +82,9 @@ def plan_command(
 def policy_config_command(
     stack: str = typer.Option(..., help="stack name: a stacks/Pulumi.<stack>.yaml file"),
     manifest_path: Path = typer.Option(Path("artifacts/manifest.json"), "--manifest", help="pipeline manifest"),
-    out: Path = typer.Option(..., help="JSON file for `pulumi up --policy-pack-config` / `pulumi policy enable --config`"),
+    out: Path = typer.Option(
+        ..., help="JSON file for `pulumi up --policy-pack-config` / `pulumi policy enable --config`"
+    ),
     stacks_dir: Path = typer.Option(Path("stacks"), help="folder of the Pulumi.<stack>.yaml files"),
 ) -> None:
     """Write the policy pack's config for a stack: the manifest's deployable artifacts and the digest flag."""

@@ -138,7 +138,7 @@ def _duration_s(text: str) -> float:
 class RecordingMonitor(MockMonitor):
     """The mock resource monitor, also keeping what the engine would get besides the inputs: custom timeouts."""
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method name)
+    def RegisterResource(self, request: Any) -> Any:
         timeouts = request.customTimeouts
         self.mocks.timeouts[(request.type, request.name)] = (
             _duration_s(timeouts.create),
@@ -210,8 +210,7 @@ def run_policies(result: PlanResult, analyzer: PolicyAnalyzer, config: dict[str,
     stack_urn = f"urn:pulumi:{result.stack}::{PROJECT}::pulumi:pulumi:Stack::{PROJECT}-{result.stack}"
     diagnostics += analyzer.analyze_stack([r.analyzed() for r in result.resources], stack_urn)
     result.violations = [
-        {"policy": d.policy, "resource": d.urn, "message": d.message, "enforcement": d.enforcement}
-        for d in diagnostics
+        {"policy": d.policy, "resource": d.urn, "message": d.message, "enforcement": d.enforcement} for d in diagnostics
     ]
 
 

@@ -275,7 +275,12 @@ def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str,
                 "name": "config",
                 "projected": {
                     "sources": [
-                        {"secret": {"name": f"{name}-params", "items": [{"key": "params.yaml", "path": "params.yaml"}]}},
+                        {
+                            "secret": {
+                                "name": f"{name}-params",
+                                "items": [{"key": "params.yaml", "path": "params.yaml"}],
+                            }
+                        },
                         {
                             "configMap": {
                                 "name": f"{name}-config",

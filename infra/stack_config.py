@@ -166,7 +166,9 @@ class WorkloadIdentity(_CamelConfig):
     provider: Literal["none", "eks", "gke"] = "none"
     service_account: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")] = "infopt-model-server"
     aws_role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/\S+$")] | None = None
-    gcp_service_account: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$")] | None = None
+    gcp_service_account: (
+        Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9-]+\.iam\.gserviceaccount\.com$")] | None
+    ) = None
 
     @model_validator(mode="after")
     def _annotation_for_provider(self) -> WorkloadIdentity:

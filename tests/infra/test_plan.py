@@ -353,7 +353,9 @@ def test_traffic_from_outside_reaches_each_gateway(stack_plan) -> None:
         if stack == "staging":
             route = objects[("HTTPRoute", ns, name)]["spec"]
             assert route["hostnames"] == [host]
-            assert route["parentRefs"] == [{"name": "external-https", "namespace": "gke-gateway", "sectionName": "https"}]
+            assert route["parentRefs"] == [
+                {"name": "external-https", "namespace": "gke-gateway", "sectionName": "https"}
+            ]
             assert route["rules"][0]["backendRefs"] == [{"name": name, "port": 8000}]
         else:
             ingress = objects[("Ingress", ns, name)]
@@ -388,7 +390,12 @@ def test_adapter_rules_live_in_its_helm_release_and_name_no_namespace(stack_plan
 def test_a_new_serving_namespace_needs_no_adapter_change(raw_params, manifest: Manifest, analyzer) -> None:
     def edit(raw: dict[str, Any]) -> None:
         raw["deployments"].append(
-            {"name": "textcls-batch", "variant": "int8-dynamic", "tenants": ["initech"], "replicas": {"min": 1, "max": 2}}
+            {
+                "name": "textcls-batch",
+                "variant": "int8-dynamic",
+                "tenants": ["initech"],
+                "replicas": {"min": 1, "max": 2},
+            }
         )
 
     config = stack_config("staging").model_copy(

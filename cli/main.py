@@ -44,15 +44,16 @@ def artifact_pack(
 
 @artifact_app.command("fetch")
 def artifact_fetch(
-    url: str = typer.Option(..., help="http(s)/file URL or path of <sha256>.tar.gz"),
+    url: str = typer.Option(..., help="s3://, gs://, https://, http://, file:// URL or path of <sha256>.tar.gz"),
     sha256: str = typer.Option(..., help="the content hash the manifest records"),
     dest: Path = typer.Option(..., help="folder to unpack into"),
+    timeout_s: float | None = typer.Option(None, "--timeout-s", help="download timeout (default: the store's)"),
 ) -> None:
     """Download, unpack and verify an artifact (the serving pod's init step); exits 1 on any mismatch."""
     from infopt.artifact_store import ArtifactError, fetch
 
     try:
-        fetch(url, sha256, dest)
+        fetch(url, sha256, dest, **({"timeout_s": timeout_s} if timeout_s is not None else {}))
     except ArtifactError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None

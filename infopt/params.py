@@ -6,6 +6,7 @@ Every part of the project (DVC stages, gateway, Pulumi program, agent) reads par
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -284,6 +285,12 @@ class Quota(Strict):
     pods: int = Field(10, ge=1)
 
 
+# Kubernetes names built from params (infra): a tenant's namespace `inference-<tenant>`, a shared deployment's
+# `inference-shared-<deployment>`, a deployment's Service `<deployment>` (a DNS-1035 label).
+SHARED_PREFIX = "shared-"  # reserved: a tenant named shared-<x> would own the namespace of shared deployment <x>
+DNS_1035 = r"^[a-z]([a-z0-9-]{0,40}[a-z0-9])?$"
+
+
 class Tenant(Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")]
     sla_class: str
@@ -294,6 +301,16 @@ class Tenant(Strict):
     api_key_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
     quota: Quota = Quota()
     group: str | None = None  # identity-provider group bound to the tenant's Role; default tenant-<name>
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith(SHARED_PREFIX):
+            raise ValueError(
+                f"tenant name {value!r} starts with {SHARED_PREFIX!r}, which is reserved: its namespace "
+                f"inference-{value} is the one a shared deployment named {value.removeprefix(SHARED_PREFIX)!r} gets"
+            )
+        return value
 
 
 class Resources(Strict):
@@ -317,6 +334,9 @@ class Autoscaling(Strict):
     """HPA on the gateway's request_queue_length; the target comes from the manifest's SLA knee."""
 
     metric: Literal["request_queue_length"] = "request_queue_length"
+    # Per-pod target of the queue metrics. None: the deployment's SLA plan decides (infopt/sla.py). Required for
+    # vLLM deployments, whose LLM requests have no classifier sweep to derive it from.
+    queue_target: int | None = Field(None, ge=1)
     scale_up_stabilization_s: int = Field(0, ge=0)
     scale_down_stabilization_s: int = Field(300, ge=0)
     scale_up_pods_per_min: int = Field(4, ge=1)
@@ -324,7 +344,7 @@ class Autoscaling(Strict):
 
 
 class Deployment(Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")]
+    name: str  # a DNS-1035 label: it names the Kubernetes Service (and Deployment, HPA, ...) of this deployment
     variant: str
     engine: EngineName = "onnxruntime"
     tenants: list[str] = Field(min_length=1)  # more than one: a shared model with isolated quotas
@@ -332,6 +352,24 @@ class Deployment(Strict):
     resources: Resources = Resources()
     batching: BatchingParams | None = None  # overrides serving.batching for this deployment
     autoscaling: Autoscaling = Autoscaling()
+
+    @field_validator("name")
+    @classmethod
+    def _dns_1035(cls, value: str) -> str:
+        if not re.fullmatch(DNS_1035, value):
+            raise ValueError(
+                f"deployment name {value!r} is not a DNS-1035 label (lowercase letters, digits and '-', starting "
+                "with a letter, ending with a letter or digit, at most 42 characters): it names a Kubernetes Service"
+            )
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _unique_tenants(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"tenants {repeated} listed more than once")
+        return value
 
 
 class TrackingParams(Strict):
@@ -375,6 +413,9 @@ class Params(Strict):
         tenant_names = [tenant.name for tenant in self.tenants]
         if len(set(tenant_names)) != len(tenant_names):
             raise ValueError(f"tenants: duplicate names in {tenant_names}")
+        deployment_names = [deployment.name for deployment in self.deployments]
+        if len(set(deployment_names)) != len(deployment_names):
+            raise ValueError(f"deployments: duplicate names in {deployment_names}")
         for tenant in self.tenants:
             if tenant.sla_class not in self.sla_classes:
                 raise ValueError(

@@ -93,7 +93,7 @@ def deployment_sla(
             f"(device {device}) with benchmark.threads including {threads}"
         )
     try:
-        return plan_sla(sweep, sla_class, params.sla_classes[sla_class], batching)  # type: ignore[index]
+        return plan_sla(sweep, sla_class, params.sla_classes[sla_class], batching)
     except SlaError as error:
         raise DeploymentError(f"{where}.batching: {error}") from None
 

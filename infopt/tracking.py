@@ -316,7 +316,9 @@ def log_stage(
     with variant_run(params, variant_name, stage=stage):
         if metrics:
             mlflow.log_metrics(metrics)
-        logged = mlflow.active_run().data.params  # params are immutable in MLflow: log only new keys
+        active = mlflow.active_run()
+        assert active is not None  # variant_run started it
+        logged = active.data.params  # params are immutable in MLflow: log only new keys
         fresh = {key: value for key, value in text.items() if key not in logged}
         if fresh:
             mlflow.log_params(fresh)

@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,7 @@ def measure_round(
     stopped_by_max = False
     while True:
         ids, mask = next(stream)
-        latencies.append(timer(lambda ids_=ids, mask_=mask: infer(ids_, mask_)))
+        latencies.append(timer(partial(infer, ids, mask)))
         widths.append(int(ids.shape[1]))
         if probe is not None:
             probe.sample()
@@ -281,7 +282,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
 
     device = resolve_device(params.device)
     config = params.benchmark
-    hourly = params.cost.hourly_usd[device]  # type: ignore[index]
+    hourly = params.cost.hourly_usd[device]
     builds = enabled_builds(params, root)
     texts = load_texts("test", root)
     pairs = plan(builds, config.engines)
@@ -322,7 +323,9 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                     providers = providers_of(engine)
                     engine.close()
                 stopped += cut
-                sweep = Sweep(engine=artifact.engine, threads=count, device=device, points=points)  # type: ignore[arg-type]
+                sweep = Sweep.model_validate(
+                    {"engine": artifact.engine, "threads": count, "device": device, "points": points}
+                )
                 variants[build.name]["sweeps"].append(
                     {
                         **sweep.model_dump(),

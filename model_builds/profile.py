@@ -95,7 +95,8 @@ def _module_labels(model: Any) -> list[tuple[str, Any]]:
         if not name or any(name.startswith(parent + ".") for parent, _ in chosen):
             continue
         path = name.replace("/", ".")
-        if (_LAYER.search(path) and _LAYER.search(path).end() == len(path)) or re.search(
+        layer = _LAYER.search(path)
+        if (layer is not None and layer.end() == len(path)) or re.search(
             r"(?:^|\.)(embeddings|pooler|classifier|pre_classifier)$", path
         ):
             chosen.append((name, module))

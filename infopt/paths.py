@@ -13,6 +13,7 @@ PRETRAINED_DIR = Path("artifacts/models/pretrained")  # the MLM-pretrained encod
 TEACHER_DIR = Path("artifacts/models/teacher")
 VARIANTS_DIR = Path("artifacts/variants")  # <variant>/variant.json + its artifact folders
 MANIFEST_JSON = Path("artifacts/manifest.json")
+PREDICTIONS = Path("artifacts/predictions.npz")  # evaluate: predicted label per test example, per variant.engine
 METRICS_DIR = Path("metrics")
 PROFILES_DIR = METRICS_DIR / "profiles"
 PLOTS_DIR = Path("plots")

@@ -109,7 +109,7 @@ def pretrain_encoder(params: Params, device: str, out_dir: Path) -> dict[str, An
             model.train()
             with autocast:
                 loss = model(input_ids=inputs, attention_mask=attention, labels=labels).loss
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 raise RuntimeError(f"MLM loss became {float(loss)} at step {step}: lower pretrain.lr (now {config.lr})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

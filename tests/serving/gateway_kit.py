@@ -223,13 +223,16 @@ def free_socket() -> socket.socket:
 
 @contextmanager
 def serve_in_thread(
-    app: object, *, grace_s: float = 2.0, ready_timeout_s: float = 30.0
+    app: object, *, grace_s: float | None = None, ready_timeout_s: float = 30.0, admin_sock: socket.socket | None = None
 ) -> Iterator[tuple[str, uvicorn.Server]]:
-    """A real uvicorn server on 127.0.0.1:<free port> in a thread with its own loop; stops itself."""
+    """The gateway's own server (serving.server.build_server: limits, drain) on 127.0.0.1:<free port> in a
+    thread with its own loop; stops itself. `grace_s` is only how long the join waits beyond the drain."""
+    from serving.server import build_server
+
     sock = free_socket()
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=grace_s, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    server = build_server(app)  # type: ignore[arg-type]
+    sockets = [sock] if admin_sock is None else [sock, admin_sock]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     start = time.monotonic()
     while not server.started:
@@ -241,12 +244,12 @@ def serve_in_thread(
         yield url, server
     finally:
         server.should_exit = True
-        thread.join(timeout=grace_s + 10)
+        thread.join(timeout=server.config.timeout_graceful_shutdown + (grace_s or 0) + 10)
         sock.close()
 
 
 @asynccontextmanager
-async def serve(app: object, *, grace_s: float = 2.0) -> AsyncIterator[str]:
+async def serve(app: object, *, grace_s: float | None = None) -> AsyncIterator[str]:
     """Async wrapper: start the threaded server and wait until the model is ready."""
     import httpx
 

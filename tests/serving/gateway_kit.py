@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +78,11 @@ SLA = {
 }
 
 
-def tenant(name: str, sla_class: str, rate: float = 1000, burst: int = 1000, tpm: int | None = None) -> Tenant:
+def tenant(
+    name: str, sla_class: str, rate: float = 1000, burst: int = 1000, tpm: int | None = None, charge: str = "rows"
+) -> Tenant:
     return Tenant(
+        charge=charge,  # type: ignore[arg-type]
         name=name,
         sla_class=sla_class,
         rate_per_s=rate,
@@ -178,7 +181,10 @@ def make_settings(model_dir: Path, **changes: object) -> GatewaySettings:
         serving=ServingParams(queue_capacity=64, max_body_bytes=4096, shutdown_grace_s=2.0),
         engine_threads=1,
     )
-    serving_changes = {key: changes.pop(key) for key in list(changes) if key in ServingParams.model_fields}
+    own = {field.name for field in fields(GatewaySettings)}  # `batching` is the resolved one, not serving's
+    serving_changes = {
+        key: changes.pop(key) for key in list(changes) if key in ServingParams.model_fields and key not in own
+    }
     if serving_changes:
         changes["serving"] = base.serving.model_copy(update=serving_changes)
     return replace(base, **changes)  # type: ignore[arg-type]

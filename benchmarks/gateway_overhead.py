@@ -41,9 +41,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import child_server
 from harness.child_server import free_port
 from infopt.params import Tenant, load_params
-from serving import child_server
 from serving.settings import GatewaySettings
 
 RESULTS = Path("benchmarks/results/gateway_overhead.json")
@@ -130,17 +130,29 @@ def build_settings(params_path: Path, manifest_path: Path, variant: str, model_d
 
 
 def serve(args: argparse.Namespace) -> None:
-    """The child process: one of the two servers on 127.0.0.1:args.port."""
-    from serving.app import create_app, run_server
-
+    """The child process: one of the two servers on 127.0.0.1:args.port. The gateway runs under its own
+    server (serving.server.run_server: limits, drain, as `infopt serve`); the bare app under plain uvicorn
+    with the same loop, parser and logging (uvloop, httptools, no access log)."""
     settings = build_settings(args.params, args.manifest, args.variant, args.model_dir)
     if args.serve == "gateway":
-        app = create_app(settings)
-    else:
-        from benchmarks.bare_engine_server import create_bare_app
+        from serving.app import create_app
+        from serving.server import run_server
 
-        app = create_bare_app(settings)
-    run_server(app, host="127.0.0.1", port=args.port, log_level="warning", grace_s=5.0)
+        run_server(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
+        return
+    import uvicorn
+
+    from benchmarks.bare_engine_server import create_bare_app
+
+    uvicorn.run(
+        create_bare_app(settings),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
 
 
 # ---------------------------------------------------------------------- measurement helpers

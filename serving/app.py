@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -265,26 +265,34 @@ class Gateway:
         self.count(None, error.metric_status, error, 0.0)
 
     # ------------------------------------------------------------------ request path
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, receive: Receive) -> bytes:
+        """The whole body, at most max_body_bytes (413) within body_timeout_s (408); a client that leaves
+        meanwhile raises ClientDisconnected. The common case, a body that came with the headers, is one
+        receive() without arming a timer."""
         limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise BadRequest(f"body of {declared} bytes exceeds the limit of {limit} bytes", status=413)
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         try:
             async with asyncio.timeout(self.limits.body_timeout_s):
-                async for chunk in request.stream():
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnected(f"client disconnected after {size} bytes of the body")
+                    chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
                         raise BadRequest(f"body exceeds the limit of {limit} bytes", status=413)
                     chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
         except TimeoutError:
             raise RequestTimeout(
                 f"body not received within {self.limits.body_timeout_s:g} s ({size} bytes read)", code="body_timeout"
             ) from None
-        except ClientDisconnect:
-            raise ClientDisconnected(f"client disconnected after {size} bytes of the body") from None
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, work: Work, *, model: str | None = None) -> None:
         """One inference request, start to finish: admission, work, the answer written, the outcome counted."""
@@ -307,7 +315,7 @@ class Gateway:
                     raise UnknownModel(f"unknown model {model!r}; this gateway serves {self.model!r}")
                 check_content_type(headers)
                 self.tenancy.admit_request(tenant, arrival)
-                body = await self._read_body(request)
+                body = await self._read_body(request, receive)
                 response = await work(body, tenant, arrival)
             except GatewayError as error:
                 failure = error
@@ -637,17 +645,17 @@ def create_app(
         ]
 
     app = Starlette(
-        routes=[
-            Route("/v2", Endpoint(gateway, server_metadata, "admin"), methods=["GET"]),
-            Route("/v2/health/live", Endpoint(gateway, live, "open"), methods=["GET"]),
-            Route("/v2/health/ready", Endpoint(gateway, ready, "open"), methods=["GET"]),
-            *routes("/v2/models/{model_name}"),
-            *routes("/v2/models/{model_name}/versions/{version}"),
+        routes=[  # matched in order: the inference routes first, they carry the traffic
             Route("/v1/classify", Endpoint(gateway, classify, "inference"), methods=["POST"]),
             Route("/v1/completions", Endpoint(gateway, llm("/v1/completions"), "inference"), methods=["POST"]),
             Route(
                 "/v1/chat/completions", Endpoint(gateway, llm("/v1/chat/completions"), "inference"), methods=["POST"]
             ),
+            Route("/v2", Endpoint(gateway, server_metadata, "admin"), methods=["GET"]),
+            Route("/v2/health/live", Endpoint(gateway, live, "open"), methods=["GET"]),
+            Route("/v2/health/ready", Endpoint(gateway, ready, "open"), methods=["GET"]),
+            *routes("/v2/models/{model_name}"),
+            *routes("/v2/models/{model_name}/versions/{version}"),
             Route("/metrics", Endpoint(gateway, metrics, "admin"), methods=["GET"]),
             Route("/openapi.json", Endpoint(gateway, openapi, "admin"), methods=["GET"]),
         ],

@@ -188,6 +188,7 @@ def build_server(app: Starlette, *, log_level: str = "warning", access_log: bool
         http=limited_protocol(limits, gateway),
         access_log=access_log,
         lifespan="on",
+        proxy_headers=False,  # the gateway never reads the client address; the middleware costs per request
         timeout_graceful_shutdown=limits.shutdown_grace_s + SHUTDOWN_MARGIN_S,
     )
     return GatewayServer(config, gateway)
@@ -220,6 +221,8 @@ def run_server(app: Starlette, *, host: str, port: int, log_level: str, access_l
     sockets = listen_sockets(app, host, port)
     try:
         server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the SIGINT it handled once it has shut down: a normal exit here
     finally:
         for sock in sockets:
             sock.close()

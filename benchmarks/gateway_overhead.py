@@ -1,8 +1,8 @@
 """Gateway overhead: the full gateway vs the bare engine server, both over HTTP, same client, one run.
 
 (a) gateway: `serving.app.create_app` (auth, token bucket, priority queue, dynamic batcher, metrics)
-    served by `serving.app.run_server`, the same uvicorn setup as `infopt serve` (uvloop, httptools,
-    no access log), one unthrottled benchmark tenant;
+    served by `serving.server.run_server`, the same server as `infopt serve` (uvloop, httptools with
+    the gateway's pre-auth limits, no access log), one unthrottled benchmark tenant;
 (b) bare:    benchmarks/bare_engine_server.py: a minimal Starlette app that tokenizes and calls the same
     engine (same variant, engine_threads) with the same dynamic batching settings and nothing else,
     under the same uvicorn setup: the engine "called directly" as a user without the gateway deploys it.
@@ -365,8 +365,9 @@ def main() -> None:
         "batching": settings.batching.model_dump(),
         "engine_threads": settings.engine_threads,
         "method": {
-            "gateway": "serving.app.create_app under serving.app.run_server (as `infopt serve`): auth, token bucket, "
-            "priority queue, dynamic batcher, metrics; one unthrottled tenant",
+            "gateway": "serving.app.create_app under serving.server.run_server (as `infopt serve`): pre-auth limits, "
+            "auth, token bucket, priority queue, dynamic batcher, engine output checks, metrics; one unthrottled "
+            "tenant; one process",
             "bare": "benchmarks/bare_engine_server.py: tokenize + same engine + same dynamic batching settings, "
             "no auth/buckets/priorities/metrics",
             "server": {

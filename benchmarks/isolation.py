@@ -101,6 +101,7 @@ async def phase(url: str, model: str, premium: Stream, batch_key: str | None, du
             "ok": stream.ok,
             "status_429": stream.status_429,
             "status_503": stream.status_503,
+            "expired": stream.expired,
             "errors": stream.errors,
             "throughput_rps": stream.throughput_rps,
             "latency_ms": stream.latency_ms.model_dump(),

@@ -238,8 +238,10 @@ class ServingParams(Strict):
     max_header_bytes: int = Field(16_384, ge=1024)
     max_header_count: int = Field(100, ge=8)  # Go's and Apache's limit on header fields
     # From the first byte of a request (or the connection's opening) to the end of its headers: a
-    # slowloris connection is answered 408 and closed after this.
-    header_timeout_s: float = Field(10.0, gt=0)
+    # slowloris connection is answered 408 and closed after this. nginx and Node use 60 s; at 10 s an
+    # honest but CPU-starved Python client on the loaded 2-core box here lost connections between its
+    # connect and its first byte, so 30 s.
+    header_timeout_s: float = Field(30.0, gt=0)
     # Reading the whole body (max_body_bytes at most); 1 MiB needs well under a second on any link
     # that should reach an inference gateway, so 30 s is generous yet bounds a trickling client.
     body_timeout_s: float = Field(30.0, gt=0)
@@ -254,9 +256,10 @@ class ServingParams(Strict):
     # reject: answer 413 naming the text. Truncation is lossless at the defaults (see above).
     text_limit_action: Literal["truncate", "reject"] = "truncate"
     # Bodies larger than this are parsed, tokenized and their answers encoded in a worker thread, off
-    # the event loop; smaller ones inline, where the work (~20 us for a 1 KiB body) costs less than
-    # the hand-off to a thread. Measured in benchmarks/results/gateway_profile.json.
-    offload_body_bytes: int = Field(4_096, ge=0)
+    # the event loop; smaller ones inline. Measured here: parsing + tokenizing a 60-character text costs
+    # about one thread hand-off, 1,000 characters about eight, so 1 KiB keeps the common one-text
+    # request on the loop and bounds what any request does there to a fraction of a millisecond.
+    offload_body_bytes: int = Field(1_024, ge=0)
     # Replica health: this many failed batches in a row (engine error, NaN/Inf or wrong-shape logits)
     # take the replica out of rotation and, with no healthy replica left, the pod out of readiness.
     unhealthy_after_failures: int = Field(3, ge=1)

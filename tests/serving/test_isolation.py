@@ -56,6 +56,7 @@ async def test_premium_meets_its_sla_while_batch_floods_and_batch_recovers(tiny_
         tenants=(tenant("acme", "premium"), tenant("initech", "batch", rate=60, burst=20)),
         batching=BatchingParams(mode="dynamic", max_batch_size=MAX_BATCH, max_wait_ms=2),
         queue_capacity=16,
+        header_timeout_s=120,  # the flood client is CPU-starved on a loaded box: no slowloris cut here
     )
     app = create_app(settings, engines=[FakeEngine(service_s=SERVICE_S)])
     out = tmp_path / "flood.json"

@@ -34,7 +34,8 @@ def serve(
     """Run the inference gateway for one deployment (or one variant) with uvicorn (uvloop + httptools)."""
     from infopt.manifest import ManifestError, load_manifest
     from infopt.params import ParamsError, load_params
-    from serving.app import create_app, run_server
+    from serving.app import create_app
+    from serving.server import run_server
     from serving.settings import SettingsError, settings_from_params
 
     try:
@@ -58,14 +59,7 @@ def serve(
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     console.print(f"serving {settings.model_name} ({settings.variant}, {settings.engine}) on http://{host}:{port}")
-    run_server(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level,
-        grace_s=settings.serving.shutdown_grace_s,
-        access_log=access_log,
-    )
+    run_server(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log)
 
 
 @app.command("loadgen")

@@ -280,6 +280,48 @@ class ServingParams(Strict):
     shutdown_grace_s: float = Field(10.0, ge=0)
     retry_after_s: float = Field(1.0, gt=0)  # Retry-After on 503s that say nothing more precise
     vllm_timeout_s: float = Field(60.0, gt=0)  # one upstream vLLM request, streaming included
+    # --- gateway hardening (issue #12): limits checked before authentication, per process ---
+    # 16 KiB of request line + headers, h11's and Node's default: far above any legitimate client here.
+    max_header_bytes: int = Field(16_384, ge=1024)
+    max_header_count: int = Field(100, ge=8)  # Go's and Apache's limit on header fields
+    # From the first byte of a request (or the connection's opening) to the end of its headers: a
+    # slowloris connection is answered 408 and closed after this. nginx and Node use 60 s; at 10 s an
+    # honest but CPU-starved Python client on the loaded 2-core box here lost connections between its
+    # connect and its first byte, so 30 s.
+    header_timeout_s: float = Field(30.0, gt=0)
+    # Reading the whole body (max_body_bytes at most); 1 MiB needs well under a second on any link
+    # that should reach an inference gateway, so 30 s is generous yet bounds a trickling client.
+    body_timeout_s: float = Field(30.0, gt=0)
+    # Open connections per gateway process; past it new ones get 503 + Retry-After and are closed.
+    # Each idle keep-alive connection costs a few kB; 1024 covers a fleet of clients behind a Service.
+    max_connections: int = Field(1024, ge=1)
+    # Per-text limit, in characters. At model.max_seq_len 64 and WordPiece's 100-character cap per
+    # word the encoder never sees past 6,400 characters, so 8,192 changes nothing the model reads while
+    # bounding tokenizer time per text to about 10 ms. Raise it with model.max_seq_len.
+    max_text_chars: int = Field(8_192, ge=16)
+    # truncate: cut longer texts to max_text_chars and say so in the response ("truncated");
+    # reject: answer 413 naming the text. Truncation is lossless at the defaults (see above).
+    text_limit_action: Literal["truncate", "reject"] = "truncate"
+    # Bodies larger than this are parsed, tokenized and their answers encoded in a worker thread, off
+    # the event loop; smaller ones inline. Measured here: parsing + tokenizing a 60-character text costs
+    # about one thread hand-off, 1,000 characters about eight, so 1 KiB keeps the common one-text
+    # request on the loop and bounds what any request does there to a fraction of a millisecond.
+    offload_body_bytes: int = Field(1_024, ge=0)
+    # Replica health: this many failed batches in a row (engine error, NaN/Inf or wrong-shape logits)
+    # take the replica out of rotation and, with no healthy replica left, the pod out of readiness.
+    unhealthy_after_failures: int = Field(3, ge=1)
+    # A batch running longer than this marks its replica hung (unhealthy) until the batch returns; the
+    # slowest class's batch takes well under a second here, so 10 s is a hang, not load.
+    engine_hang_s: float = Field(10.0, gt=0)
+    # An unhealthy replica gets a one-row probe batch this often; a good answer brings it back.
+    health_probe_interval_s: float = Field(2.0, gt=0)
+    # /metrics and the model/server metadata: open (none), or only with `Authorization: Bearer <token>`
+    # whose sha256 is listed here, and/or only on a separate port (see admin_port). Probes
+    # (/v2/health/*) stay open for the kubelet.
+    admin_token_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
+    # A second listener on the gateway's host for /metrics, metadata and health only; when set, the
+    # main port answers those admin paths with 404. None: one port for everything.
+    admin_port: int | None = Field(None, ge=1, le=65535)
 
 
 class Quota(Strict):
@@ -301,6 +343,9 @@ class Tenant(Strict):
     rate_per_s: float = Field(gt=0)  # token bucket refill, requests per second
     burst: int = Field(ge=1)  # token bucket capacity
     tokens_per_minute: int | None = Field(None, ge=1)  # LLM token budget
+    # What one unit of rate_per_s/burst is: a request, a row (text) of it, or a token of its rows. A
+    # 16-text request costs the engine about 16 one-text requests, so rows is the default.
+    charge: Literal["requests", "rows", "tokens"] = "rows"
     cost_center: str
     api_key_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
     quota: Quota = Quota()

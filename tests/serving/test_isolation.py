@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.loadgen import LoadReport, Stream, run_load
 from infopt.params import BatchingParams, SlaClass
 from serving.app import create_app
-from tests.serving.gateway_kit import KEYS, SLA, FakeEngine, make_settings, serve, tenant
+from tests.serving.gateway_kit import KEYS, SLA, FakeEngine, auth, make_settings, serve, tenant
 
 SERVICE_S = 0.1  # fixed engine time per batch
 MAX_BATCH = 2  # capacity = 2 rows / 100 ms = 20 requests/s
@@ -56,6 +56,7 @@ async def test_premium_meets_its_sla_while_batch_floods_and_batch_recovers(tiny_
         tenants=(tenant("acme", "premium"), tenant("initech", "batch", rate=60, burst=20)),
         batching=BatchingParams(mode="dynamic", max_batch_size=MAX_BATCH, max_wait_ms=2),
         queue_capacity=16,
+        header_timeout_s=120,  # the flood client is CPU-starved on a loaded box: no slowloris cut here
     )
     app = create_app(settings, engines=[FakeEngine(service_s=SERVICE_S)])
     out = tmp_path / "flood.json"
@@ -111,3 +112,48 @@ async def test_premium_meets_its_sla_while_batch_floods_and_batch_recovers(tiny_
         if sample.name == "infopt_requests_total" and sample.labels["tenant"] == "initech"
     )
     assert counted == batch.sent + recovery.streams[0].sent  # the gateway counted every request: none lost
+
+
+async def test_premium_p99_holds_while_the_batch_tenant_sends_large_legal_requests(tiny_model: Path) -> None:
+    """Slow-tenant isolation: ~1 MB bodies of 8 long texts each (inside the body limit and the batch tenant's
+    quota) are parsed and tokenized off the event loop and cut to max_text_chars, so premium requests and
+    the liveness probe are not stalled behind them."""
+    settings = make_settings(
+        tiny_model,
+        tenants=(tenant("acme", "premium"), tenant("initech", "batch", rate=100, burst=100)),
+        max_body_bytes=1_048_576,
+    )
+    app = create_app(settings, engines=[FakeEngine()])
+    texts = [("the kernel compiles the code " * 4400)[:125_000] for _ in range(8)]  # 8 x 125 kB = ~1 MB
+    large = json.dumps({"texts": texts}).encode()
+    assert 900_000 < len(large) <= 1_048_576
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        loop = asyncio.get_running_loop()
+        stop_at = loop.time() + 3.0
+        headers = {**auth("initech"), "content-type": "application/json"}
+
+        async def batch_tenant() -> list[httpx.Response]:
+            answers = []
+            while loop.time() < stop_at:
+                answers.append(await client.post("/v1/classify", content=large, headers=headers))
+                await asyncio.sleep(0.25)
+            return answers
+
+        async def premium() -> list[tuple[int, float]]:
+            seen = []
+            while loop.time() < stop_at:
+                began = loop.time()
+                response = await client.post("/v1/classify", headers=auth("acme"), json={"texts": ["the disk spins"]})
+                seen.append((response.status_code, loop.time() - began))
+                live_began = loop.time()
+                assert (await client.get("/v2/health/live")).status_code == 200
+                seen.append((200, loop.time() - live_began))
+            return seen
+
+        big, small = await asyncio.gather(batch_tenant(), premium())
+    assert len(big) >= 4 and all(response.status_code == 200 for response in big), [r.text[:200] for r in big]
+    assert all(result["truncated"] for response in big for result in response.json()["results"])
+    assert len(small) >= 20 and all(status == 200 for status, _ in small)
+    latencies = sorted(seconds for _, seconds in small)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    assert p99 * 1000 < SLA["premium"].p99_ms, f"premium p99 {p99 * 1000:.0f} ms over {SLA['premium'].p99_ms} ms"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infopt.manifest import Artifact, Manifest, ManifestError, VariantEntry
+from infopt.manifest import Artifact, LlmVariantEntry, Manifest, ManifestError, VariantEntry
 from infopt.params import BatchingParams, Deployment, Params, Tenant
 from infopt.quantity import cpu_threads
 
@@ -36,8 +36,8 @@ class ResolvedDeployment:
     tenants: tuple[Tenant, ...]
     sla_class: str  # the highest class among its tenants
     batching: BatchingParams  # the deployment's override, else serving.batching
-    variant: VariantEntry
-    artifact: Artifact  # what the engine loads (vLLM: the torch export)
+    variant: VariantEntry | LlmVariantEntry  # an LLM variant for a vllm deployment that names one
+    artifact: Artifact  # what the engine loads (vLLM: the torch export, or the LLM variant's HF folder)
     engine_threads: int  # intra-op threads: the pod's whole CPU cores (rounded up)
     gpus: int
 
@@ -46,8 +46,34 @@ class ResolvedDeployment:
         return len(self.tenants) > 1
 
 
-def built_variant(manifest: Manifest, variant: str, engine: str, *, where: str) -> tuple[VariantEntry, Artifact]:
-    """The manifest entry and the artifact `engine` loads; DeploymentError prefixed with `where` otherwise."""
+def built_llm_variant(manifest: Manifest, variant: str, engine: str, *, where: str) -> tuple[LlmVariantEntry, Artifact]:
+    """An LLM variant's entry and its Hugging Face folder; only vLLM serves it."""
+    assert manifest.llm is not None
+    entry = manifest.llm.variant(variant)
+    if engine != "vllm":
+        raise DeploymentError(
+            f"{where}.variant {variant!r} is an LLM variant: only engine vllm serves it, not {engine}"
+        )
+    if entry.status != "built":
+        built = [v.name for v in manifest.llm.variants if v.status == "built"]
+        raise DeploymentError(
+            f"{where}.variant {variant!r} was skipped by the pipeline ({entry.skip_reason}); built LLM variants are {built}"
+        )
+    try:
+        artifact = entry.artifact(ARTIFACT_ENGINE[engine])
+    except ManifestError as error:
+        raise DeploymentError(f"{where} (engine {engine}): {error}") from None
+    return entry, artifact
+
+
+def built_variant(
+    manifest: Manifest, variant: str, engine: str, *, where: str
+) -> tuple[VariantEntry | LlmVariantEntry, Artifact]:
+    """The manifest entry and the artifact `engine` loads; DeploymentError prefixed with `where` otherwise.
+
+    A name among the manifest's LLM variants resolves to that variant's Hugging Face folder (engine vllm)."""
+    if manifest.llm is not None and variant in {entry.name for entry in manifest.llm.variants}:
+        return built_llm_variant(manifest, variant, engine, where=where)
     try:
         entry = manifest.variant(variant)
     except ManifestError as error:

@@ -130,6 +130,58 @@ class VariantEntry(VariantBuild):
     mlflow_run_id: str | None = None
 
 
+class IntervalRecord(_Record):
+    """A point estimate with its two-sided interval (infopt.llm_stats: a bootstrap over documents)."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+
+
+class LlmQuality(_Record):
+    """Held-out quality of one LLM variant, and its paired comparison with the baseline on the same documents."""
+
+    documents: int
+    tokens: int
+    perplexity: IntervalRecord
+    next_token_accuracy: IntervalRecord
+    perplexity_increase: IntervalRecord | None = None  # exp(mean NLL difference) - 1; None for the baseline
+    accuracy_loss: IntervalRecord | None = None  # baseline accuracy - variant accuracy (fraction)
+    within_budget: bool | None = None  # non-inferiority on both upper bounds; None for the baseline
+
+
+class LlmVariantEntry(VariantBuild):
+    """An LLM variant: its build record (a Hugging Face folder vLLM loads) plus quality and the in-process
+    generation sweep (a BatchPoint's request = one generation of the benchmark's fixed shape)."""
+
+    quality: LlmQuality | None = None
+    benchmark: dict[str, list[BatchPoint]] = Field(default_factory=dict)  # engine -> sweep
+    sla_knees: dict[str, SlaKnee] = Field(default_factory=dict)  # SLA class -> knee
+    mlflow_run_id: str | None = None
+
+
+class LlmManifest(_Record):
+    """The causal-LM part of the manifest (optional: absent when params has no enabled `llm` section)."""
+
+    model_name: str
+    task: Literal["text-generation"] = "text-generation"
+    architecture: str  # e.g. LlamaForCausalLM
+    max_seq_len: int
+    vocab_size: int
+    baseline: str
+    max_perplexity_increase: float
+    max_accuracy_loss: float
+    corpus: str  # sources and licences, in words
+    variants: list[LlmVariantEntry]
+
+    def variant(self, name: str) -> LlmVariantEntry:
+        for entry in self.variants:
+            if entry.name == name:
+                return entry
+        raise ManifestError(f"manifest has no LLM variant {name!r}; it has {[v.name for v in self.variants]}")
+
+
 class Manifest(_Record):
     schema_version: Literal[1] = SCHEMA_VERSION
     model_name: str
@@ -141,6 +193,7 @@ class Manifest(_Record):
     max_accuracy_loss: float
     fingerprint: Fingerprint
     variants: list[VariantEntry]
+    llm: LlmManifest | None = None  # the causal-LM variants (model_builds/llm/), when params enables them
 
     def variant(self, name: str) -> VariantEntry:
         for entry in self.variants:

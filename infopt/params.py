@@ -353,6 +353,8 @@ class LlmTrainParams(Strict):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(20, ge=0)
+    threads: int = Field(1, ge=1)  # torch intra-op threads of train/variants/evaluate: on a shared 2-core box
+    # two threads spin-wait on each other and ran a tiny model 7x slower than one; raise it on a dedicated host
 
 
 class LlmVariantBase(Strict):

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from infopt.device import resolve_device
 from infopt.llm_stats import (
     accuracy_interval,
@@ -104,6 +106,7 @@ def main() -> None:
     if llm is None or not llm.enabled:
         QUALITY_JSON.write_text(json.dumps({"enabled": False}) + "\n")
         return
+    torch.set_num_threads(llm.train.threads)
     report = evaluate(llm, params.seed, resolve_device(params.device))
     QUALITY_JSON.write_text(json.dumps(report, indent=2) + "\n")
     for name, entry in report["variants"].items():

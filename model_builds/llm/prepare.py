@@ -15,6 +15,7 @@ from pathlib import Path
 from infopt.params import LlmParams, load_params
 from infopt.paths import LLM_DATA_DIR, LLM_TOKENIZER_DIR
 from model_builds.llm.corpus import load_documents, split_documents, write_split
+from model_builds.llm.modeling import context_length
 from model_builds.tiny_llama import train_tokenizer
 
 STATS_FILE = "stats.json"
@@ -35,7 +36,7 @@ def prepare(llm: LlmParams, seed: int, out_dir: Path, tokenizer_dir: Path) -> di
         tokenizer = AutoTokenizer.from_pretrained(llm.pretrained)
         tokenizer_source = f"copied from llm.pretrained {llm.pretrained}"
     else:
-        tokenizer = train_tokenizer(splits["train"], llm.vocab_size, llm.max_seq_len)
+        tokenizer = train_tokenizer(splits["train"], llm.vocab_size, context_length(llm.max_seq_len))
         tokenizer_source = f"byte-level BPE trained on the train split, vocab {len(tokenizer)}"
     tokenizer.save_pretrained(tokenizer_dir)
     train_tokens = sum(len(ids) for ids in tokenizer(splits["train"][:2000])["input_ids"])

@@ -162,7 +162,7 @@ def load_w8a8(folder: Path) -> nn.Module:
         raise QuantizeError(f"{folder}/config.json is not a compressed-tensors {QUANT_FORMAT} checkpoint")
     plain = {key: value for key, value in raw.items() if key != "quantization_config"}
     config = AutoConfig.for_model(**plain)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     state = load_file(str(folder / "model.safetensors"))
     quantized = sorted(key[: -len(".weight_scale")] for key in state if key.endswith(".weight_scale"))
     for name in quantized:

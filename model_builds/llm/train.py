@@ -42,10 +42,12 @@ def blocks_of(
     return pack_blocks(document_ids(tokenizer, read_split(data_dir, split), max_seq_len), max_seq_len)
 
 
-def train_teacher(llm: LlmParams, seed: int, device: str, out: Path, tokenizer_dir: Path) -> dict[str, Any]:
+def train_teacher(
+    llm: LlmParams, seed: int, device: str, out: Path, tokenizer_dir: Path, data_dir: Path = LLM_DATA_DIR
+) -> dict[str, Any]:
     """Train (or copy `llm.pretrained`) into `out`; returns the metrics written to metrics/llm/train.json."""
     tokenizer = load_tokenizer(tokenizer_dir)
-    val_blocks = blocks_of("val", tokenizer, llm.max_seq_len)
+    val_blocks = blocks_of("val", tokenizer, llm.max_seq_len, data_dir)
     if out.exists():
         shutil.rmtree(out)
     if llm.pretrained:
@@ -57,8 +59,7 @@ def train_teacher(llm: LlmParams, seed: int, device: str, out: Path, tokenizer_d
             "val_loss": round(block_loss(model, val_blocks, llm.train.batch_size, device), 5),
             "device": device,
         }
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    train_blocks = blocks_of("train", tokenizer, llm.max_seq_len)
+    train_blocks = blocks_of("train", tokenizer, llm.max_seq_len, data_dir)
     model = new_llama(llm.architecture, tokenizer, llm.max_seq_len, seed)
     result = train_causal_lm(
         model, train_blocks, val_blocks, llm.train, steps=llm.train.steps, seed=seed, device=device
@@ -92,6 +93,7 @@ def main() -> None:
         LLM_TEACHER_DIR.mkdir(parents=True, exist_ok=True)
         TRAIN_JSON.write_text(json.dumps({"enabled": False}) + "\n")
         return
+    torch.set_num_threads(llm.train.threads)
     device = resolve_device(params.device)
     metrics = train_teacher(llm, params.seed, device, LLM_TEACHER_DIR, LLM_TOKENIZER_DIR)
     TRAIN_JSON.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -30,7 +30,7 @@ from infopt.params import (
     LlmVariant,
     load_params,
 )
-from infopt.paths import LLM_METRICS_DIR, LLM_TEACHER_DIR, LLM_VARIANTS_DIR
+from infopt.paths import LLM_DATA_DIR, LLM_METRICS_DIR, LLM_TEACHER_DIR, LLM_VARIANTS_DIR
 from model_builds.llm.modeling import (
     kd_loss,
     load_causal_lm,
@@ -90,8 +90,8 @@ def build_variant(
         teacher = load_causal_lm(teacher_dir).to(device).eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
-        train_blocks = blocks_of("train", tokenizer, llm.max_seq_len)
-        val_blocks = blocks_of("val", tokenizer, llm.max_seq_len)
+        train_blocks = blocks_of("train", tokenizer, llm.max_seq_len, root / LLM_DATA_DIR)
+        val_blocks = blocks_of("val", tokenizer, llm.max_seq_len, root / LLM_DATA_DIR)
         model = new_llama(variant.student, tokenizer, llm.max_seq_len, seed + 1)
         result = train_causal_lm(
             model,
@@ -164,6 +164,7 @@ def main() -> None:
         (LLM_VARIANTS_DIR).mkdir(parents=True, exist_ok=True)
         VARIANTS_JSON.write_text(json.dumps({"enabled": False}) + "\n")
         return
+    torch.set_num_threads(llm.train.threads)
     builds = build_all(llm, params.seed, resolve_device(params.device))
     report = {
         build.name: {

@@ -126,7 +126,8 @@ def cost(
     deployment: str | None = typer.Option(None, help="tenants_sharing = this deployment's tenant count"),
     out: Path | None = typer.Option(None, help="write the report as JSON"),
 ) -> None:
-    """Per-tenant chargeback: the spec's equal split plus request- and device-time-proportional splits."""
+    """Per-tenant chargeback: the spec's equal split plus request-, device-time- and token-proportional splits
+    (and each tenant's cost per 1k LLM tokens)."""
     from infopt.cost import CostError, chargeback, usage_from_loadgen, usage_from_metrics
     from infopt.params import ParamsError, load_params
 
@@ -173,6 +174,8 @@ def cost(
         f"equal split ({report.currency})",
         f"by requests ({report.currency})",
         f"by device time ({report.currency})",
+        "tokens",
+        f"{report.currency} / 1k tokens (by tokens | equal split)",
         title=f"{report.device_hours:.6f} device-h x {report.hourly_rate} {report.currency}/h = "
         f"{report.total_cost:.6f} {report.currency}, {report.tenants_sharing} tenants sharing",
     )
@@ -186,6 +189,10 @@ def cost(
             f"{row.equal_split:.6f}",
             f"{row.request_split:.6f}",
             "-" if row.device_time_split is None else f"{row.device_time_split:.6f}",
+            str(row.tokens),
+            "-"
+            if row.cost_per_1k_tokens is None
+            else f"{row.cost_per_1k_tokens:.3g} | {row.equal_cost_per_1k_tokens:.3g}",
         )
     console.print(table)
     if out is not None:

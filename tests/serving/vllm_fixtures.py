@@ -74,6 +74,7 @@ class FakeUpstream:
     port: int = 0
     waiting: float = 0.0
     bodies: list[dict] = field(default_factory=list)
+    hold: asyncio.Event | None = None  # when set: answers (or a stream's first chunk) wait for the event
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -87,11 +88,15 @@ class FakeUpstream:
             self.bodies.append(body)
             usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
             if not body.get("stream"):
+                if self.hold is not None:
+                    await self.hold.wait()
                 choice = {"index": 0, "text": f"from {self.name}", "finish_reason": "length"}
                 answer = {"id": "cmpl-fake", "model": body.get("model"), "choices": [choice], "usage": usage}
                 return JSONResponse(answer)
 
             async def events() -> AsyncIterator[bytes]:
+                if self.hold is not None:
+                    await self.hold.wait()
                 for word in ("from", self.name):
                     chunk = {"id": "cmpl-fake", "choices": [{"index": 0, "text": word, "finish_reason": None}]}
                     yield f"data: {json.dumps(chunk)}\n\n".encode()

@@ -87,6 +87,11 @@ class VllmProcess:
         return f"http://{self.settings.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The API server's pid (its process group holds the engine core too); None when not running."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

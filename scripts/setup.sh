@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if [ ! -d /usr/share/games/fortunes ] && [ -z "${INFOPT_SKIP_APT:-}" ]; then
+if { [ ! -d /usr/share/games/fortunes ] || [ ! -f /usr/share/wordnet/data.noun ]; } && [ -z "${INFOPT_SKIP_APT:-}" ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "setup: installing Debian package 'fortunes' (the default dataset)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fortunes >/dev/null
+    echo "setup: installing Debian packages 'fortunes' and 'wordnet-base' (the default datasets)"
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq fortunes wordnet-base >/dev/null
   else
-    echo "setup: the default dataset needs Debian's 'fortunes' package: sudo apt-get install fortunes" >&2
+    echo "setup: the default datasets need Debian's packages: sudo apt-get install fortunes wordnet-base" >&2
     exit 1
   fi
 fi

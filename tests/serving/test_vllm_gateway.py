@@ -133,6 +133,24 @@ def test_tokens_per_minute_bucket_refuses_with_retry_after(gateway: str) -> None
     assert httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("acme"), timeout=60.0).status_code == 200
 
 
+def test_two_tenants_use_the_stock_openai_client(gateway: str) -> None:
+    from openai import OpenAI
+
+    for tenant in ("acme", "globex"):
+        client = OpenAI(base_url=f"{gateway}/v1", api_key=f"{tenant}-demo-key", max_retries=0, timeout=60.0)
+        completion = client.completions.create(
+            model=DEPLOYMENT, prompt="A fortune:", max_tokens=3, extra_body={"ignore_eos": True}
+        )
+        assert completion.usage is not None and completion.usage.completion_tokens == 3
+        chat = client.chat.completions.create(
+            model=DEPLOYMENT,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=2,
+            extra_body={"ignore_eos": True},
+        )
+        assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 2
+
+
 def test_unknown_key_is_refused_before_reaching_vllm(gateway: str) -> None:
     body = {"prompt": "x", "max_tokens": 1}
     response = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("nobody"), timeout=10.0)

@@ -279,7 +279,11 @@ async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: Vll
         for task in tasks:
             task.cancel()
         await backend.close()
-    assert finished == ["high", "blocker1", "blocker2", "blocker3", "low0", "low1", "low2"]
+    # by class: priority 0, then the three priority-1 requests, then the three priority-5 ones (within a class
+    # the arrival order of concurrently sent requests is not controlled, so it is not asserted)
+    assert finished[0] == "high", finished
+    assert set(finished[1:4]) == {"blocker1", "blocker2", "blocker3"}, finished
+    assert set(finished[4:]) == {"low0", "low1", "low2"}, finished
     assert idle == 0.0
 
 

@@ -185,9 +185,13 @@ def check_artifact_budget(args: ResourceValidationArgs, report: ReportViolation)
     if kind_of(args.resource_type) != "Deployment" or ARTIFACT_SHA256 not in annotations:
         return
     path = manifest_path(args.get_config())
+    name = str(annotations.get(VARIANT))
     try:
         manifest = _manifest(str(path), path.stat().st_mtime_ns)
-        entry = manifest.variant(str(annotations.get(VARIANT)))
+        if manifest.llm is not None and name in {variant.name for variant in manifest.llm.variants}:
+            _check_llm_budget(args.name, manifest, name, str(annotations[ARTIFACT_SHA256]), path, report)
+            return
+        entry = manifest.variant(name)
     except (OSError, ManifestError) as error:
         report(f"{args.name}: cannot check artifact against the manifest: {error}", None)
         return
@@ -198,6 +202,27 @@ def check_artifact_budget(args: ResourceValidationArgs, report: ReportViolation)
         report(
             f"{args.name}: variant {entry.name!r} is not within the accuracy budget (loss "
             f"{entry.accuracy_loss}, budget {manifest.max_accuracy_loss}); it may not be deployed",
+            None,
+        )
+
+
+def _check_llm_budget(
+    resource: str, manifest: Manifest, name: str, sha: str, path: Path, report: ReportViolation
+) -> None:
+    """An LLM variant: its artifact, and the non-inferiority decision of its quality (the baseline passes)."""
+    llm = manifest.llm
+    assert llm is not None
+    entry = llm.variant(name)
+    if sha not in [artifact.sha256 for artifact in entry.artifacts]:
+        report(f"{resource}: artifact {sha} is not an artifact of LLM variant {name!r} in {path}", None)
+    quality = entry.quality
+    if name != llm.baseline and (quality is None or quality.within_budget is not True):
+        increase = quality.perplexity_increase if quality else None
+        loss = quality.accuracy_loss if quality else None
+        report(
+            f"{resource}: LLM variant {name!r} is not within its quality budget (perplexity increase upper bound "
+            f"{increase.high if increase else None}, budget {llm.max_perplexity_increase}; accuracy loss upper bound "
+            f"{loss.high if loss else None}, budget {llm.max_accuracy_loss}); it may not be deployed",
             None,
         )
 

@@ -71,13 +71,12 @@ def benchmark_table(root: Path = Path(".")) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, entry in report["variants"].items():
-        if "skipped" in entry:
-            lines.append(f"| {name} | - | {entry['skipped'].split(':')[0]} | | | |")
-            continue
-        for point in entry["points"]["torch"]:
+        engine = entry["engine"]
+        for point in entry["points"][engine]:
             size = point["batch_size"]
+            label = name if engine == "torch" else f"{name} ({engine}: not a speed measurement)"
             lines.append(
-                f"| {name} | {size} | {point['latency_p50_ms']:.1f} | {point['latency_p99_ms']:.1f} | "
+                f"| {label} | {size} | {point['latency_p50_ms']:.1f} | {point['latency_p99_ms']:.1f} | "
                 f"{point['throughput_rps']:.2f} | {entry['output_tokens_per_s'][str(size)]:.1f} |"
             )
     return "\n".join(lines) + "\n"

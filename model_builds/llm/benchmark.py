@@ -7,9 +7,11 @@ decoding of exactly `output_tokens` tokens (`min_new_tokens`, so EOS cannot end 
 together, so a BatchPoint's throughput is requests (generations) per second and its cost is per 1k
 generations; tokens/s is recorded beside it. SLA knees come from infopt.sla, as for the classifier.
 
-The W8A8 variant is not timed here: its torch form reproduces the int8 arithmetic for the quality stage,
-not the speed of vLLM's oneDNN kernels; benchmarks/llm_serving.py times every variant as vLLM serves it.
-Serving-level numbers (TTFT, TPOT, goodput under load) come from that benchmark, not from this stage.
+The W8A8 variant runs here through its torch reference (the int8 arithmetic in float32 matmuls, see
+quantize.py), filed under the engine name `torch-w8a8-reference`: slower than vLLM's oneDNN int8 kernels,
+so its knees give a conservative HPA target (scale out earlier), never a speed claim for int8;
+benchmarks/llm_serving.py times every variant as vLLM serves it. Serving-level numbers (TTFT, TPOT,
+goodput under load) come from that benchmark, not from this stage.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from model_builds.llm.modeling import load_causal_lm, load_tokenizer
 from model_builds.llm.record import BENCHMARK_JSON, read_builds
 from model_builds.llm.tracking import log_llm_stage
 
-NOT_TIMED_IN_TORCH = {
-    "int8_w8a8": "not timed in torch: its torch form reproduces the int8 arithmetic for quality, not the speed of "
-    "vLLM's int8 kernels; see benchmarks/llm_serving.py for every variant as vLLM serves it"
+ENGINE = {"int8_w8a8": "torch-w8a8-reference"}  # kind -> engine name of its sweep; others: torch
+ENGINE_NOTES = {
+    "torch-w8a8-reference": "the int8 arithmetic in float32 matmuls (quantize.W8A8Linear): slower than vLLM's int8 "
+    "kernels, so its knees are a conservative HPA target, not a speed measurement of int8"
 }
 MEMORY_NOTE = "peak_memory_mb = process RSS sampled after every repetition, minus the RSS before the cell"
 
@@ -125,9 +128,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     for build in read_builds(llm, root):
         if build.status != "built":
             continue
-        if build.kind in NOT_TIMED_IN_TORCH:
-            variants[build.name] = {"skipped": NOT_TIMED_IN_TORCH[build.kind]}
-            continue
+        engine = ENGINE.get(build.kind, "torch")
         model = load_causal_lm(root / build.artifacts[0].path)
         if build.precision in ("bf16", "fp16"):
             model = model.to(torch.bfloat16 if build.precision == "bf16" else torch.float16)
@@ -138,12 +139,13 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         ]
         points = [cell["point"] for cell in cells]
         variants[build.name] = {
-            "points": {"torch": [point.model_dump() for point in points]},
+            "engine": engine,
+            "points": {engine: [point.model_dump() for point in points]},
             "output_tokens_per_s": {
                 str(p.batch_size): c["output_tokens_per_s"] for p, c in zip(points, cells, strict=True)
             },
             "sla_knees": {
-                name: knee.model_dump() for name, knee in knees_for_engine(points, params.sla_classes, "torch").items()
+                name: knee.model_dump() for name, knee in knees_for_engine(points, params.sla_classes, engine).items()
             },
         }
         print(build.name, [(p.batch_size, p.latency_p50_ms) for p in points])
@@ -154,6 +156,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         "output_tokens": settings.output_tokens,
         "threads": settings.threads,
         "memory_note": MEMORY_NOTE,
+        "engine_notes": ENGINE_NOTES,
         "fingerprint": collect(device).model_dump(),
         "variants": variants,
     }
@@ -168,7 +171,7 @@ def main() -> None:
     report = run_benchmark(params)
     BENCHMARK_JSON.write_text(json.dumps(report, indent=2) + "\n")
     for name, entry in report["variants"].items():
-        for point in entry.get("points", {}).get("torch", []):
+        for point in entry["points"][entry["engine"]]:
             size = point["batch_size"]
             log_llm_stage(
                 params,

@@ -92,8 +92,9 @@ def llm_manifest(params: Params, root: Path = Path("."), run_ids: dict[str, str]
                 )
         timing = benchmark.get("variants", {}).get(build.name, {})
         details = dict(build.details)
-        if "skipped" in timing:
-            details["benchmark_skipped.torch"] = timing["skipped"]
+        note = benchmark.get("engine_notes", {}).get(timing.get("engine"))
+        if note:
+            details[f"benchmark_note.{timing['engine']}"] = note
         entries.append(
             LlmVariantEntry(
                 **build.model_dump(exclude={"details"}),

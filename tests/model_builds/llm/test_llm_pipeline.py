@@ -205,9 +205,11 @@ def test_every_variant_folder_generates_with_transformers(workspace: Workspace) 
         assert out.shape == (1, 6), name
 
 
-def test_benchmark_times_float_variants_and_says_why_int8_is_not(workspace: Workspace) -> None:
+def test_benchmark_times_every_variant_and_files_int8_under_its_reference_engine(workspace: Workspace) -> None:
     report = json.loads((workspace.root / BENCHMARK_JSON).read_text())
-    assert "vLLM" in report["variants"]["lm-int8"]["skipped"]
+    assert report["variants"]["lm-int8"]["engine"] == "torch-w8a8-reference"
+    assert "conservative" in report["engine_notes"]["torch-w8a8-reference"]
+    assert set(report["variants"]["lm-int8"]["sla_knees"]) == {"premium", "standard", "batch"}
     points = report["variants"]["lm-fp32"]["points"]["torch"]
     assert [point["batch_size"] for point in points] == [1, 2]
     assert all(point["throughput_rps"] > 0 and point["iterations"] >= 2 for point in points)
@@ -219,6 +221,7 @@ def test_manifest_llm_section_lets_a_vllm_deployment_resolve_an_llm_variant(work
     assert section is not None and section.baseline == "lm-fp32"
     int8 = section.variant("lm-int8")
     assert int8.precision == "int8" and int8.quality is not None and int8.quality.perplexity_increase is not None
+    assert set(int8.benchmark) == {"torch-w8a8-reference"} and "benchmark_note.torch-w8a8-reference" in int8.details
     classifier = load_manifest(REPO / "tests/fixtures/manifest.json")
     manifest = Manifest.model_validate({**classifier.model_dump(), "llm": section.model_dump()})
     tenants = [tenant.name for tenant in workspace.params.tenants]

@@ -282,7 +282,7 @@ def run_vllm(
     try:
         server = VllmProcess(vllm_settings).start()
     except VllmProcessError as error:
-        reason = f"vLLM did not start: {str(error)[:300]}"
+        reason = f"vLLM did not start: {str(error)[-400:]}"
         return [_row(name, "failed", reason) for name in ("vllm-gateway", "vllm-direct") if name in wanted], None
     try:
         assert server.pid is not None
@@ -301,7 +301,7 @@ def run_vllm(
                         params_file, server.base_url, Path(folder), settings.startup_timeout_s
                     )
                 except ChildServerError as error:
-                    rows.append(_row("vllm-gateway", "failed", f"gateway did not start: {str(error)[:300]}"))
+                    rows.append(_row("vllm-gateway", "failed", f"gateway did not start: {str(error)[-400:]}"))
                 else:
                     try:
                         started_s = time.perf_counter() - began + (server.startup_s or 0.0)

@@ -182,9 +182,16 @@ class VllmBackend:
         return self._client
 
     # ------------------------------------------------------------------ health
-    async def _probe(self, url: str) -> bool:
+    async def _probe(self, url: str) -> bool | None:
+        """True: /health answered 200; False: refused or answered an error; None: no answer in time.
+
+        A probe that times out says the server is busy (vLLM's API server shares the CPU with the engine,
+        and on a saturated box /health can take seconds), not that it is gone: the endpoint keeps its state.
+        A refused connection or an error status takes it out."""
         try:
             response = await self.client.get(f"{url}/health", timeout=min(2.0, self.timeout_s))
+        except httpx.TimeoutException:
+            return None
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -192,11 +199,12 @@ class VllmBackend:
     async def check_health(self) -> int:
         """Probe every endpoint once, update the balancer, return how many are healthy."""
         results = await asyncio.gather(*(self._probe(url) for url in self.base_urls))
-        for url, healthy in zip(self.base_urls, results, strict=True):
+        for url, probed in zip(self.base_urls, results, strict=True):
+            healthy = self.balancer.is_healthy(url) if probed is None else probed
             if healthy != self.balancer.is_healthy(url):
                 log.warning("vLLM endpoint %s is now %s", url, "healthy" if healthy else "unhealthy")
             self.balancer.mark_healthy(url, healthy)
-        return sum(results)
+        return sum(1 for url in self.base_urls if self.balancer.is_healthy(url))
 
     async def _health_loop(self) -> None:
         while True:

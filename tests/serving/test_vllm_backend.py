@@ -154,6 +154,22 @@ async def test_pending_counts_forwarded_requests_per_priority_until_their_first_
         await backend.close()
 
 
+async def test_a_health_probe_that_times_out_keeps_a_busy_endpoint_but_a_refused_one_is_dropped() -> None:
+    upstream = await FakeUpstream("busy").start()
+    backend = VllmBackend([upstream.url], model=SERVED_MODEL, timeout_s=0.3, health_interval_s=60.0)
+    await backend.start()
+    try:
+        upstream.health_hold = asyncio.Event()  # /health now hangs past the 0.3 s probe timeout
+        assert await backend.check_health() == 1 and backend.balancer.is_healthy(upstream.url)
+        response = await backend.forward("/v1/completions", {"prompt": "x"}, priority=1, stream=False)
+        assert response.status_code == 200  # still served: busy is not gone
+        upstream.health_hold.set()
+        await upstream.stop()  # now the connection is refused
+        assert await backend.check_health() == 0 and not backend.balancer.is_healthy(upstream.url)
+    finally:
+        await backend.close()
+
+
 async def test_pending_is_released_when_the_upstream_is_unreachable() -> None:
     closed = FakeUpstream("closed")
     await closed.start()

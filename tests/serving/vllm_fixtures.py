@@ -75,6 +75,7 @@ class FakeUpstream:
     waiting: float = 0.0
     bodies: list[dict] = field(default_factory=list)
     hold: asyncio.Event | None = None  # when set: answers (or a stream's first chunk) wait for the event
+    health_hold: asyncio.Event | None = None  # when set: /health waits for the event (a busy server)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -107,6 +108,8 @@ class FakeUpstream:
             return StreamingResponse(events(), media_type="text/event-stream")
 
         async def health(_request: Request) -> Response:
+            if self.health_hold is not None:
+                await self.health_hold.wait()
             return PlainTextResponse("")
 
         async def metrics(_request: Request) -> Response:

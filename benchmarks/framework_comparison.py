@@ -573,7 +573,7 @@ def markdown(report: dict[str, Any]) -> str:
                     _cell(row["request_throughput_rps"], 2),
                     _cell(row["peak_memory_mb"], 0),
                     _cell(row["cpu_seconds"]),
-                    _cell(row["cost_per_1k_requests_usd"]),
+                    "-" if row["cost_per_1k_requests_usd"] is None else f"{row['cost_per_1k_requests_usd']:.3g}",
                 ]
             )
             + " |"

@@ -128,7 +128,8 @@ def cost(
     deployment: str | None = typer.Option(None, help="tenants_sharing = this deployment's tenant count"),
     out: Path | None = typer.Option(None, help="write the report as JSON"),
 ) -> None:
-    """Per-tenant chargeback: the spec's equal split plus request- and device-time-proportional splits."""
+    """Per-tenant chargeback: the spec's equal split plus request-, device-time- and token-proportional splits
+    (and each tenant's cost per 1k LLM tokens)."""
     from infopt.cost import CostError, chargeback, usage_from_loadgen, usage_from_metrics
     from infopt.params import ParamsError, load_params
 
@@ -179,6 +180,10 @@ def cost(
         f"{report.total_cost:.4g} {report.currency}; {report.tenants_sharing} tenants sharing",
         caption=f"costs in {report.currency}; equal = the spec's split (cost / tenants sharing)",
     )
+    with_tokens = any(row.tokens for row in report.tenants)  # LLM deployments: tokens and cost per 1k tokens
+    if with_tokens:
+        table.add_column("tokens")
+        table.add_column("per 1k tok")
     for column in table.columns[2:]:
         column.justify, column.no_wrap = "right", True
     for row in report.tenants:
@@ -191,6 +196,11 @@ def cost(
             f"{row.equal_split:.3g}",
             f"{row.request_split:.3g}",
             "-" if row.device_time_split is None else f"{row.device_time_split:.3g}",
+            *(
+                [str(row.tokens), "-" if row.cost_per_1k_tokens is None else f"{row.cost_per_1k_tokens:.3g}"]
+                if with_tokens
+                else []
+            ),
         )
     console.print(table)
     if out is not None:

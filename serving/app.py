@@ -602,6 +602,10 @@ def create_app(
                 gateway.metrics.vllm_waiting.labels(gateway.model).set(waiting)
             except (TimeoutError, OSError, GatewayError) as error:
                 log.warning("could not read vLLM's waiting requests: %s", error)
+            # the HPA's metric for a vLLM deployment: per class, forwarded requests without a response byte yet
+            for tenant in gateway.tenancy.tenants:
+                pending = gateway.backend.pending(tenant.priority)
+                gateway.metrics.queue_length.labels(gateway.model, tenant.sla_class).set(pending)
         return Response(gateway.metrics.render(), media_type=gateway.metrics.content_type)
 
     async def openapi(request: Request) -> Response:

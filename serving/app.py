@@ -100,6 +100,12 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
     return max(1, chars // 4 + 4 * pieces)
 
 
+def prompt_rows(payload: dict[str, Any]) -> int:
+    """Generations a completion request asks for: one per prompt of a batched `prompt` list, else one."""
+    prompt = payload.get("prompt")
+    return max(1, len(prompt)) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) else 1
+
+
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, headers=headers, media_type=JSON)
 
@@ -438,6 +444,7 @@ class Gateway:
         if not isinstance(payload, dict):
             raise BadRequest(f"the body must be a JSON object, got {type(payload).__name__}", status=422)
         estimate = estimate_prompt_tokens(payload)
+        self.tenancy.admit_cost(tenant, prompt_rows(payload), estimate, arrival)  # rows/tokens request buckets
         self.tenancy.admit_tokens(tenant, estimate, arrival)
         stream = bool(payload.get("stream"))
         if stream:

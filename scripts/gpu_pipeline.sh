@@ -7,6 +7,8 @@
 # Needs in the tree: data/prepared and artifacts/tokenizer from a local `python -m model_builds.prepare` with
 # `data.max_train` empty (the whole train split), and the wheels of constraints/gpu-carry.txt in .whl/
 # (scripts/gpu_wheels.sh). params.yaml is EDITED IN PLACE: run this on a disposable copy of the repository.
+# On the lent device, a chain left running in the background must run in a copy OUTSIDE the synced tree
+# (cp -a . /tmp/w): the next call re-syncs the tree and would replace params.yaml and untracked outputs.
 #   1. tiny teacher (fp32 only) on the whole train split: train + evaluate          -> OUT/tiny.tgz
 #   2. bert-base: MLM pre-training, fine-tune, every GPU variant, evaluate, benchmark, profile, manifest
 #                                                                                    -> OUT/bert-base.tgz

@@ -168,11 +168,11 @@ def export_two_four(model: Any, ctx: BuildContext, variant: PrunedVariant, detai
     save_classifier(model, ctx.tokenizer, hf_dir)
     (hf_dir / SPARSITY_FILE).write_text(json.dumps({"pattern": "2:4", "modules": capable}, indent=2) + "\n")
     sparse = TorchEngine(hf_dir, device=ctx.device, precision="fp16")
-    dense = model.to(ctx.device)
+    dense_model = model.to(ctx.device)
     ids, mask, _ = next(ctx.split("val").batches(64))
     with torch.inference_mode():
         reference = (
-            dense(input_ids=torch.from_numpy(ids).to(ctx.device), attention_mask=torch.from_numpy(mask).to(ctx.device))
+            dense_model(input_ids=torch.from_numpy(ids).to(ctx.device), attention_mask=torch.from_numpy(mask).to(ctx.device))
             .logits.float()
             .cpu()
             .numpy()

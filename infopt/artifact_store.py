@@ -58,11 +58,18 @@ def _download(url: str, dest: Path, timeout_s: float) -> None:
 
 
 def _safe_extract(archive_path: Path, dest: Path) -> None:
+    root = dest.resolve()
     with tarfile.open(archive_path, "r:gz") as archive:
         for member in archive.getmembers():
             if not (member.isfile() or member.isdir()):
                 raise ArtifactError(f"{archive_path.name}: refusing non-regular member {member.name!r}")
-        archive.extractall(dest, filter="data")
+            target = (root / member.name).resolve()
+            if target != root and root not in target.parents:
+                raise ArtifactError(f"{archive_path.name}: refusing member {member.name!r} outside the folder")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (PEP 706)
+            archive.extractall(dest, filter="data")
+        else:  # e.g. Debian 12's Python 3.11.2: every member was checked above (regular, inside dest)
+            archive.extractall(dest)
 
 
 def fetch(url: str, expected_sha256: str, dest: Path, *, timeout_s: float = 300.0) -> Path:

@@ -35,6 +35,7 @@ def build_command(
         True, help="install from build/wheelhouse/<image> filled by this host's pip (the build stays offline)"
     ),
     force: bool = typer.Option(False, help="rebuild even when an image with the same content tag exists"),
+    prune: bool = typer.Option(False, help="remove older content tags of the images built"),
     report: Path | None = typer.Option(None, help="write sizes and build times as JSON (with the fingerprint)"),
 ) -> None:
     """Build the images and tag each by the sha256 of what its build reads; prints the references."""
@@ -46,6 +47,7 @@ def build_command(
         build_base,
         build_image,
         load_average,
+        stale_refs,
     )
 
     unknown = [name for name in image if name not in IMAGES]
@@ -82,13 +84,18 @@ def build_command(
         for spec in plan.images:
             console.print(f"{spec.name}: building (log: build/images/{spec.name}.log)")
             built.append(build_image(plan, spec))
+            if prune:
+                stale = stale_refs(container_engine, spec.name, built[-1].ref)
+                container_engine.remove(stale)
+                for ref in stale:
+                    console.print(f"removed {ref}")
     except ImageBuildError as error:
         console.print(f"[red]{error}[/red]", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
 
     table = Table(title=f"serving images ({container_engine.command})")
     for column in ("image", "reference", "MB", "build s", "wheelhouse MB"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for item in built:
         table.add_row(
             item.name,

@@ -398,6 +398,12 @@ def build_image(plan: BuildPlan, spec: ImageSpec) -> BuiltImage:
     )
 
 
+def stale_refs(engine: ContainerEngine, name: str, keep: str) -> list[str]:
+    """Other content tags of `localhost/infopt/<name>` (older builds) than `keep`."""
+    listed = engine.run("images", "--format", "{{.Repository}}:{{.Tag}}", f"{REPOSITORY}/{name}").split()
+    return sorted(ref for ref in listed if ref != keep and ref.startswith(f"{REPOSITORY}/{name}:src-"))
+
+
 def build_all(plan: BuildPlan) -> list[BuiltImage]:
     return [build_image(plan, spec) for spec in plan.images]
 

@@ -15,8 +15,9 @@ one machine without a cluster or a registry needs, and each change is listed her
   kubelet runs each init container to completion once). With `Never`, a failed init container leaves the
   pod failed where a cluster would retry it with back-off: the same outcome for an artifact whose hash
   does not match, and a stopped container stays stopped for inspection;
-- names: a suffix on each Deployment and ConfigMap (podman keeps a ConfigMap as a named volume), so runs
-  side by side on one machine do not collide.
+- names: a suffix on each Deployment and ConfigMap, and each emptyDir named after its pod (podman 4.3
+  keeps a ConfigMap or an emptyDir as a volume of that name, so two pods' `models` emptyDirs would be
+  one volume), so pods and runs side by side on one machine do not share or collide.
 
 What podman does not do: Services, HorizontalPodAutoscalers, PodDisruptionBudgets, NetworkPolicies,
 ResourceQuotas, LimitRanges, RBAC, PriorityClasses and ServiceMonitors are not run; they stay proven by the
@@ -172,6 +173,17 @@ def _localize_pod(spec: dict[str, Any], loc: Localization) -> dict[str, int]:
     return ports
 
 
+def _own_empty_dirs(spec: dict[str, Any], pod_name: str) -> None:
+    """podman 4.3 keeps an emptyDir as a volume named after it, so every pod's `models` emptyDir would be
+    one shared volume: name each after its pod."""
+    renamed = {}
+    for volume in spec.get("volumes", []):
+        if "emptyDir" in volume:
+            renamed[volume["name"]] = volume["name"] = f"{pod_name}-{volume['name']}"
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        for mount in container.get("volumeMounts", []):
+            mount["name"] = renamed.get(mount["name"], mount["name"])
+
 
 def localize(documents: Iterable[Mapping[str, Any]], loc: Localization) -> list[LocalPod]:
     """The plan's Deployments, each with the ConfigMaps it mounts, adapted to run here."""
@@ -184,6 +196,7 @@ def localize(documents: Iterable[Mapping[str, Any]], loc: Localization) -> list[
         doc["metadata"]["name"] = f"{planned}{loc.suffix}"
         spec = doc["spec"]["template"]["spec"]
         ports = _localize_pod(spec, loc)
+        _own_empty_dirs(spec, doc["metadata"]["name"])
         described = copy.deepcopy(spec)
         mounted = []
         for volume in spec.get("volumes", []):
@@ -274,18 +287,23 @@ def play(pod: LocalPod, folder: Path) -> None:
 
 
 def down(pod: LocalPod) -> None:
-    """Remove the pod, its containers with their anonymous volumes (emptyDirs, the images' VOLUMEs; podman
-    4.3's `pod rm` leaves those behind), and its ConfigMap volumes."""
+    """Remove the pod, its containers with any anonymous volumes, and the volumes podman created by name
+    for its ConfigMaps and emptyDirs (podman 4.3's `pod rm` leaves all of those behind)."""
     name = pod.pod or _pod_name(pod)
     if name:
         listed = _podman("ps", "--all", "--filter", f"pod={name}", "--format", "{{.ID}}", check=False).stdout.split()
         if listed:
             _podman("rm", "--force", "--volumes", *listed, check=False)
         _podman("pod", "rm", "--force", name, check=False)
-    for doc in pod.documents:
-        volume = doc["metadata"]["name"]
-        if doc["kind"] == "ConfigMap" and _podman("volume", "exists", volume, check=False).returncode == 0:
+    for volume in _named_volumes(pod):
+        if _podman("volume", "exists", volume, check=False).returncode == 0:
             _podman("volume", "rm", "--force", volume, check=False)
+
+
+def _named_volumes(pod: LocalPod) -> list[str]:
+    """The volumes podman creates by name for a pod: one per ConfigMap and one per emptyDir."""
+    config_maps = [doc["metadata"]["name"] for doc in pod.documents if doc["kind"] == "ConfigMap"]
+    return [*config_maps, *(v["name"] for v in pod.spec.get("volumes", []) if "emptyDir" in v)]
 
 
 def init_failed(pod: LocalPod, name: str) -> bool:
@@ -330,3 +348,20 @@ def kube_play(pods: list[LocalPod], folder: Path) -> Iterator[list[LocalPod]]:
     finally:
         for pod in pods:
             down(pod)
+
+
+def run_flags(security_context: Mapping[str, Any]) -> list[str]:
+    """`podman run` flags that enforce a container securityContext of the plan, for containers run
+    outside `kube play` (the vLLM pairing test): user, read-only root, capabilities, privilege escalation."""
+    flags: list[str] = []
+    if "runAsUser" in security_context:
+        group = security_context.get("runAsGroup", security_context["runAsUser"])
+        flags.append(f"--user={security_context['runAsUser']}:{group}")
+    if security_context.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    flags += [f"--cap-drop={cap}" for cap in security_context.get("capabilities", {}).get("drop", [])]
+    if security_context.get("allowPrivilegeEscalation") is False:
+        flags.append("--security-opt=no-new-privileges")
+    if security_context.get("privileged"):
+        raise KubePlayError("refusing to run a privileged container")
+    return flags

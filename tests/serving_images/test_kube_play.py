@@ -139,6 +139,7 @@ def test_gateway_runs_non_root_read_only_without_capabilities_within_its_limits(
     assert fields["Uid"].split()[:2] == ["10001", "10001"] and fields["Gid"].split()[0] == "10001"
     assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0 and int(fields["CapBnd"], 16) == 0
     assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Seccomp"].strip() == "2"  # a seccomp filter is active (the plan asks for RuntimeDefault)
     refused = _exec(name, "touch", "/opt/infopt/written")
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
     assert _exec(name, "touch", "/tmp/written").returncode == 0  # the planned /tmp emptyDir

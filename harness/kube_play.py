@@ -32,7 +32,6 @@ import copy
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,6 +43,8 @@ from typing import Any
 import httpx
 from ruamel.yaml import YAML
 
+from harness.child_server import free_port
+
 PODMAN_TIMEOUT_S = 180  # kube play / down / inspect on a loaded machine
 FETCH_CONTAINER = "fetch-artifact"  # infra/serving_deployment.py's init container
 GATEWAY_CONTAINER = "gateway"
@@ -52,12 +53,6 @@ LOOPBACK = "127.0.0.1"
 
 class KubePlayError(RuntimeError):
     """A pod did not start as planned; the message names the pod, the container and its log tail."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
-from harness.kube_play import free_port, logs, run_flags
+from harness.child_server import free_port
+from harness.kube_play import logs, run_flags
 from infopt.params import Deployment, load_params
 from infra.serving_deployment import CONTAINER_SECURITY, POD_SECURITY
 from model_builds.tiny_llama import build_tiny_llama

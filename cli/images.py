@@ -84,11 +84,6 @@ def build_command(
         for spec in plan.images:
             console.print(f"{spec.name}: building (log: build/images/{spec.name}.log)")
             built.append(build_image(plan, spec))
-            if prune:
-                stale = stale_refs(container_engine, spec.name, built[-1].ref)
-                container_engine.remove(stale)
-                for ref in stale:
-                    console.print(f"removed {ref}")
     except ImageBuildError as error:
         console.print(f"[red]{error}[/red]", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
@@ -123,3 +118,13 @@ def build_command(
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(document, indent=2) + "\n")
         console.print(f"report: {report}")
+    if prune:  # after the report: removing old images is not part of the build
+        try:
+            for item in built:
+                stale = stale_refs(container_engine, item.name, item.ref)
+                container_engine.remove(stale)
+                for ref in stale:
+                    console.print(f"removed {ref}")
+        except ImageBuildError as error:
+            console.print(f"[red]{error}[/red]", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None

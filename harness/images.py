@@ -184,8 +184,8 @@ class ContainerEngine:
 
     def remove(self, refs: Iterable[str]) -> None:
         refs = list(refs)
-        if refs:
-            self.run("image", "rm", *refs)
+        if refs:  # deleting GBs of layers takes minutes on a loaded machine
+            self.run("image", "rm", *refs, timeout_s=BUILD_TIMEOUT_S)
 
 
 # ----------------------------------------------------------------------------- content tags

@@ -44,6 +44,7 @@ def build_command(
         BuildPlan,
         ContainerEngine,
         ImageBuildError,
+        base_ref,
         build_base,
         build_image,
         load_average,
@@ -62,8 +63,10 @@ def build_command(
     try:
         container_engine = ContainerEngine.detect(engine)
         base: dict[str, object] | None = None
+        replaced: str | None = None  # the local base that --force replaces
         if local_base:
             base_started = time.monotonic()
+            replaced = container_engine.image_id(base_ref()) if force and container_engine.exists(base_ref()) else None
             base_image, base_built = build_base(container_engine, force=force)
             base = {
                 "ref": base_image,
@@ -125,6 +128,9 @@ def build_command(
                 container_engine.remove(stale)
                 for ref in stale:
                     console.print(f"removed {ref}")
+            if replaced and base is not None and replaced != base["id"]:
+                container_engine.remove([replaced])  # the base --force replaced, now used by no image
+                console.print(f"removed the replaced base {replaced[:12]}")
         except ImageBuildError as error:
             console.print(f"[red]{error}[/red]", soft_wrap=True, highlight=False)
             raise typer.Exit(1) from None

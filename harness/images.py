@@ -396,6 +396,9 @@ def build_image(plan: BuildPlan, spec: ImageSpec) -> BuiltImage:
         started = time.monotonic()
         plan.engine.build(spec, ref, build_args, plan.root, plan.root / LOG_DIR / f"{spec.name}.log")
         build_s, built = round(time.monotonic() - started, 1), True
+        if resolve_ref(plan, spec)[0] != ref:  # the build reads the live tree: the tag must still be true
+            plan.engine.remove([ref])
+            raise ImageBuildError(f"{spec.name}: its sources changed while it was being built; build it again")
     wheelhouse = plan.root / spec.wheelhouse
     return BuiltImage(
         name=spec.name,

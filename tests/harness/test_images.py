@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,12 @@ from harness.images import (
     GATEWAY_ONNXRUNTIME,
     IMAGES,
     VLLM_CPU,
+    BuildPlan,
     ContainerEngine,
     ImageBuildError,
+    ImageSpec,
     base_ref,
+    build_image,
     content_digest,
     default_base,
     image_ref,
@@ -92,3 +97,32 @@ def test_engine_detection_names_what_is_missing(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ImageBuildError, match="'nerdctl' is not 'podman' or 'docker'"):
         ContainerEngine.detect("nerdctl")
     assert set(IMAGES) == {"gateway-onnxruntime", "gateway-vllm", "vllm-cpu"}
+
+
+@dataclass(frozen=True)
+class FakeEngine(ContainerEngine):
+    """Answers like an engine that has only the base image; its build edits a source file mid-build."""
+
+    tree: Path = Path()
+    removed: list[str] = field(default_factory=list)
+
+    def exists(self, ref: str) -> bool:
+        return ref == "b:1"
+
+    def image_id(self, ref: str) -> str:
+        return "sha256:base"
+
+    def build(self, spec: ImageSpec, ref: str, build_args: Mapping[str, str], root: Path, log: Path) -> None:
+        app = self.tree / "serving" / "app.py"
+        app.write_text(app.read_text() + "\n# edited during the build\n")
+
+    def remove(self, refs: Iterable[str]) -> None:
+        self.removed.extend(refs)
+
+
+def test_an_image_whose_sources_change_during_its_build_is_removed_not_tagged(tree: Path) -> None:
+    engine = FakeEngine("fake", tree=tree)
+    plan = BuildPlan(engine=engine, base_image="b:1", images=(GATEWAY_ONNXRUNTIME,), root=tree, use_wheelhouse=False)
+    with pytest.raises(ImageBuildError, match="gateway-onnxruntime: its sources changed while it was being built"):
+        build_image(plan, GATEWAY_ONNXRUNTIME)
+    assert len(engine.removed) == 1 and engine.removed[0].startswith("localhost/infopt/gateway-onnxruntime:src-")

@@ -17,10 +17,19 @@ one machine without a cluster or a registry needs, and each change is listed her
   does not match, and a stopped container stays stopped for inspection;
 - names: a suffix on each Deployment and ConfigMap, and each emptyDir named after its pod (podman 4.3
   keeps a ConfigMap or an emptyDir as a volume of that name, so two pods' `models` emptyDirs would be
-  one volume), so pods and runs side by side on one machine do not share or collide.
+  one volume), so pods and runs side by side on one machine do not share or collide;
+- the config volume: the plan mounts /etc/infopt as a `projected` volume of the deployment's Secret
+  (params.yaml, with the tenants' API-key hashes) and its ConfigMap (manifest.json). podman 4.3 supports
+  neither projected nor secret volumes (only hostPath, configMap, emptyDir and persistentVolumeClaim), so
+  the files the projected volume would show, under the same paths, are played as one ConfigMap named
+  after the pod and the volume, mounted at the same mountPath, read-only as planned. The Secret itself is
+  not played (podman would turn it into a podman secret that `kube down` leaves behind). Who may read
+  the Secret through the API (RBAC) is a cluster matter in any case.
 
 What podman does not do: Services, HorizontalPodAutoscalers, PodDisruptionBudgets, NetworkPolicies,
-ResourceQuotas, LimitRanges, RBAC, PriorityClasses and ServiceMonitors are not run; they stay proven by the
+ResourceQuotas, LimitRanges, RBAC, ServiceAccounts (the pod's `serviceAccountName` and its workload-identity
+annotation have no meaning here: the local artifact server needs no credentials), PriorityClasses,
+topology spread constraints and ServiceMonitors are not run; they stay proven by the
 strict schema validation and the policy pack of `infopt infra plan`. Podman turns a livenessProbe into a
 healthcheck that runs `curl` inside the container on a systemd timer and does not act on readiness
 probes, so the runner performs the planned httpGet probes itself, from the host, as the kubelet does.
@@ -28,6 +37,8 @@ probes, so the runner performs the planned httpGet probes itself, from the host,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import json
 import re
@@ -60,7 +71,7 @@ class Localization:
     """How planned pods are adapted to run on this machine (see the module docstring)."""
 
     images: Mapping[str, str]  # planned image reference -> local image reference
-    artifact_base_url: str  # the stack's artifactBaseUrl, as the plan's init containers name it
+    artifact_base_url: str  # the stack's artifactStore.baseUrl, as the plan's init containers name it
     local_artifact_url: str  # the local artifact server's base URL
     suffix: str = ""  # appended to each Deployment's name
     port: Callable[[], int] = free_port
@@ -68,7 +79,7 @@ class Localization:
 
 @dataclass
 class LocalPod:
-    """One localized Deployment (with the ConfigMaps it mounts), played on its own like a Deployment in a
+    """One localized Deployment (with the ConfigMaps it mounts, its config volume among them), played on its own like a Deployment in a
     cluster: one pod failing to start does not keep the others from starting."""
 
     deployment: str  # the planned Deployment's name
@@ -94,21 +105,73 @@ class LocalPod:
         raise KeyError(f"pod {self.name} has no container {name!r}")
 
 
+def _volume_sources(volume: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """A volume's ConfigMap and Secret sources as (kind, source): one for a configMap or secret volume,
+    each of a projected volume's, none for any other."""
+    if "configMap" in volume:
+        return [("ConfigMap", volume["configMap"])]
+    if "secret" in volume:
+        return [("Secret", {**volume["secret"], "name": volume["secret"]["secretName"]})]
+    if "projected" in volume:
+        kinds = {"configMap": "ConfigMap", "secret": "Secret"}
+        found = []
+        for source in volume["projected"].get("sources", []):
+            keys = sorted(source)
+            if len(keys) != 1 or keys[0] not in kinds:
+                raise KubePlayError(f"volume {volume['name']}: projected source {keys} is not a configMap or secret")
+            found.append((kinds[keys[0]], source[keys[0]]))
+        return found
+    return []
+
+
 def serving_documents(documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The planned Deployments and the ConfigMaps their pods mount, in plan order."""
-    documents = [dict(doc) for doc in documents]
+    """The planned Deployments and the ConfigMaps and Secrets their pods mount, in plan order."""
+    documents = [dict(doc) for doc in documents if "kind" in doc]  # a Helm release's arguments have none
     deployments = [doc for doc in documents if doc["kind"] == "Deployment"]
     mounted = {
-        volume["configMap"]["name"]
+        (kind, source["name"])
         for doc in deployments
         for volume in doc["spec"]["template"]["spec"].get("volumes", [])
-        if "configMap" in volume
+        for kind, source in _volume_sources(volume)
     }
     return [
-        doc
-        for doc in documents
-        if doc["kind"] == "Deployment" or (doc["kind"] == "ConfigMap" and doc["metadata"]["name"] in mounted)
+        doc for doc in documents if doc["kind"] == "Deployment" or (doc["kind"], doc["metadata"].get("name")) in mounted
     ]
+
+
+def _object_files(doc: Mapping[str, Any]) -> dict[str, str]:
+    """key -> text of a ConfigMap (data) or a Secret (stringData, and data decoded from base64)."""
+    files = {str(key): str(value) for key, value in (doc.get("data") or {}).items()}
+    if doc["kind"] == "Secret":
+        try:
+            files = {key: base64.b64decode(value, validate=True).decode() for key, value in files.items()}
+        except (binascii.Error, UnicodeDecodeError) as error:
+            raise KubePlayError(f"Secret {doc['metadata']['name']}: data is not base64 of text ({error})") from None
+        files.update({str(key): str(value) for key, value in (doc.get("stringData") or {}).items()})
+    return files
+
+
+def _config_map_of(
+    volume: Mapping[str, Any], objects: Mapping[tuple[str, str], Mapping[str, Any]], name: str
+) -> dict[str, Any]:
+    """One ConfigMap holding the files a secret or projected volume shows, keyed by their paths."""
+    data: dict[str, str] = {}
+    for kind, source in _volume_sources(volume):
+        key = (kind, source["name"])
+        if key not in objects:
+            raise KubePlayError(f"volume {volume['name']}: the plan has no {kind} {source['name']!r}")
+        files = _object_files(objects[key])
+        items = source.get("items") or [{"key": k, "path": k} for k in files]
+        for item in items:
+            if item["key"] not in files:
+                raise KubePlayError(f"volume {volume['name']}: {kind} {source['name']} has no key {item['key']!r}")
+            if "/" in item["path"] or item["path"] in data:
+                raise KubePlayError(
+                    f"volume {volume['name']}: path {item['path']!r} is nested or given twice; one ConfigMap "
+                    "cannot show it"
+                )
+            data[item["path"]] = files[item["key"]]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
 
 
 def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
@@ -183,7 +246,7 @@ def _own_empty_dirs(spec: dict[str, Any], pod_name: str) -> None:
 def localize(documents: Iterable[Mapping[str, Any]], loc: Localization) -> list[LocalPod]:
     """The plan's Deployments, each with the ConfigMaps it mounts, adapted to run here."""
     served = serving_documents(documents)
-    config_maps = {doc["metadata"]["name"]: doc for doc in served if doc["kind"] == "ConfigMap"}
+    objects = {(doc["kind"], doc["metadata"]["name"]): doc for doc in served if doc["kind"] != "Deployment"}
     pods: list[LocalPod] = []
     for planned_doc in (doc for doc in served if doc["kind"] == "Deployment"):
         doc = copy.deepcopy(planned_doc)
@@ -194,12 +257,16 @@ def localize(documents: Iterable[Mapping[str, Any]], loc: Localization) -> list[
         _own_empty_dirs(spec, doc["metadata"]["name"])
         described = copy.deepcopy(spec)
         mounted = []
-        for volume in spec.get("volumes", []):
+        for index, volume in enumerate(spec.get("volumes", [])):
             if "configMap" in volume:
-                config_map = copy.deepcopy(config_maps[volume["configMap"]["name"]])
+                config_map = copy.deepcopy(dict(objects[("ConfigMap", volume["configMap"]["name"])]))
                 # podman keeps a ConfigMap as a named volume of its name: suffixed like the Deployment.
                 config_map["metadata"]["name"] += loc.suffix
                 volume["configMap"]["name"] = config_map["metadata"]["name"]
+                mounted.append(config_map)
+            elif "secret" in volume or "projected" in volume:
+                config_map = _config_map_of(volume, objects, f"{doc['metadata']['name']}-{volume['name']}")
+                spec["volumes"][index] = {"name": volume["name"], "configMap": {"name": config_map["metadata"]["name"]}}
                 mounted.append(config_map)
         for container in spec["containers"]:
             # podman 4.3 turns every containerPort into a port mapping, which a host-network pod cannot

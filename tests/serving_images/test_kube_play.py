@@ -3,8 +3,9 @@
 The plan is `infra.plan.plan` for stack dev with the project's params.yaml and a manifest whose
 int8-dynamic ONNX artifact is a tiny real model (tests/serving/gateway_kit.py), packed as
 `<sha256>.tar.gz` and served by a local artifact server. harness/kube_play.py lists the only changes made
-to the planned objects (images, artifact URL, loopback ports, names, restart policy); everything else -
-init container, args, securityContext, resources, ConfigMap, emptyDirs, probes - runs as planned.
+to the planned objects (images, artifact URL, loopback ports, names, restart policy, the projected config
+volume played as one ConfigMap); everything else - init container, args, env, securityContext, resources,
+emptyDirs, probes - runs as planned.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from harness.kube_play import (
     container_state,
     logs,
     probe,
+    serving_documents,
     wait_ready,
 )
 from harness.stack_run import StackRun, local_images_needed, planned_images, run_stack
@@ -70,7 +72,7 @@ def dev_plan(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> DevP
     manifest_path = folder / "manifest.json"
     manifest = tiny_manifest(tiny_model, manifest_path)
     stack = load_stack_config(stack_file("dev", ROOT / "stacks"))
-    result = plan(load_params(ROOT / "params.yaml"), manifest, manifest_path, stack, "dev")
+    result = plan(load_params(ROOT / "params.yaml"), manifest, stack, "dev")
     assert result.ok, (result.schema_errors, result.violations)
     bundles = folder / "bundles"
     pack(tiny_model, bundles)
@@ -83,7 +85,7 @@ def dev_stack(
 ) -> Iterator[StackRun]:
     with run_stack(
         dev_plan.documents,
-        artifact_base_url=dev_plan.stack.artifact_base_url,
+        artifact_base_url=dev_plan.stack.artifact_store.base_url,
         images=dev_plan.images(session_images),
         bundles=dev_plan.bundles,
         folder=tmp_path_factory.mktemp("kube-play"),
@@ -97,14 +99,22 @@ def _exec(container: str, *command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", "exec", container, *command], capture_output=True, text=True, timeout=60)
 
 
-def test_every_planned_deployment_runs_with_its_init_container_and_configmap(dev_stack: StackRun) -> None:
+def test_every_planned_deployment_runs_with_its_init_container_and_config(
+    dev_stack: StackRun, dev_plan: DevPlan
+) -> None:
     assert sorted(pod.deployment for pod in dev_stack.pods) == ["textcls-premium", "textcls-shared"]
+    planned = {(doc["kind"], doc["metadata"]["name"]): doc for doc in serving_documents(dev_plan.documents)}
     for pod in dev_stack.pods:
         assert [c["name"] for c in pod.spec["initContainers"]] == ["fetch-artifact"]
         assert container_state(pod.container(GATEWAY_CONTAINER))["Status"] == "running"
-        # The scoped params of the ConfigMap: this deployment and only its tenants.
-        params = _exec(pod.container(GATEWAY_CONTAINER), "cat", "/etc/infopt/params.yaml").stdout
+        # /etc/infopt shows the planned Secret's params.yaml (this deployment and only its tenants) and the
+        # planned ConfigMap's manifest.json, byte for byte.
+        gateway = pod.container(GATEWAY_CONTAINER)
+        params = _exec(gateway, "cat", "/etc/infopt/params.yaml").stdout
+        assert params == planned[("Secret", f"{pod.deployment}-params")]["stringData"]["params.yaml"]
         assert f"name: {pod.deployment}" in params
+        manifest = _exec(gateway, "cat", "/etc/infopt/manifest.json").stdout
+        assert manifest == planned[("ConfigMap", f"{pod.deployment}-config")]["data"]["manifest.json"]
 
 
 def test_init_container_fetched_the_bundle_and_the_gateway_serves_the_verified_tree(
@@ -121,6 +131,89 @@ def test_init_container_fetched_the_bundle_and_the_gateway_serves_the_verified_t
         assert model_dir == f"/models/{VARIANT}"
         code = f"from infopt.hashing import tree_sha256; print(tree_sha256({model_dir!r}))"
         assert _exec(pod.container(GATEWAY_CONTAINER), "python", "-c", code).stdout.strip() == dev_plan.sha256
+
+
+def _fetch_in_pod(
+    pod_container: str, env: dict[str, str], url: str, sha256: str, dest: str
+) -> subprocess.CompletedProcess[str]:
+    """`infopt artifact fetch` as the init container runs it (same image, user, read-only root, /tmp
+    emptyDir), inside the running gateway container of a pod on the host network."""
+    flags = [f"--env={key}={value}" for key, value in env.items()]
+    command = ["podman", "exec", *flags, pod_container, "infopt", "artifact", "fetch", "--url", url]
+    command += ["--sha256", sha256, "--dest", dest, "--timeout-s", "60"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+def _tree_in_pod(pod_container: str, folder: str) -> str:
+    code = f"from infopt.hashing import tree_sha256; print(tree_sha256({folder!r}))"
+    return _exec(pod_container, "python", "-c", code).stdout.strip()
+
+
+def test_the_image_fetches_from_s3_with_boto3(dev_stack: StackRun, dev_plan: DevPlan) -> None:
+    """The eks stacks' store: an s3:// bundle read with boto3 inside the image (moto's S3 API server on
+    127.0.0.1 stands in for the bucket; the region/endpoint variables are the ones infra sets)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "eu-west-1",
+            "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}",
+        }
+        client = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+            region_name="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        client.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        bundle = dev_plan.bundles / f"{dev_plan.sha256}.tar.gz"
+        client.upload_file(str(bundle), "models", f"artifacts/{bundle.name}")
+        client.put_object(Bucket="models", Key="artifacts/other.tar.gz", Body=bundle.read_bytes())
+        gateway = dev_stack.pod("textcls-premium").container(GATEWAY_CONTAINER)
+        fetched = _fetch_in_pod(gateway, env, f"s3://models/artifacts/{bundle.name}", dev_plan.sha256, "/tmp/s3/m")
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert _tree_in_pod(gateway, "/tmp/s3/m") == dev_plan.sha256
+        refused = _fetch_in_pod(gateway, env, "s3://models/artifacts/other.tar.gz", "0" * 64, "/tmp/s3/x")
+        assert refused.returncode == 1 and "does not match the manifest" in " ".join(refused.stdout.split())
+        missing = _fetch_in_pod(gateway, env, "s3://models/artifacts/none.tar.gz", dev_plan.sha256, "/tmp/s3/y")
+        assert missing.returncode == 1 and "S3 error 404" in " ".join(missing.stdout.split())
+    finally:
+        server.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Please install grpcio-status:ImportWarning")  # api_core's optional extra
+def test_the_image_fetches_from_gcs_with_google_cloud_storage(
+    dev_stack: StackRun, dev_plan: DevPlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gke stacks' store: a gs:// bundle read with google-cloud-storage inside the image
+    (gcp-storage-emulator's GCS JSON API on 127.0.0.1 stands in for the bucket)."""
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage
+
+    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket="models")
+    server.start()
+    try:
+        port = server._api._httpd.server_address[1]  # the emulator binds port 0 and keeps the socket here
+        endpoint = f"http://127.0.0.1:{port}"
+        bundle = dev_plan.bundles / f"{dev_plan.sha256}.tar.gz"
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        storage.Client().bucket("models").blob(f"artifacts/{bundle.name}").upload_from_filename(str(bundle))
+        gateway = dev_stack.pod("textcls-premium").container(GATEWAY_CONTAINER)
+        env = {"STORAGE_EMULATOR_HOST": endpoint}
+        fetched = _fetch_in_pod(gateway, env, f"gs://models/artifacts/{bundle.name}", dev_plan.sha256, "/tmp/gs/m")
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert _tree_in_pod(gateway, "/tmp/gs/m") == dev_plan.sha256
+        missing = _fetch_in_pod(gateway, env, "gs://models/artifacts/none.tar.gz", dev_plan.sha256, "/tmp/gs/y")
+        assert missing.returncode == 1 and "GCS error" in " ".join(missing.stdout.split())
+    finally:
+        server.stop()
 
 
 def test_planned_probes_pass(dev_stack: StackRun) -> None:
@@ -145,7 +238,7 @@ def test_gateway_runs_non_root_read_only_without_capabilities_within_its_limits(
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
     assert _exec(name, "touch", "/tmp/written").returncode == 0  # the planned /tmp emptyDir
     config = _exec(name, "touch", "/etc/infopt/written")
-    assert config.returncode != 0 and "Read-only file system" in config.stderr  # the ConfigMap, read-only
+    assert config.returncode != 0 and "Read-only file system" in config.stderr  # the config volume, read-only
     host = container_inspect(name)["HostConfig"]
     assert host["ReadonlyRootfs"] is True
     limits = planned["resources"]["limits"]
@@ -164,7 +257,7 @@ def test_each_pod_answers_its_own_tenants_only(dev_stack: StackRun) -> None:
             httpx.post(f"{shared.gateway_url}/v1/classify", json=body, headers=_key(tenant), timeout=30).status_code
             == 200
         )
-    # The shared pod's ConfigMap holds only globex's and initech's key hashes.
+    # The shared pod's params (its Secret) hold only globex's and initech's key hashes.
     assert (
         httpx.post(f"{shared.gateway_url}/v1/classify", json=body, headers=_key("acme"), timeout=30).status_code == 401
     )
@@ -274,11 +367,13 @@ def test_a_tampered_artifact_keeps_the_pod_from_starting(
     bundles.mkdir()
     pack(tampered, tmp_path).rename(bundles / f"{dev_plan.sha256}.tar.gz")
     premium = [
-        doc for doc in dev_plan.documents if doc["metadata"]["name"] in ("textcls-premium", "textcls-premium-config")
+        doc
+        for doc in serving_documents(dev_plan.documents)
+        if doc["metadata"]["name"] in ("textcls-premium", "textcls-premium-params", "textcls-premium-config")
     ]
     with run_stack(
         premium,
-        artifact_base_url=dev_plan.stack.artifact_base_url,
+        artifact_base_url=dev_plan.stack.artifact_store.base_url,
         images=dev_plan.images(session_images),
         bundles=bundles,
         folder=tmp_path / "kube-play",

@@ -4,7 +4,7 @@ Both containers run with the plan's container securityContext (non-root 10001, r
 system, every capability dropped, no privilege escalation: `run_flags`) on the host network, bound to
 127.0.0.1, as the two containers of an `engine: vllm` pod: the gateway forwards to vLLM's loopback port.
 The model folder is mounted read-only where the pod's init container would unpack it (/models/<variant>);
-/dev/shm gets 1 GiB, which vLLM's engine needs (the pod's own /dev/shm volume is issue #11's).
+/dev/shm gets the size the dev stack plans for a vLLM pod's memory-backed /dev/shm (`vllmShmSize`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from ruamel.yaml import YAML
 from harness.child_server import free_port
 from harness.kube_play import logs, run_flags
 from infopt.params import Deployment, load_params
+from infopt.quantity import parse_quantity
 from infra.serving_deployment import CONTAINER_SECURITY, POD_SECURITY
+from infra.stack_config import load_stack_config, stack_file
 from model_builds.tiny_llama import build_tiny_llama
 from tests.serving_images.conftest import SessionImages
 
@@ -86,11 +88,12 @@ def pair(session_images: SessionImages, tmp_path_factory: pytest.TempPathFactory
     vllm, gateway = f"infopt-test-vllm-{suffix}", f"infopt-test-gateway-vllm-{suffix}"
     vllm_port, gateway_port = free_port(), free_port()
     security = run_flags({**POD_SECURITY, **CONTAINER_SECURITY})
+    shm_bytes = int(parse_quantity(load_stack_config(stack_file("dev", ROOT / "stacks")).vllm_shm_size))
     common = ["podman", "run", "--detach", "--network=host", *security]
     try:
         subprocess.run(
             [
-                *common, "--name", vllm, "--shm-size=1g", "--env=VLLM_CPU_KVCACHE_SPACE=1",
+                *common, "--name", vllm, f"--shm-size={shm_bytes}", "--env=VLLM_CPU_KVCACHE_SPACE=1",
                 f"--volume={model}:/models/{SERVED_MODEL}:ro", vllm_image,
                 # the pod's vllm args (infra/serving_deployment.py) plus loopback and the CPU-test settings
                 "--model", f"/models/{SERVED_MODEL}", "--served-model-name", SERVED_MODEL,

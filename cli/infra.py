@@ -61,8 +61,10 @@ def plan_command(
         f"schema (strict, {result.kubernetes_version}): {len(result.resources) - skipped} validated, "
         f"{skipped} custom resources without a bundled schema, {len(result.schema_errors)} errors"
     )
-    for error in result.schema_errors:
-        console.print(f"[red]schema: {error['resource']} {error['path']}: {error['message']}[/red]", soft_wrap=True)
+    for failure in result.schema_errors:
+        console.print(
+            f"[red]schema: {failure['resource']} {failure['path']}: {failure['message']}[/red]", soft_wrap=True
+        )
     if result.violations:
         console.print(f"[red]{len(result.violations)} MANDATORY policy violation(s):[/red]")
         for item in result.violations:  # one unwrapped line each, so names stay greppable

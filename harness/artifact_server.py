@@ -9,6 +9,7 @@ is recorded so a test can assert what the pods fetched.
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,7 +58,7 @@ class ArtifactServer:
         server = self
 
         class Handler(SimpleHTTPRequestHandler):
-            def list_directory(self, path: str | Path) -> Any:
+            def list_directory(self, path: str | os.PathLike[str]) -> Any:
                 self.send_error(HTTPStatus.NOT_FOUND, "no listings")
                 return None
 

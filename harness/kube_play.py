@@ -126,8 +126,8 @@ def _volume_sources(volume: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
 
 def serving_documents(documents: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The planned Deployments and the ConfigMaps and Secrets their pods mount, in plan order."""
-    documents = [dict(doc) for doc in documents if "kind" in doc]  # a Helm release's arguments have none
-    deployments = [doc for doc in documents if doc["kind"] == "Deployment"]
+    objects = [dict(doc) for doc in documents if "kind" in doc]  # a Helm release's arguments have none
+    deployments = [doc for doc in objects if doc["kind"] == "Deployment"]
     mounted = {
         (kind, source["name"])
         for doc in deployments
@@ -135,7 +135,7 @@ def serving_documents(documents: Iterable[Mapping[str, Any]]) -> list[dict[str, 
         for kind, source in _volume_sources(volume)
     }
     return [
-        doc for doc in documents if doc["kind"] == "Deployment" or (doc["kind"], doc["metadata"].get("name")) in mounted
+        doc for doc in objects if doc["kind"] == "Deployment" or (doc["kind"], doc["metadata"].get("name")) in mounted
     ]
 
 

@@ -7,7 +7,7 @@ says what is adapted to run here and what podman does not enforce.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +96,7 @@ class StackRun:
 
 @contextmanager
 def run_stack(
-    documents: list[Mapping[str, Any]],
+    documents: Sequence[Mapping[str, Any]],
     *,
     artifact_base_url: str,
     images: Mapping[str, str],

@@ -325,8 +325,12 @@ def test_docs_quote_the_committed_build_reports() -> None:
 def test_gateway_images_carry_the_fetch_clients_of_every_store_scheme() -> None:
     """The init container runs the gateway image: s3:// needs boto3, gs:// google-cloud-storage
     (infopt/artifact_store.py), each pinned by the constraints the image installs with."""
+
+    def normal(name: str) -> str:  # PEP 503
+        return re.sub(r"[-_.]+", "-", name).lower()
+
     pins = {
-        line.partition("==")[0].lower()
+        normal(line.partition("==")[0])
         for line in (ROOT / "constraints" / "cpu.txt").read_text().splitlines()
         if "==" in line
     }
@@ -334,7 +338,7 @@ def test_gateway_images_carry_the_fetch_clients_of_every_store_scheme() -> None:
     assert "import boto3" in source and "from google.cloud import storage" in source
     for name in ("gateway-onnxruntime", "gateway-vllm"):
         wanted = {
-            line.strip().lower()
+            normal(line.strip())
             for line in (IMAGES / name / "requirements.txt").read_text().splitlines()
             if line.strip() and not line.startswith("#")
         }

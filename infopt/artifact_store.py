@@ -141,12 +141,19 @@ def _download(url: str, dest: Path, timeout_s: float) -> None:
 
 
 def _safe_extract(archive_path: Path, dest: Path) -> None:
+    root = dest.resolve()
     try:
         with tarfile.open(archive_path, "r:gz") as archive:
             for member in archive.getmembers():
                 if not (member.isfile() or member.isdir()):
                     raise ArtifactError(f"{archive_path.name}: refusing non-regular member {member.name!r}")
-            archive.extractall(dest, filter="data")
+                target = (root / member.name).resolve()
+                if target != root and root not in target.parents:
+                    raise ArtifactError(f"{archive_path.name}: refusing member {member.name!r} outside the folder")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (PEP 706)
+                archive.extractall(dest, filter="data")
+            else:  # e.g. Debian 12's Python 3.11.2: every member was checked above (regular, inside dest)
+                archive.extractall(dest)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise ArtifactError(f"{archive_path.name}: not a readable .tar.gz bundle ({error})") from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 
 class DeviceError(RuntimeError):
     """The device asked for is not present; the message names the setting and what was found."""
@@ -40,8 +42,30 @@ def onnxruntime_device(device: str) -> tuple[str, str | None]:
     )
 
 
+def onnxruntime_only_device(setting: str) -> str:
+    """params.device for ONNX Runtime where torch is not installed (the gateway image): decided from
+    ONNX Runtime's own providers, since only a CUDAExecutionProvider lets it run on a GPU."""
+    if setting not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"params.device is {setting!r}; allowed: auto, cpu, cuda")
+    if setting == "cpu":
+        return "cpu"
+    import onnxruntime as ort
+
+    available = list(ort.get_available_providers())
+    if "CUDAExecutionProvider" in available:
+        return "cuda"
+    if setting == "cuda":
+        raise DeviceError(
+            f"params.device is 'cuda' but onnxruntime {ort.__version__} has only {available} "
+            "(no CUDAExecutionProvider; install onnxruntime-gpu)"
+        )
+    return "cpu"
+
+
 def engine_device(setting: str, engine: str) -> str:
     """The device an in-process engine of kind `engine` runs on for params.device `setting`."""
+    if engine == "onnxruntime" and importlib.util.find_spec("torch") is None:
+        return onnxruntime_only_device(setting)
     device = resolve_device(setting)
     if engine == "onnxruntime":
         return onnxruntime_device(device)[0]

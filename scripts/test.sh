@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # README quickstart command 2: set up (idempotent) and run the whole test suite, including the real
-# DVC pipeline run and the real vLLM (CPU) server tests. Extra arguments go to pytest.
+# DVC pipeline run, the real vLLM (CPU) server tests and the serving images built and run with podman
+# (scripts/setup_podman.sh). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_vllm.sh
+bash scripts/setup_podman.sh  # podman + mmdebstrap: the serving images are built and run (tests/serving_images)
 . scripts/env.sh
 exec python -m pytest "$@"

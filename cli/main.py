@@ -75,6 +75,7 @@ def artifact_verify(path: Path, sha256: str) -> None:
 
 def _register_subcommands() -> None:
     """Each part owns its sub-app; their modules import heavy libraries only inside commands."""
+    from cli.challenge import register as register_challenge
     from cli.infra import app as infra_app
     from cli.pipeline import app as pipeline_app
     from cli.serve import app as serving_app
@@ -83,6 +84,7 @@ def _register_subcommands() -> None:
     app.add_typer(infra_app, name="infra", help="Offline Pulumi plan of the Kubernetes deployment.")
     for command in serving_app.registered_commands:
         app.registered_commands.append(command)
+    register_challenge(app)  # `infopt challenge` and `infopt dashboard build`
 
 
 def main() -> None:

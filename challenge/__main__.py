@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from challenge.agent_input import AGENT_FILE
 from challenge.ladder import LadderError, LadderOptions, run_ladder
+from infopt.device import DeviceError
 
 
 def parse(argv: list[str] | None = None) -> LadderOptions:
@@ -35,12 +37,22 @@ def parse(argv: list[str] | None = None) -> LadderOptions:
     )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # `timeout` sends SIGTERM: turn it into KeyboardInterrupt so gateway children are stopped and the
+    # partial ladder.json is written by the finally blocks on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_ladder(parse(argv))
-    except LadderError as error:
+    except (LadderError, DeviceError) as error:
         print(f"challenge: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:
+        print(f"challenge: interrupted ({error}); the partial result is in ladder.json", file=sys.stderr)
+        return 3
     return 0 if result.status in ("complete", "partial") else 1
 
 

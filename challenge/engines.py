@@ -16,7 +16,10 @@ numbers and by each gateway child process (challenge/gateway_child.py) for the n
 from __future__ import annotations
 
 import bisect
+import contextlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,12 +91,27 @@ def _probe_batch(vocab: int, pad_id: int, rows: int = 4, tokens: int = 16) -> tu
     return ids, mask
 
 
+@dataclass
+class _Shape:
+    """One captured (batch, length): static device tensors, pinned host staging, and how to run it."""
+
+    ids: Any  # (B, T) int64 on the device
+    mask: Any
+    out: Any  # (B, C) float32 on the device
+    host_ids: Any  # pinned host staging of the same shapes
+    host_mask: Any
+    host_out: Any
+    run: Callable[[], None]  # graph.replay (or the eager forward when emulated on the CPU)
+
+
 class StaticEngine:
     """StaticBert behind the engine contract, eager or replayed from CUDA graphs (see the module docstring)."""
 
     name = "torch"
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, *, emulate_graphs: bool = False) -> None:
+        """`emulate_graphs` (tests only): on the CPU, run the graph path's staging, bucketing and copies with
+        an eager forward in place of each captured graph, so everything but the CUDA calls is exercised."""
         import torch
 
         from challenge.forward import ForwardError, StaticBert, check_against_hf, load_hf, sparse_module_names
@@ -101,11 +119,13 @@ class StaticEngine:
         self._torch = torch
         self.spec = spec
         self.device = spec.device
+        if spec.precision not in ("fp32", "tf32", "fp16", "bf16"):
+            raise EngineError(f"the static forward runs fp32, tf32, fp16 or bf16, not {spec.precision!r}")
+        if spec.graphs and spec.device != "cuda" and not emulate_graphs:
+            raise EngineError(f"CUDA graphs need device cuda; this engine's device is {spec.device}")
         if spec.threads:
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(spec.threads)
-        if spec.graphs and spec.device != "cuda":
-            raise EngineError(f"CUDA graphs need device cuda; this engine's device is {spec.device}")
         model = load_hf(Path(spec.model_dir))
         ids, mask = _probe_batch(int(model.config.vocab_size), spec.pad_id)
         reference = StaticBert(model, device="cpu", precision="fp32", fused_gelu=False)
@@ -129,80 +149,97 @@ class StaticEngine:
         self.forward = StaticBert(
             model, device=spec.device, precision=precision, linear=spec.linear, sparse_modules=sparse
         )
+        self.sparse_modules = self.forward.sparse_linears
         self.num_labels = self.forward.num_labels
-        del model
-        self.graphs: dict[tuple[int, int], Any] = {}
+        del model, reference
+        self.shapes: dict[tuple[int, int], _Shape] = {}
         self.capture_seconds = 0.0
         if spec.graphs:
-            self._capture()
+            self._capture(emulate=emulate_graphs)
 
     # ------------------------------------------------------------------ CUDA graphs
-    def _capture(self) -> None:
+    def _capture(self, *, emulate: bool) -> None:
         torch = self._torch
         spec = self.spec
         if not spec.batch_sizes or not spec.length_buckets:
             raise EngineError("CUDA graphs need batch_sizes and length_buckets")
         self.sizes = sorted(spec.batch_sizes)
         self.buckets = sorted(spec.length_buckets)
-        self.stream = torch.cuda.Stream()
-        pool = torch.cuda.graph_pool_handle()
+        cuda = not emulate
+        self.stream: Any = torch.cuda.Stream() if cuda else None
+        pool = torch.cuda.graph_pool_handle() if cuda else None
         began = time.perf_counter()
-        shapes = sorted(((b, t) for b in self.sizes for t in self.buckets), key=lambda s: -s[0] * s[1])
+        # largest first: the later (smaller) graphs fit in the memory pool the first one sized
+        order = sorted(((b, t) for b in self.sizes for t in self.buckets), key=lambda shape: -shape[0] * shape[1])
         with torch.inference_mode():
-            for batch, tokens in shapes:  # largest first: later graphs reuse the pool the first one sized
-                static_ids = torch.full((batch, tokens), spec.pad_id, dtype=torch.int64, device="cuda")
-                static_mask = torch.ones((batch, tokens), dtype=torch.int64, device="cuda")
-                self.stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(self.stream):
-                    for _ in range(2):  # warm-up outside capture: lazy cuBLAS/attention initialisation
-                        self.forward(static_ids, static_mask)
-                self.stream.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool, stream=self.stream):
-                    static_out = self.forward(static_ids, static_mask)
-                host_ids = torch.empty((batch, tokens), dtype=torch.int64, pin_memory=True)
-                host_mask = torch.empty((batch, tokens), dtype=torch.int64, pin_memory=True)
-                host_out = torch.empty((batch, self.num_labels), dtype=torch.float32, pin_memory=True)
-                self.graphs[(batch, tokens)] = (
-                    graph,
-                    static_ids,
-                    static_mask,
-                    static_out,
-                    host_ids,
-                    host_mask,
-                    host_out,
+            for batch, tokens in order:
+                ids = torch.full((batch, tokens), spec.pad_id, dtype=torch.int64, device=self.device)
+                mask = torch.ones((batch, tokens), dtype=torch.int64, device=self.device)
+                if cuda:
+                    self.stream.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(self.stream):
+                        for _ in range(2):  # warm-up outside capture: lazy cuBLAS / attention initialisation
+                            self.forward(ids, mask)
+                    self.stream.synchronize()
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=pool, stream=self.stream):
+                        out = self.forward(ids, mask)
+                    run = graph.replay
+                else:
+                    out = self.forward(ids, mask)
+
+                    def run(ids: Any = ids, mask: Any = mask, out: Any = out) -> None:
+                        out.copy_(self.forward(ids, mask))
+
+                self.shapes[(batch, tokens)] = _Shape(
+                    ids=ids,
+                    mask=mask,
+                    out=out,
+                    host_ids=torch.empty((batch, tokens), dtype=torch.int64, pin_memory=cuda),
+                    host_mask=torch.empty((batch, tokens), dtype=torch.int64, pin_memory=cuda),
+                    host_out=torch.empty((batch, self.num_labels), dtype=torch.float32, pin_memory=cuda),
+                    run=run,
                 )
-        torch.cuda.synchronize()
-        self.capture_seconds = time.perf_counter() - began
+        if cuda:
+            torch.cuda.synchronize()
+        self.capture_seconds = round(time.perf_counter() - began, 2)
+
+    def shape_for(self, rows: int, width: int) -> tuple[int, int]:
+        """The captured (batch, length) a batch of `rows` x `width` is padded up to."""
+        position = bisect.bisect_left(self.buckets, width)
+        if rows > self.sizes[-1] or position == len(self.buckets):
+            raise EngineError(
+                f"batch {rows} x {width} exceeds the largest captured shape {self.sizes[-1]} x {self.buckets[-1]}"
+            )
+        return self.sizes[bisect.bisect_left(self.sizes, rows)], self.buckets[position]
 
     def _replay(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        torch = self._torch
         rows, width = ids.shape
-        batch = self.sizes[bisect.bisect_left(self.sizes, rows)]
-        position = bisect.bisect_left(self.buckets, width)
-        if position == len(self.buckets):
-            raise EngineError(f"padded length {width} exceeds the largest captured length {self.buckets[-1]}")
-        tokens = self.buckets[position]
-        graph, static_ids, static_mask, static_out, host_ids, host_mask, host_out = self.graphs[(batch, tokens)]
-        staged_ids, staged_mask = host_ids.numpy(), host_mask.numpy()
-        staged_ids.fill(self.spec.pad_id)
-        staged_mask.fill(0)
-        staged_ids[:rows, :width] = ids
-        staged_mask[:rows, :width] = mask
-        staged_mask[rows:, 0] = 1  # padding rows attend to one position: no all-masked softmax
-        with self._torch.cuda.stream(self.stream):
-            static_ids.copy_(host_ids, non_blocking=True)
-            static_mask.copy_(host_mask, non_blocking=True)
-            graph.replay()
-            host_out.copy_(static_out, non_blocking=True)
-        self.stream.synchronize()
-        return host_out.numpy()[:rows].copy()
+        shape = self.shapes[self.shape_for(rows, width)]
+        with torch.inference_mode():  # the static tensors were made in inference mode: update them in it
+            staged_ids, staged_mask = shape.host_ids.numpy(), shape.host_mask.numpy()
+            staged_ids.fill(self.spec.pad_id)
+            staged_mask.fill(0)
+            staged_ids[:rows, :width] = ids
+            staged_mask[:rows, :width] = mask
+            staged_mask[rows:, 0] = 1  # padding rows attend to one position: no all-masked softmax
+            context = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+            with context:
+                shape.ids.copy_(shape.host_ids, non_blocking=True)
+                shape.mask.copy_(shape.host_mask, non_blocking=True)
+                shape.run()
+                shape.host_out.copy_(shape.out, non_blocking=True)
+            if self.stream is not None:
+                self.stream.synchronize()
+            return shape.host_out.numpy()[:rows].copy()
 
     # ------------------------------------------------------------------ engine contract
     def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
         try:
-            if self.graphs:
+            if self.shapes:
                 largest = self.sizes[-1]
                 parts = [self._replay(ids[i : i + largest], mask[i : i + largest]) for i in range(0, len(ids), largest)]
                 return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -220,7 +257,7 @@ class StaticEngine:
     _previous_matmul: str | None = None
 
     def close(self) -> None:
-        self.graphs = {}
+        self.shapes = {}
         self.forward = None  # type: ignore[assignment]
         torch = self._torch
         if self._previous_threads is not None:

@@ -143,6 +143,7 @@ class StaticBert:
         self.hidden = config.hidden_size
         self.eps = config.layer_norm_eps
         self.mask_value = torch.finfo(self.dtype).min
+        self.sparse_linears = 0  # linears served by the 2:4 sparse kernels
 
         def tensor(value: torch.Tensor) -> torch.Tensor:
             return value.to(device=device, dtype=self.dtype).contiguous()
@@ -153,7 +154,13 @@ class StaticBert:
             if linear == "fp8":
                 return Fp8Linear(weight.to(device), None if bias is None else bias.to(device), self.dtype)
             if linear == "sparse24" and all(name in sparse_modules for name in names):
-                return SparseLinear(tensor(weight), None if bias is None else tensor(bias))
+                try:
+                    sparse = SparseLinear(tensor(weight), None if bias is None else tensor(bias))
+                except (RuntimeError, ValueError):  # a shape the sparse kernels refuse stays dense
+                    pass
+                else:
+                    self.sparse_linears += 1
+                    return sparse
             return DenseLinear(tensor(weight), None if bias is None else tensor(bias))
 
         prefix = "bert"
@@ -218,7 +225,7 @@ class StaticBert:
         bias = ((1.0 - keep) * self.mask_value).expand(batch, 1, tokens, tokens)  # additive, as HF builds it
         for layer in self.layers:
             heads, width = layer["heads"], layer["width"]
-            qkv = layer["qkv"](x).view(batch, tokens, 3, heads, self.head_dim)
+            qkv = layer["qkv"](x).reshape(batch, tokens, 3, heads, self.head_dim)  # sparse outputs may be strided
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, d)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, T, d)
             context = context.transpose(1, 2).reshape(batch * tokens, width)

@@ -905,8 +905,9 @@ def run_ladder(options: LadderOptions, log: Callable[[str], None] = print) -> La
         ctx.result.targets = targets(ctx)
         ctx.result.spec_comparison = spec_comparison(ctx)
         ctx.result.status = "complete" if all(s.status != "cut_by_budget" for s in ctx.result.steps) else "partial"
-    except Exception as error:
-        ctx.result.status = "failed"
+    except BaseException as error:  # also SIGTERM (raised as KeyboardInterrupt): the file says how far it got
+        interrupted = isinstance(error, KeyboardInterrupt)
+        ctx.result.status = "partial" if interrupted else "failed"
         ctx.result.error = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)[-3000:]}"
         raise
     finally:

@@ -25,6 +25,7 @@ def challenge(
     """The ladder: fp32 batch 1 -> precision -> dynamic batching -> launch overhead -> pruning -> fp8/int8, measured."""
     from challenge.ladder import LadderError, LadderOptions, run_ladder
     from challenge.report import ladder_table
+    from infopt.device import DeviceError
 
     if device not in ("auto", "cpu", "cuda"):
         console.print(f"[red]--device {device!r} is not auto, cpu or cuda[/red]")
@@ -42,7 +43,7 @@ def challenge(
     )
     try:
         result = run_ladder(options, log=console.print)
-    except LadderError as error:
+    except (LadderError, DeviceError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     console.print(ladder_table(result), markup=False)

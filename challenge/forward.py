@@ -149,8 +149,8 @@ class StaticBert:
             return value.to(device=device, dtype=self.dtype).contiguous()
 
         def make_linear(names: list[str], weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Linear:
-            weight = torch.cat([w.float() for w in weights])
-            bias = None if biases[0] is None else torch.cat([b.float() for b in biases if b is not None])
+            weight = torch.cat([w.detach().float() for w in weights])
+            bias = None if biases[0] is None else torch.cat([b.detach().float() for b in biases if b is not None])
             if linear == "fp8":
                 return Fp8Linear(weight.to(device), None if bias is None else bias.to(device), self.dtype)
             if linear == "sparse24" and all(name in sparse_modules for name in names):

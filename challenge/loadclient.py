@@ -7,8 +7,10 @@ rotation), pre-encoded once. Each worker runs one event loop (uvloop where insta
 asyncio Protocols: no HTTP library on the per-request path, only a header scan for the status and
 Content-Length.
 
-Timeline (CLOCK_MONOTONIC is system-wide on Linux, so every worker shares it): connect, wait for
-`start_at`, send; responses that START after `start_at + warmup_s` and END before `start_at + warmup_s +
+Timeline (CLOCK_MONOTONIC is system-wide on Linux, so every worker shares it): each worker connects and
+says `ready` on stdout; once all are ready the parent sends one `start_at` to every worker's stdin, so a
+slow interpreter start never eats into the window. Every connection sends its first request at
+`start_at`; responses that START after `start_at + warmup_s` and END before `start_at + warmup_s +
 duration_s` are recorded; then every connection stops. Each response lands in exactly one bucket (ok,
 429, 503, expired = 503 with code deadline_exceeded, errors = anything else or a broken connection).
 Each worker also reports its CPU time over the window: a worker near one full core was the bottleneck,
@@ -22,6 +24,7 @@ import asyncio
 import importlib.util
 import json
 import resource
+import select
 import subprocess
 import sys
 import time
@@ -41,7 +44,6 @@ class ClientSpec(BaseModel):
     api_key: str
     texts: list[str]
     connections: int  # in total, over all workers
-    start_at: float  # time.monotonic() value when every connection sends its first request
     warmup_s: float
     duration_s: float
     path: str = "/v1/classify"
@@ -177,7 +179,9 @@ def raise_file_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-async def _worker(spec: ClientSpec, index: int, processes: int, tally: Tally) -> None:
+async def _connect(
+    spec: ClientSpec, index: int, processes: int, tally: Tally
+) -> list[tuple[Connection, asyncio.Future[None]]]:
     loop = asyncio.get_running_loop()
     requests = [request_bytes(spec.path, spec.api_key, text) for text in spec.texts]
     mine = [c for c in range(spec.connections) if c % processes == index]
@@ -192,19 +196,26 @@ async def _worker(spec: ClientSpec, index: int, processes: int, tally: Tally) ->
     opened: list[tuple[Connection, asyncio.Future[None]]] = []
     for position in range(0, len(mine), 128):  # bounded bursts of connects: the listen backlog is finite
         opened.extend(await asyncio.gather(*(connect(number) for number in mine[position : position + 128])))
-    await asyncio.sleep(max(0.0, spec.start_at - time.monotonic()))
+    return opened
+
+
+async def _drive(opened: list[tuple[Connection, asyncio.Future[None]]], start_at: float, spec: ClientSpec) -> float:
+    """Send from start_at until the window ends; returns this process's CPU seconds inside the window."""
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     for protocol, _ in opened:
         protocol.send()
-    await asyncio.wait_for(
-        asyncio.gather(*(done for _, done in opened)), timeout=spec.warmup_s + spec.duration_s + 30.0
-    )
+    await asyncio.sleep(max(0.0, start_at + spec.warmup_s - time.monotonic()))
+    cpu_before = time.process_time()
+    await asyncio.sleep(max(0.0, start_at + spec.warmup_s + spec.duration_s - time.monotonic()))
+    cpu = time.process_time() - cpu_before
+    await asyncio.wait_for(asyncio.gather(*(done for _, done in opened)), timeout=30.0)
+    return cpu
 
 
 def worker_main(spec_path: Path, index: int, processes: int, out: Path) -> None:
     spec = ClientSpec.model_validate_json(spec_path.read_text())
     raise_file_limit(spec.connections // processes + 256)
-    window_start = spec.start_at + spec.warmup_s
-    tally = Tally(window_start=window_start, window_end=window_start + spec.duration_s)
+    tally = Tally(window_start=float("inf"), window_end=float("inf"))
     use_uvloop = importlib.util.find_spec("uvloop") is not None
     if use_uvloop:
         import uvloop
@@ -212,25 +223,15 @@ def worker_main(spec_path: Path, index: int, processes: int, out: Path) -> None:
         loop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
-    cpu_before: float | None = None
-
-    async def run() -> None:
-        nonlocal cpu_before
-
-        async def mark_window() -> None:
-            nonlocal cpu_before
-            await asyncio.sleep(max(0.0, window_start - time.monotonic()))
-            cpu_before = time.process_time()
-
-        marker = asyncio.ensure_future(mark_window())
-        await _worker(spec, index, processes, tally)
-        await marker
-
     try:
-        loop.run_until_complete(run())
+        opened = loop.run_until_complete(_connect(spec, index, processes, tally))
+        print("ready", flush=True)
+        start_at = float(sys.stdin.readline())
+        tally.window_start = start_at + spec.warmup_s
+        tally.window_end = tally.window_start + spec.duration_s
+        cpu = loop.run_until_complete(_drive(opened, start_at, spec))
     finally:
         loop.close()
-    cpu = time.process_time() - (cpu_before if cpu_before is not None else time.process_time())
     np.save(out / f"latencies-{index}.npy", np.asarray(tally.latencies, dtype=np.float64))
     summary = {
         "ok": tally.ok,
@@ -245,6 +246,24 @@ def worker_main(spec_path: Path, index: int, processes: int, out: Path) -> None:
     (out / f"worker-{index}.json").write_text(json.dumps(summary))
 
 
+def _await_ready(children: list[subprocess.Popen[str]], workdir: Path, timeout_s: float) -> None:
+    """Block until every worker printed `ready` (all its connections open); RuntimeError if one dies."""
+    deadline = time.monotonic() + timeout_s
+    waiting = {child.stdout.fileno(): (index, child) for index, child in enumerate(children)}  # type: ignore[union-attr]
+    while waiting:
+        ready, _, _ = select.select(list(waiting), [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise RuntimeError(
+                f"load client worker(s) {sorted(i for i, _ in waiting.values())} not ready in {timeout_s:.0f} s"
+            )
+        for descriptor in ready:
+            index, child = waiting.pop(descriptor)
+            if child.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                child.wait(timeout=10)
+                tail = (workdir / f"worker-{index}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"load client worker {index} failed before it was ready: {tail}")
+
+
 def run_clients(spec: ClientSpec, processes: int, workdir: Path, timeout_s: float) -> ClientResult:
     """Run the workers to completion and aggregate their windows (see the module docstring)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -254,14 +273,21 @@ def run_clients(spec: ClientSpec, processes: int, workdir: Path, timeout_s: floa
         subprocess.Popen(
             [sys.executable, "-m", "challenge.loadclient", "--spec", str(spec_path), "--worker", str(index),
              "--processes", str(processes), "--out", str(workdir)],
-            stdout=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=(workdir / f"worker-{index}.log").open("w"),
+            text=True,
         )
         for index in range(processes)
     ]  # fmt: skip
     try:
+        _await_ready(children, workdir, timeout_s)
+        start_at = time.monotonic() + 0.2
         for child in children:
-            child.wait(timeout=max(1.0, timeout_s))
+            child.stdin.write(f"{start_at}\n")  # type: ignore[union-attr]
+            child.stdin.close()  # type: ignore[union-attr]
+        for child in children:
+            child.wait(timeout=spec.warmup_s + spec.duration_s + 60.0)
     finally:
         for child in children:
             if child.poll() is None:

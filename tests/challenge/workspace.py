@@ -50,7 +50,9 @@ def build_ladder_workspace(root: Path) -> Path:
     yaml = YAML()
     params_path = root / "params.yaml"
     raw = yaml.load(params_path.read_text())
-    raw["variants"].append({"name": "pruned-heads-25", "kind": "pruned", "method": "structured_heads_ffn", "amount": 0.5})
+    raw["variants"].append(
+        {"name": "pruned-heads-25", "kind": "pruned", "method": "structured_heads_ffn", "amount": 0.5}
+    )
     with params_path.open("w") as handle:
         yaml.dump(raw, handle)
     return root

@@ -46,12 +46,12 @@ from challenge.flops import BertShape
 from challenge.gateway import GatewayRun, measure_gateway
 from challenge.gateway_child import GatewaySpec
 from challenge.measure import TestSet, accuracy_of, roofline_of, score, sweep, to_point
-from challenge.report import STEP_TITLES, Candidate, Carried, LadderResult, Step, Target, render_markdown
+from challenge.report import STEP_TITLES, Accuracy, Candidate, Carried, LadderResult, Step, Target, render_markdown
 from challenge.roofline import MatmulRate, fp8_matmul_rate, matmul_rate
 from infopt.device import resolve_device
 from infopt.manifest import Sweep
 from infopt.params import BatchingParams, Params, SlaClass, load_params
-from infopt.paths import PREPARED_DIR, VARIANTS_DIR
+from infopt.paths import PREPARED_DIR, TOKENIZER_DIR, VARIANTS_DIR
 from infopt.sla import plan_sla
 
 SLA_CLASS = "premium"
@@ -105,6 +105,7 @@ class Context:
     test: TestSet
     labels: list[str]
     teacher: Path
+    tokenizer: Path
     teacher_shape: BertShape
     sla: SlaClass
     wait_ms: float
@@ -188,7 +189,10 @@ def setup(options: LadderOptions) -> Context:
     if not (prepared / "test.jsonl").is_file():
         raise LadderError(f"{prepared}/test.jsonl not found; run the prepare stage")
     labels = read_labels(prepared)
-    test = TestSet.load(read_split(prepared, "test"), teacher, params.model.max_seq_len, config.test_limit, params.seed)
+    tokenizer = teacher if (teacher / "tokenizer.json").is_file() else root / TOKENIZER_DIR
+    test = TestSet.load(
+        read_split(prepared, "test"), tokenizer, params.model.max_seq_len, config.test_limit, params.seed
+    )
     agent = read_agent(root / options.agent_file)
     wait_ms, wait_source, deployment = premium_wait(params, agent)
     shape = BertShape.from_config(json.loads((teacher / "config.json").read_text()))
@@ -250,6 +254,7 @@ def setup(options: LadderOptions) -> Context:
         test=test,
         labels=labels,
         teacher=teacher,
+        tokenizer=tokenizer,
         teacher_shape=shape,
         sla=sla,
         wait_ms=wait_ms,
@@ -293,8 +298,12 @@ def measure_candidate(
     step_batch: int | None = None,
     probe_batch: int | None = None,
     plan: bool = False,
+    known_accuracy: Accuracy | None = None,
 ) -> tuple[Candidate, np.ndarray | None]:
-    """Build, score, sweep, (plan) and release one engine; a failure becomes the candidate's reason."""
+    """Build, score, sweep, (plan) and release one engine; a failure becomes the candidate's reason.
+
+    `known_accuracy`: the same engine configuration was scored already (step 3 batches the engine step 2
+    carried; accuracy is scored at batch 64 either way), so the test split is not run again."""
     candidate = Candidate(name=name, engine=spec.model_dump(mode="json"), status="measured")
     engine = None
     began = time.monotonic()
@@ -307,16 +316,20 @@ def measure_candidate(
                 candidate.details[attribute] = getattr(engine, attribute)
         if hasattr(engine, "forward") and engine.forward is not None:
             candidate.details["fused_gelu"] = engine.forward.fused_gelu
-        predictions = score(engine, ctx.test).argmax(-1)
-        candidate.accuracy = accuracy_of(
-            predictions,
-            ctx.test,
-            len(ctx.labels),
-            ctx.params.evaluate,
-            ctx.params.seed,
-            ctx.baseline_predictions,
-            spec.family,
-        )
+        if known_accuracy is not None:
+            candidate.accuracy = known_accuracy
+            candidate.details["accuracy"] = "of the same engine configuration, scored in the previous step"
+        else:
+            predictions = score(engine, ctx.test).argmax(-1)
+            candidate.accuracy = accuracy_of(
+                predictions,
+                ctx.test,
+                len(ctx.labels),
+                ctx.params.evaluate,
+                ctx.params.seed,
+                ctx.baseline_predictions,
+                spec.family,
+            )
         points, cut = sweep(
             engine.infer,
             ctx.test.served_batches(),
@@ -501,7 +514,7 @@ def through_gateway(
         engine=spec,
         labels=ctx.labels,
         max_seq_len=ctx.params.model.max_seq_len,
-        tokenizer_dir=str(ctx.teacher),
+        tokenizer_dir=str(ctx.tokenizer),
         sla_classes=dict(ctx.params.sla_classes),
         sla_class=SLA_CLASS,
         batching=batching,
@@ -546,9 +559,13 @@ def attach_gateway(ctx: Context, step: Step, state: State) -> None:
 def step_batching(ctx: Context, step: Step, state: State) -> State:
     config = ctx.config
     candidate, _ = measure_candidate(
-        ctx, f"{state.candidate.name}, dynamic batching", state.spec, sizes=config.sweep_batches, plan=True
+        ctx,
+        f"{state.candidate.name}, dynamic batching",
+        state.spec,
+        sizes=config.sweep_batches,
+        plan=True,
+        known_accuracy=state.candidate.accuracy,
     )
-    candidate.accuracy = state.candidate.accuracy if candidate.status == "measured" else candidate.accuracy
     step.candidates.append(candidate)
     best = pick(
         step.candidates, state.carried.point.throughput_rps, lambda c: c.point.throughput_rps if c.point else None

@@ -760,11 +760,12 @@ STEP_FUNCTIONS: dict[str, Callable[[Context, Step, Any], State]] = {
 
 
 # ---------------------------------------------------------------------------------------------- targets
-def targets(ctx: Context) -> list[Target]:
-    steps = [step for step in ctx.result.steps if step.carried is not None]
-    if not steps or ctx.base is None:
+def targets(all_steps: list[Step], p99_sla_ms: float | None, ceiling: str) -> list[Target]:
+    """The issue's targets, evaluated on the steps as measured (`met` None where a number is missing)."""
+    steps = [step for step in all_steps if step.carried is not None]
+    if not steps:
         return []
-    base = ctx.base.point
+    base = steps[0].carried.point  # type: ignore[union-attr]
     final = steps[-1].carried
     assert final is not None
     decision = final.accuracy.decision
@@ -778,7 +779,7 @@ def targets(ctx: Context) -> list[Target]:
         None,
     )
     gw_rps = final.gateway_throughput_rps
-    p99 = ctx.sla.p99_ms or 0.0
+    p99 = p99_sla_ms or 0.0
     result = [
         Target(
             name="throughput_200x",
@@ -821,7 +822,7 @@ def targets(ctx: Context) -> list[Target]:
     ]
     dense = [
         c
-        for step in ctx.result.steps
+        for step in all_steps
         for c in step.candidates
         if c.status == "measured"
         and c.roofline
@@ -833,7 +834,7 @@ def targets(ctx: Context) -> list[Target]:
     result.append(
         Target(
             name="dense_roofline_70",
-            description=f"best dense configuration >= 70% of the measured {ctx.ceiling[0]} rate at its best batch",
+            description=f"best dense configuration >= 70% of the measured {ceiling} rate at its best batch",
             value=best_dense.roofline.best_fraction if best_dense and best_dense.roofline else None,
             threshold=0.7,
             met=None if best_dense is None else (best_dense.roofline.best_fraction or 0.0) >= 0.7,  # type: ignore[union-attr]
@@ -842,15 +843,15 @@ def targets(ctx: Context) -> list[Target]:
     )
     fp8 = [
         c
-        for step in ctx.result.steps
+        for step in all_steps
         for c in step.candidates
-        if c.status == "measured" and c.engine.get("linear") == "fp8" and c.roofline
+        if c.status == "measured" and c.engine.get("linear") == "fp8" and c.roofline and within_budget(c)
     ]
     best_fp8 = max(fp8, key=lambda c: c.roofline.best_fraction or 0.0, default=None)  # type: ignore[union-attr]
     result.append(
         Target(
             name="fp8_above_bf16_roofline",
-            description="FP8 above the measured bf16 matmul rate (dense-equivalent FLOPs at its best batch)",
+            description="FP8 above the measured bf16 matmul rate (dense-equivalent FLOPs at its best batch), within the decision",
             value=best_fp8.roofline.best_fraction if best_fp8 and best_fp8.roofline else None,
             threshold=1.0,
             met=None if best_fp8 is None else (best_fp8.roofline.best_fraction or 0.0) > 1.0,  # type: ignore[union-attr]
@@ -919,7 +920,7 @@ def run_ladder(options: LadderOptions, log: Callable[[str], None] = print) -> La
             if final_step is not ctx.result.steps[-1]:
                 for later in ctx.result.steps[final_step.index :]:
                     later.carried = final_step.carried
-        ctx.result.targets = targets(ctx)
+        ctx.result.targets = targets(ctx.result.steps, ctx.sla.p99_ms, ctx.ceiling[0])
         ctx.result.spec_comparison = spec_comparison(ctx)
         ctx.result.status = "complete" if all(s.status != "cut_by_budget" for s in ctx.result.steps) else "partial"
     except BaseException as error:  # also SIGTERM (raised as KeyboardInterrupt): the file says how far it got

@@ -47,6 +47,7 @@ class EngineSpec(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     threads: int | None = None
     pad_id: int = 0
+    fused_gelu: bool | None = None  # static: GELU in the matmul epilogue (None: on CUDA for fp16/bf16 dense)
     notes: list[str] = Field(default_factory=list)
 
     def describe(self) -> str:
@@ -147,7 +148,12 @@ class StaticEngine:
         if spec.linear == "sparse24" and not sparse:
             raise ForwardError(f"{spec.model_dir} has no sparsity.json: not a 2:4 variant")
         self.forward = StaticBert(
-            model, device=spec.device, precision=precision, linear=spec.linear, sparse_modules=sparse
+            model,
+            device=spec.device,
+            precision=precision,
+            linear=spec.linear,
+            sparse_modules=sparse,
+            fused_gelu=spec.fused_gelu,
         )
         self.sparse_modules = self.forward.sparse_linears
         self.num_labels = self.forward.num_labels

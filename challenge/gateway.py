@@ -3,8 +3,10 @@
 The gateway has no multi-process (worker) option at this commit, so the host side is scaled as the issue
 suggests: several gateway processes, each with its own engine replica, batcher and admission state, and
 the client spreads its connections round-robin over their ports (a Kubernetes Service in front of N pods
-does the same). Each concurrency level is one closed-loop run (challenge/loadclient.py); the level chosen
-for the step is the fastest one whose p99 meets the SLA with at most 1% of requests failed.
+does the same). Each concurrency level is one closed-loop run (challenge/loadclient.py), in ascending order
+from a light load that any host answers; once a level fails more than half of its requests the higher ones
+are not run (recorded as `not_run`). The level chosen for the step is the fastest one whose p99 meets the
+SLA with at most 1% of requests failed (else the fastest that answered anything).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from challenge.loadclient import ClientResult, ClientSpec, run_clients
 from harness.child_server import free_port
 
 MAX_FAILED_FRACTION = 0.01  # a level with more failed requests than this does not count as meeting the SLA
+OVERLOADED_FRACTION = 0.5  # past a level that failed this share of its requests, higher levels are not run
+LIGHT_LOAD_CONNECTIONS = 8  # per gateway process: the first level, one any host answers (latency at light load)
 PROCESS_MODE = (
     "separate gateway processes (one engine replica each) behind the client's round-robin: the gateway "
     "offers no worker-process option at this commit"
@@ -62,6 +66,7 @@ class GatewayRun(BaseModel):
     latency_p95_ms: float | None
     latency_p99_ms: float | None
     meets_sla: bool
+    not_run: list[int] = []  # levels left out: a lower one was already overloaded (see OVERLOADED_FRACTION)
     error: str | None = None
 
 
@@ -172,6 +177,7 @@ def measure_gateway(
     """Start the gateways, run each connection level, stop them; the chosen level as the module says."""
     began = time.monotonic()
     levels: list[GatewayLevel] = []
+    not_run: list[int] = []
     with Gateways(spec, processes, workdir) as gateways:
         gateways.wait_ready(ready_timeout_s)
         startup = time.monotonic() - began
@@ -189,7 +195,7 @@ def measure_gateway(
             after = gateways.counters()
             batches, rows = after[0] - before[0], after[1] - before[1]
             total = result.ok + result.status_429 + result.status_503 + result.expired + result.errors
-            failed = (total - result.ok) / total if total else 1.0
+            failed = (total - result.ok) / total if total else 1.0  # nothing answered in the window: overloaded
             meets = (
                 p99_sla_ms is not None
                 and result.latency_p99_ms is not None
@@ -205,6 +211,9 @@ def measure_gateway(
                     meets_sla=meets,
                 )
             )
+            if failed > OVERLOADED_FRACTION:
+                not_run = connection_levels[index + 1 :]
+                break
     meeting = [i for i, level in enumerate(levels) if level.meets_sla]
     pool = meeting or [i for i, level in enumerate(levels) if level.client.ok]
     chosen = max(pool, key=lambda i: levels[i].client.throughput_rps) if pool else None
@@ -225,4 +234,5 @@ def measure_gateway(
         latency_p95_ms=best.latency_p95_ms if best else None,
         latency_p99_ms=best.latency_p99_ms if best else None,
         meets_sla=bool(meeting),
+        not_run=not_run,
     )

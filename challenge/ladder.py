@@ -43,7 +43,7 @@ from challenge.agent_input import AGENT_FILE, AgentInput, read_agent
 from challenge.config import LadderConfig, preset
 from challenge.engines import EngineSpec, build_engine, release
 from challenge.flops import BertShape
-from challenge.gateway import GatewayRun, measure_gateway
+from challenge.gateway import LIGHT_LOAD_CONNECTIONS, GatewayRun, measure_gateway
 from challenge.gateway_child import GatewaySpec
 from challenge.measure import TestSet, accuracy_of, roofline_of, score, sweep, to_point
 from challenge.report import STEP_TITLES, Accuracy, Candidate, Carried, LadderResult, Step, Target, render_markdown
@@ -500,7 +500,7 @@ def through_gateway(
         return None
     left = ctx.budget.deadline - time.monotonic()
     needed = config.gateway_warmup_s + config.gateway_duration_s
-    if left < needed * len(config.connection_factors) + 20:
+    if left < needed * (len(config.connection_factors) + 1) + 20:
         ctx.skip(f"gateway ({candidate.name})", f"cut: {left:.0f} s of budget left")
         return None
     for engine, batch_params, run in ctx.gateway_runs:
@@ -509,7 +509,8 @@ def through_gateway(
     assert candidate.point is not None and ctx.sla.p99_ms is not None
     processes = config.gateway_processes
     base = candidate.point.throughput_rps * ctx.sla.p99_ms / 1000.0  # Little's law at the SLA latency
-    levels = sorted({min(8192, max(2 * processes, round(factor * base))) for factor in config.connection_factors})
+    light = LIGHT_LOAD_CONNECTIONS * processes
+    levels = sorted({light} | {min(8192, max(light, round(factor * base))) for factor in config.connection_factors})
     gateway_spec = GatewaySpec(
         engine=spec,
         labels=ctx.labels,
@@ -607,15 +608,19 @@ def _batched(ctx: Context, step: Step, state: State, candidates: list[tuple[str,
             step.candidates.append(candidate)
             fallback = spec.model_copy(update={"graphs": False, "batch_sizes": ()})
             candidate, _ = measure_candidate(
-                ctx, f"{name} (eager: capture failed)", fallback, sizes=config.sweep_batches, plan=True
+                ctx, f"{name} (eager, after the graph capture failed)", fallback, sizes=config.sweep_batches, plan=True
             )
+        elif candidate.status == "measured" and not within_budget(candidate) and candidate.details.get("fused_gelu"):
+            # the epilogue's GELU is the tanh approximation; the model was trained with the exact one
+            step.candidates.append(candidate)
+            exact = spec.model_copy(update={"fused_gelu": False})
+            candidate, _ = measure_candidate(ctx, f"{name}, exact GELU", exact, sizes=config.sweep_batches, plan=True)
         step.candidates.append(candidate)
     best = pick(
         step.candidates, state.carried.point.throughput_rps, lambda c: c.point.throughput_rps if c.point else None
     )
     if best is None:
-        step.carried = state.carried.model_copy()
-        step.carried.gateway_throughput_rps = step.carried.gateway_p99_ms = step.carried.gateway_cost_per_1k_usd = None
+        step.carried = state.carried  # the same configuration, with its gateway numbers
         return state
     batching = BatchingParams(max_batch_size=best.point.batch_size, max_wait_ms=ctx.wait_ms)  # type: ignore[union-attr]
     step.kept, step.carried = best.name, carry(ctx, best, batching)
@@ -913,13 +918,10 @@ def run_ladder(options: LadderOptions, log: Callable[[str], None] = print) -> La
             log(f"  step {index} {key}: {step.status}, kept {step.kept} ({step.seconds:.0f} s)")
             ctx.write()
         ctx.budget.reserve = 0.0
+        # the final configuration through the gateway; later steps that kept nothing share its Carried object
         final_step = next((s for s in reversed(ctx.result.steps) if s.kept and s.index >= 3), None)
         if state is not None and state.batching is not None and final_step is not None and final_step.gateway is None:
-            final_step.carried = state.carried
             attach_gateway(ctx, final_step, state)
-            if final_step is not ctx.result.steps[-1]:
-                for later in ctx.result.steps[final_step.index :]:
-                    later.carried = final_step.carried
         ctx.result.targets = targets(ctx.result.steps, ctx.sla.p99_ms, ctx.ceiling[0])
         ctx.result.spec_comparison = spec_comparison(ctx)
         ctx.result.status = "complete" if all(s.status != "cut_by_budget" for s in ctx.result.steps) else "partial"

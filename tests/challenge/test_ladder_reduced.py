@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from challenge.gateway import LIGHT_LOAD_CONNECTIONS, OVERLOADED_FRACTION
 from challenge.ladder import STEPS
 from challenge.report import LadderResult
 from infopt.params import load_params
@@ -68,11 +69,14 @@ def test_every_measured_candidate_has_accuracy_decision_and_priced_throughput(
     rate = params.cost.hourly_usd["cpu"]
     measured = [c for step in result.steps for c in step.candidates if c.status == "measured"]
     assert len(measured) >= 6
-    for index, candidate in enumerate(measured):
+    baseline_engine = result.steps[0].candidates[0].engine
+    for candidate in measured:
         assert candidate.accuracy is not None and candidate.point is not None, candidate.name
         assert candidate.accuracy.n == result.context["test_examples"] == 12
-        if index > 0:  # every candidate after the baseline is decided against step 1, on the same examples
-            decision = candidate.accuracy.decision
+        decision = candidate.accuracy.decision
+        if candidate.engine == baseline_engine:  # step 1's configuration (e.g. batched in step 3): no decision
+            assert decision is None
+        else:  # every other configuration is decided against step 1, on the same examples
             assert decision is not None and decision.budget == params.evaluate.max_accuracy_loss
         point = candidate.point
         assert point.cost_per_1k_usd == pytest.approx(rate / 3600 / point.throughput_rps * 1000)
@@ -94,7 +98,10 @@ def test_the_ladder_only_keeps_faster_candidates_within_the_decision(ladder: tup
             (candidate,) = kept
             assert step.kept == candidate.name and carried.point == candidate.point
             decision = candidate.accuracy.decision  # type: ignore[union-attr]
-            assert decision is not None and decision.within_budget
+            if decision is None:  # only step 1's own configuration (batched in step 3) has no decision
+                assert candidate.engine == result.steps[0].candidates[0].engine
+            else:
+                assert decision.within_budget
             plan = candidate.sla_plan
             assert plan is not None and plan["batch_size"] == candidate.point.batch_size  # type: ignore[union-attr]
             assert candidate.point.predicted_request_p99_ms == pytest.approx(  # type: ignore[union-attr]
@@ -123,11 +130,20 @@ def test_gateway_numbers_come_from_real_gateway_runs(ladder: tuple[LadderResult,
     for step in runs:
         run = step.gateway
         assert run is not None and run.levels and run.processes == 1
-        for level in run.levels:
+        connections = [level.connections for level in run.levels] + run.not_run
+        assert connections == sorted(connections) and connections[0] == LIGHT_LOAD_CONNECTIONS
+        light = run.levels[0].client  # the light-load level: answered on any host
+        assert light.ok > 0 and light.latency_p99_ms is not None
+        for index, level in enumerate(run.levels):
             client = level.client
             answered = client.ok + client.status_429 + client.status_503 + client.expired + client.errors
-            assert answered > 0 and level.failed_fraction == pytest.approx((answered - client.ok) / answered)
-        assert run.chosen is not None
+            expected = (answered - client.ok) / answered if answered else 1.0
+            assert level.failed_fraction == pytest.approx(expected)
+            if index < len(run.levels) - 1:  # only the last level run may be overloaded (then the rest is not run)
+                assert level.failed_fraction <= OVERLOADED_FRACTION
+        if run.not_run:
+            assert run.levels[-1].failed_fraction > OVERLOADED_FRACTION
+        assert run.chosen is not None and run.levels[run.chosen].client.ok > 0
         assert step.carried.gateway_throughput_rps == run.levels[run.chosen].client.throughput_rps  # type: ignore[union-attr]
 
 

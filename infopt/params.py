@@ -15,7 +15,8 @@ from ruamel.yaml import YAML
 
 from infopt.quantity import Quantity, cpu_threads
 
-SlaClassName = Literal["premium", "standard", "batch"]
+SLA_CLASS_NAMES = ("premium", "standard", "batch")  # the spec's QoS classes
+DEVICES = ("cpu", "cuda")
 EngineName = Literal["torch", "onnxruntime", "vllm"]
 
 
@@ -45,7 +46,7 @@ class DataParams(Strict):
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)  # WordNet: ~11,700 texts, a 95% interval of ~±0.8 points
     # Stratified subsample of the train split (val/test untouched): the CPU preset trains on this many so a
     # cold `dvc repro` fits 10 minutes on 2 cores; None (GPU runs) trains on the whole split.
-    max_train: int | None = Field(24000, ge=100)
+    max_train: int | None = Field(16000, ge=100)
 
     @model_validator(mode="after")
     def _source_needs(self) -> DataParams:
@@ -96,7 +97,7 @@ class ModelParams(Strict):
 
 
 class TrainParams(Strict):
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(3, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -113,7 +114,7 @@ class PretrainParams(Strict):
     """
 
     enabled: bool = False
-    corpora: list[Literal["wordnet", "fortunes"]] = Field(default_factory=lambda: ["wordnet", "fortunes"])
+    corpora: list[Literal["wordnet", "fortunes"]] = ["wordnet", "fortunes"]
     max_seconds: float = Field(150.0, gt=0)  # wall-time budget; stops early at the budget
     max_steps: int = Field(4000, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -168,7 +169,7 @@ class DistilledVariant(VariantBase):
     student: ArchitectureParams
     temperature: float = Field(3.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)  # weight of the KD term; 1 - alpha on the hard labels
-    epochs: int = Field(6, ge=1)
+    epochs: int = Field(3, ge=1)
 
 
 class Fp8Variant(VariantBase):
@@ -202,15 +203,15 @@ class BenchmarkParams(Strict):
 
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     # The engines the pipeline measures (evaluate and benchmark); a builder skips ONNX exports without onnxruntime.
-    engines: list[Literal["torch", "onnxruntime"]] = Field(default_factory=lambda: ["torch", "onnxruntime"])
+    engines: list[Literal["torch", "onnxruntime"]] = ["torch", "onnxruntime"]
     # Intra-op thread counts to sweep on CPU: every CPU deployment's whole cores must be one of them, so its
     # SLA plan comes from a sweep measured with the threads its pod has (GPU runs use the first entry).
     threads: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2])
     repeats: int = Field(3, ge=1)  # rounds over every cell; medians and spread are reported across rounds
     warmup_iters: int = Field(3, ge=0)
-    min_iters: int = Field(20, ge=5)  # per round: enough samples for a stable p99 at small batches
-    min_seconds: float = Field(0.25, gt=0)  # per round and cell
-    max_seconds: float = Field(2.0, gt=0)  # per round and cell
+    min_iters: int = Field(10, ge=5)  # per round; 3 rounds give >= 30 batches per point
+    min_seconds: float = Field(0.15, gt=0)  # per round and cell
+    max_seconds: float = Field(1.0, gt=0)  # per round and cell
 
     @field_validator("batch_sizes", "threads")
     @classmethod
@@ -230,11 +231,14 @@ class CostParams(Strict):
     """Hourly price of the device a replica occupies; cost/1k requests = rate / throughput."""
 
     currency: str = "USD"
-    hourly_usd: dict[Literal["cpu", "cuda"], float] = Field(default_factory=lambda: {"cpu": 0.096, "cuda": 4.0})
+    hourly_usd: dict[str, float] = Field(default_factory=lambda: {"cpu": 0.096, "cuda": 4.0})  # device -> USD/hour
 
     @field_validator("hourly_usd")
     @classmethod
     def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(DEVICES))
+        if unknown:
+            raise ValueError(f"hourly_usd: unknown device(s) {unknown}; allowed: {list(DEVICES)}")
         for device, rate in value.items():
             if rate <= 0:
                 raise ValueError(f"hourly_usd.{device} is {rate}; must be > 0")
@@ -276,6 +280,48 @@ class ServingParams(Strict):
     shutdown_grace_s: float = Field(10.0, ge=0)
     retry_after_s: float = Field(1.0, gt=0)  # Retry-After on 503s that say nothing more precise
     vllm_timeout_s: float = Field(60.0, gt=0)  # one upstream vLLM request, streaming included
+    # --- gateway hardening (issue #12): limits checked before authentication, per process ---
+    # 16 KiB of request line + headers, h11's and Node's default: far above any legitimate client here.
+    max_header_bytes: int = Field(16_384, ge=1024)
+    max_header_count: int = Field(100, ge=8)  # Go's and Apache's limit on header fields
+    # From the first byte of a request (or the connection's opening) to the end of its headers: a
+    # slowloris connection is answered 408 and closed after this. nginx and Node use 60 s; at 10 s an
+    # honest but CPU-starved Python client on the loaded 2-core box here lost connections between its
+    # connect and its first byte, so 30 s.
+    header_timeout_s: float = Field(30.0, gt=0)
+    # Reading the whole body (max_body_bytes at most); 1 MiB needs well under a second on any link
+    # that should reach an inference gateway, so 30 s is generous yet bounds a trickling client.
+    body_timeout_s: float = Field(30.0, gt=0)
+    # Open connections per gateway process; past it new ones get 503 + Retry-After and are closed.
+    # Each idle keep-alive connection costs a few kB; 1024 covers a fleet of clients behind a Service.
+    max_connections: int = Field(1024, ge=1)
+    # Per-text limit, in characters. At model.max_seq_len 64 and WordPiece's 100-character cap per
+    # word the encoder never sees past 6,400 characters, so 8,192 changes nothing the model reads while
+    # bounding tokenizer time per text to about 10 ms. Raise it with model.max_seq_len.
+    max_text_chars: int = Field(8_192, ge=16)
+    # truncate: cut longer texts to max_text_chars and say so in the response ("truncated");
+    # reject: answer 413 naming the text. Truncation is lossless at the defaults (see above).
+    text_limit_action: Literal["truncate", "reject"] = "truncate"
+    # Bodies larger than this are parsed, tokenized and their answers encoded in a worker thread, off
+    # the event loop; smaller ones inline. Measured here: parsing + tokenizing a 60-character text costs
+    # about one thread hand-off, 1,000 characters about eight, so 1 KiB keeps the common one-text
+    # request on the loop and bounds what any request does there to a fraction of a millisecond.
+    offload_body_bytes: int = Field(1_024, ge=0)
+    # Replica health: this many failed batches in a row (engine error, NaN/Inf or wrong-shape logits)
+    # take the replica out of rotation and, with no healthy replica left, the pod out of readiness.
+    unhealthy_after_failures: int = Field(3, ge=1)
+    # A batch running longer than this marks its replica hung (unhealthy) until the batch returns; the
+    # slowest class's batch takes well under a second here, so 10 s is a hang, not load.
+    engine_hang_s: float = Field(10.0, gt=0)
+    # An unhealthy replica gets a one-row probe batch this often; a good answer brings it back.
+    health_probe_interval_s: float = Field(2.0, gt=0)
+    # /metrics and the model/server metadata: open (none), or only with `Authorization: Bearer <token>`
+    # whose sha256 is listed here, and/or only on a separate port (see admin_port). Probes
+    # (/v2/health/*) stay open for the kubelet.
+    admin_token_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
+    # A second listener on the gateway's host for /metrics, metadata and health only; when set, the
+    # main port answers those admin paths with 404. None: one port for everything.
+    admin_port: int | None = Field(None, ge=1, le=65535)
 
 
 class Quota(Strict):
@@ -297,6 +343,9 @@ class Tenant(Strict):
     rate_per_s: float = Field(gt=0)  # token bucket refill, requests per second
     burst: int = Field(ge=1)  # token bucket capacity
     tokens_per_minute: int | None = Field(None, ge=1)  # LLM token budget
+    # What one unit of rate_per_s/burst is: a request, a row (text) of it, or a token of its rows. A
+    # 16-text request costs the engine about 16 one-text requests, so rows is the default.
+    charge: Literal["requests", "rows", "tokens"] = "rows"
     cost_center: str
     api_key_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
     quota: Quota = Quota()
@@ -377,6 +426,182 @@ class TrackingParams(Strict):
     uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides
 
 
+# ----------------------------------------------------------------------------- llm (causal LM path)
+class LlmArchitecture(Strict):
+    """Llama-architecture decoder dimensions. vLLM's CPU attention needs head_dim = hidden/heads >= 32."""
+
+    hidden_size: int = Field(ge=32)
+    intermediate_size: int = Field(ge=32)
+    num_hidden_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> LlmArchitecture:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_size // self.num_attention_heads < 32:
+            raise ValueError(
+                f"head_dim {self.hidden_size // self.num_attention_heads} (hidden_size / num_attention_heads) "
+                "is below 32, which vLLM's CPU attention does not support"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_key_value_heads}"
+            )
+        return self
+
+
+class LlmDataParams(Strict):
+    """Offline text for the causal LM: Debian's WordNet glosses/examples and fortunes, or your own file."""
+
+    sources: list[Literal["wordnet", "fortunes", "text", "jsonl"]] = Field(
+        default_factory=lambda: ["wordnet", "fortunes"], min_length=1
+    )
+    path: str | None = None  # text: paragraphs separated by blank lines; jsonl: one {"text": ...} per line
+    max_documents: int = Field(24000, ge=100)  # after a seeded shuffle; keeps the CPU preset within budget
+    max_chars: int = Field(600, ge=16)  # longer documents are cut (long fortunes are mostly ASCII art)
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _own_text_needs_path(self) -> LlmDataParams:
+        if {"text", "jsonl"} & set(self.sources) and not self.path:
+            raise ValueError(f"llm.data.path is required when llm.data.sources includes text or jsonl ({self.sources})")
+        return self
+
+
+class LlmTrainParams(Strict):
+    """Next-token training of the teacher (AdamW, linear warm-up then cosine decay)."""
+
+    steps: int = Field(160, ge=1)
+    batch_size: int = Field(8, ge=1)  # blocks of max_seq_len tokens per step
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(16, ge=0)
+    threads: int = Field(1, ge=1)  # torch intra-op threads of train/variants/evaluate: on a shared 2-core box
+    # two threads spin-wait on each other and ran a tiny model 7x slower than one; raise it on a dedicated host
+
+
+class LlmVariantBase(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")]
+    enabled: bool = True
+
+
+class LlmBaselineVariant(LlmVariantBase):
+    """The teacher as trained (FP32 safetensors)."""
+
+    kind: Literal["baseline"] = "baseline"
+
+
+class LlmHalfVariant(LlmVariantBase):
+    """The teacher's weights cast to BF16 or FP16 (vLLM serves it in that dtype)."""
+
+    kind: Literal["half"] = "half"
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+
+
+class LlmInt8Variant(LlmVariantBase):
+    """compressed-tensors W8A8 INT8: int8 weights with one scale per output channel, activations quantized
+    per token at run time (symmetric, dynamic). vLLM loads it unchanged (oneDNN kernels on x86 CPUs)."""
+
+    kind: Literal["int8_w8a8"] = "int8_w8a8"
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"])  # modules kept in full precision
+
+
+class LlmDistilledVariant(LlmVariantBase):
+    """A smaller student trained on the teacher's logits: alpha * KL(T) * T^2 + (1 - alpha) * next-token CE."""
+
+    kind: Literal["distilled"] = "distilled"
+    student: LlmArchitecture
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    steps: int = Field(160, ge=1)
+
+
+LlmVariant = Annotated[
+    LlmBaselineVariant | LlmHalfVariant | LlmInt8Variant | LlmDistilledVariant, Field(discriminator="kind")
+]
+
+
+class LlmEvaluateParams(Strict):
+    """Held-out perplexity and next-token accuracy, 95% intervals by a bootstrap over documents, and the
+    non-inferiority rule: a variant is within budget only when the upper bound of its paired loss vs the
+    baseline is within both budgets."""
+
+    max_documents: int = Field(1500, ge=10)  # test documents scored per variant
+    bootstrap_resamples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    max_perplexity_increase: float = Field(0.05, ge=0)  # relative: 0.05 = the variant's perplexity <= 1.05x
+    max_accuracy_loss: float = Field(0.01, ge=0, le=1)  # next-token accuracy, as a fraction (0.01 = 1 point)
+    batch_size: int = Field(32, ge=1)
+
+
+class LlmBenchmarkParams(Strict):
+    """In-process (torch) static-batch generation: prefill `prompt_tokens`, then decode `output_tokens`."""
+
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 4, 16])
+    prompt_tokens: int = Field(32, ge=1)
+    output_tokens: int = Field(16, ge=1)
+    warmup_iters: int = Field(1, ge=0)
+    min_iters: int = Field(5, ge=1)
+    max_seconds: float = Field(3.0, gt=0)  # per (variant, batch size) cell
+    threads: int = Field(1, ge=1)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sorted_unique(cls, value: list[int]) -> list[int]:
+        if sorted(set(value)) != value:
+            raise ValueError(f"must be strictly increasing, got {value}")
+        return value
+
+
+class LlmParams(Strict):
+    """The causal-LM model kind beside the classifier: corpus -> tokenizer -> teacher -> variants."""
+
+    enabled: bool = True  # false: the llm_* stages write empty records and the manifest has no llm section
+    name: str = "tinylm"
+    kind: Literal["causal-lm"] = "causal-lm"
+    preset: str = "tiny"
+    presets: dict[str, LlmArchitecture]
+    pretrained: str | None = None  # your own local HF Llama-architecture folder (with tokenizer): no training
+    vocab_size: int = Field(2048, ge=300)  # byte-level BPE trained on the corpus
+    max_seq_len: int = Field(128, ge=16, le=32768)  # training blocks and evaluation windows
+    data: LlmDataParams = LlmDataParams()
+    train: LlmTrainParams = LlmTrainParams()
+    variants: list[LlmVariant] = Field(min_length=1)
+    evaluate: LlmEvaluateParams = LlmEvaluateParams()
+    benchmark: LlmBenchmarkParams = LlmBenchmarkParams()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LlmParams:
+        if self.preset not in self.presets:
+            raise ValueError(f"llm.preset {self.preset!r} is not one of {sorted(self.presets)}")
+        names = [variant.name for variant in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"llm.variants: duplicate names in {names}")
+        if sum(1 for variant in self.variants if variant.kind == "baseline") != 1:
+            raise ValueError("llm.variants: exactly one variant must have kind 'baseline'")
+        return self
+
+    @property
+    def architecture(self) -> LlmArchitecture:
+        return self.presets[self.preset]
+
+    @property
+    def baseline(self) -> LlmBaselineVariant:
+        return next(v for v in self.variants if isinstance(v, LlmBaselineVariant))
+
+    def variant(self, name: str) -> LlmVariant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise KeyError(f"no llm variant named {name!r}; llm.variants are {[v.name for v in self.variants]}")
+
+
 # ----------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = 1234
@@ -390,11 +615,12 @@ class Params(Strict):
     benchmark: BenchmarkParams = BenchmarkParams()
     profile: ProfileParams = ProfileParams()
     cost: CostParams = CostParams()
-    sla_classes: dict[SlaClassName, SlaClass]
+    sla_classes: dict[str, SlaClass]  # keys: premium, standard, batch
     serving: ServingParams = ServingParams()
     tenants: list[Tenant] = Field(default_factory=list)
     deployments: list[Deployment] = Field(default_factory=list)
     tracking: TrackingParams = TrackingParams()
+    llm: LlmParams | None = None  # the causal-LM path (model_builds/llm/); None: no LLM stages' work
 
     @model_validator(mode="after")
     def _cross_references(self) -> Params:
@@ -403,6 +629,9 @@ class Params(Strict):
             raise ValueError(f"variants: duplicate names in {names}")
         if sum(1 for variant in self.variants if variant.kind == "baseline") != 1:
             raise ValueError("variants: exactly one variant must have kind 'baseline'")
+        unknown = sorted(set(self.sla_classes) - set(SLA_CLASS_NAMES))
+        if unknown:
+            raise ValueError(f"sla_classes: unknown class(es) {unknown}; allowed: {list(SLA_CLASS_NAMES)}")
         ranked = sorted(self.sla_classes.items(), key=lambda item: item[1].priority)
         values = [sla.k8s_priority_value for _, sla in ranked]
         if values != sorted(values, reverse=True) or len(set(values)) != len(values):
@@ -422,10 +651,20 @@ class Params(Strict):
                     f"tenants[{tenant.name}].sla_class {tenant.sla_class!r} is not a defined SLA class "
                     f"({sorted(self.sla_classes)})"
                 )
+        llm_names = [variant.name for variant in self.llm.variants] if self.llm else []
+        clash = sorted(set(names) & set(llm_names))
+        if clash:
+            raise ValueError(f"llm.variants: names {clash} are also classifier variants; a deployment must name one")
         for deployment in self.deployments:
-            if deployment.variant not in names:
+            if deployment.variant in llm_names and deployment.engine != "vllm":
                 raise ValueError(
-                    f"deployments[{deployment.name}].variant {deployment.variant!r} is not a variant ({names})"
+                    f"deployments[{deployment.name}].variant {deployment.variant!r} is an LLM variant: "
+                    f"its engine must be vllm, not {deployment.engine}"
+                )
+            if deployment.variant not in names + llm_names:
+                raise ValueError(
+                    f"deployments[{deployment.name}].variant {deployment.variant!r} is not a variant "
+                    f"({names + llm_names})"
                 )
             unknown = [name for name in deployment.tenants if name not in tenant_names]
             if unknown:

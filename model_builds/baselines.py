@@ -32,7 +32,7 @@ def tfidf_logreg_predictions(
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = TfidfVectorizer(**TFIDF_SETTINGS)  # type: ignore[arg-type]
+    vectorizer = TfidfVectorizer(**TFIDF_SETTINGS)
     features = vectorizer.fit_transform(train_texts)
     model = LogisticRegression(C=LOGREG_C, max_iter=300, random_state=seed)
     model.fit(features, train_labels)

@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from infopt.engines.base import EngineError
 from infopt.fingerprint import collect
 from infopt.manifest import Artifact, BatchPoint, Sweep, VariantBuild
 from infopt.params import BenchmarkParams, Params, load_params
+from infopt.progress import progress
 from model_builds.data import encode, load_tokenizer, pad_batch
 from model_builds.measuring import load_texts, open_engine, providers_of, tokenizer_dir, write_json
 from model_builds.variants.record import enabled_builds
@@ -190,7 +192,7 @@ def measure_round(
     stopped_by_max = False
     while True:
         ids, mask = next(stream)
-        latencies.append(timer(lambda ids_=ids, mask_=mask: infer(ids_, mask_)))
+        latencies.append(timer(partial(infer, ids, mask)))
         widths.append(int(ids.shape[1]))
         if probe is not None:
             probe.sample()
@@ -277,11 +279,9 @@ def thread_counts(config: BenchmarkParams, device: str) -> list[int]:
 
 def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """Measure every sweep; returns the metrics/benchmark.json payload."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     device = resolve_device(params.device)
     config = params.benchmark
-    hourly = params.cost.hourly_usd[device]  # type: ignore[index]
+    hourly = params.cost.hourly_usd[device]
     builds = enabled_builds(params, root)
     texts = load_texts("test", root)
     pairs = plan(builds, config.engines)
@@ -301,10 +301,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         pairs = [pair for pair in pairs if pair[1].engine != "onnxruntime"]
     cells = len(pairs) * len(threads) * config.repeats * len(config.batch_sizes)
     stopped = 0
-    with Progress(
-        TextColumn("[bold]benchmark[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as progress:
-        task = progress.add_task("", total=cells)
+    with progress("benchmark", cells, transient=False) as tracker:
         for build, artifact in pairs:
             batches = served_batches(artifact, texts, params.model.max_seq_len, root)
             for count in threads:
@@ -312,7 +309,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                 label = f"{build.name}/{artifact.engine} {count}t"
 
                 def on_cell(index: int, size: int, label: str = label) -> None:
-                    progress.update(task, advance=1, description=f"{label} round {index + 1} batch {size}")
+                    tracker.advance(1, info=f"{label} round {index + 1} batch {size}")
 
                 try:
                     points, cut = measure_sweep(engine.infer, batches, config, device, hourly, on_cell)
@@ -322,7 +319,9 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                     providers = providers_of(engine)
                     engine.close()
                 stopped += cut
-                sweep = Sweep(engine=artifact.engine, threads=count, device=device, points=points)  # type: ignore[arg-type]
+                sweep = Sweep.model_validate(
+                    {"engine": artifact.engine, "threads": count, "device": device, "points": points}
+                )
                 variants[build.name]["sweeps"].append(
                     {
                         **sweep.model_dump(),

@@ -26,7 +26,7 @@ from infopt.device import onnxruntime_device, resolve_device
 from infopt.fingerprint import collect
 from infopt.manifest import AccuracyReport, Artifact, Baselines, Decision, VariantBuild
 from infopt.params import EvaluateParams, Params, load_params
-from infopt.paths import PREPARED_DIR
+from infopt.paths import PREDICTIONS, PREPARED_DIR
 from infopt.stats import macro_f1_interval, non_inferior, paired_difference, wilson_interval
 from model_builds.baselines import majority_label, tfidf_logreg_predictions
 from model_builds.data import Example, encode, load_tokenizer, pad_batch, read_labels, read_split
@@ -156,8 +156,12 @@ def evaluate_builds(
     repo_root: Path,
     device: str,
     seed: int,
+    predictions: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The `variants` section of accuracy.json: every build scored on every engine it ships that is measured."""
+    """The `variants` section of accuracy.json: every build scored on every engine it ships that is measured.
+
+    `predictions`, when given, receives each "<variant>.<engine>" -> predicted label per test example (for
+    paired comparisons across runs, e.g. two teachers on the same test split)."""
     texts = [example.text for example in test]
     labels = np.array([example.label for example in test])
     by_name = {build.name: build for build in builds}
@@ -191,6 +195,8 @@ def evaluate_builds(
                 run.predictions, labels, num_labels, artifact.engine, run.where["execution_device"], config, seed
             )
             cell: dict[str, Any] = {"quality": report.model_dump(), **run.where}
+            if predictions is not None:
+                predictions[f"{build.name}.{artifact.engine}"] = run.predictions.astype(np.int16)
             if build.name != baseline:
                 cell["decision"] = decide(
                     baseline, artifact.engine, reference.predictions, run.predictions, labels, config, seed
@@ -210,13 +216,21 @@ def evaluate_builds(
 
 
 def reference_baselines(
-    train: list[Example], test: list[Example], labels: list[str], config: EvaluateParams, seed: int
+    train: list[Example],
+    test: list[Example],
+    labels: list[str],
+    config: EvaluateParams,
+    seed: int,
+    predictions: dict[str, np.ndarray] | None = None,
 ) -> Baselines:
     """Majority class and TF-IDF + logistic regression, fit on the train split, scored on the test split."""
     train_labels = np.array([e.label for e in train])
     test_labels = np.array([e.label for e in test])
     majority = majority_label(train_labels)
     tfidf = tfidf_logreg_predictions([e.text for e in train], train_labels, [e.text for e in test], seed)
+    if predictions is not None:
+        predictions["_tfidf_logreg"] = tfidf.astype(np.int16)
+        predictions["_majority"] = np.full(len(test_labels), majority, dtype=np.int16)
     n = len(test_labels)
     return Baselines(
         majority=wilson_interval(int(np.sum(test_labels == majority)), n, config.confidence),
@@ -225,7 +239,9 @@ def reference_baselines(
     )
 
 
-def run_evaluate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
+def run_evaluate(
+    params: Params, root: Path = Path("."), predictions: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
     device = resolve_device(params.device)
     builds = enabled_builds(params, root)
     labels = read_labels(root / PREPARED_DIR)
@@ -241,9 +257,10 @@ def run_evaluate(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         root,
         device,
         params.seed,
+        predictions,
     )
     baselines = reference_baselines(
-        read_split(root / PREPARED_DIR, "train"), test, labels, params.evaluate, params.seed
+        read_split(root / PREPARED_DIR, "train"), test, labels, params.evaluate, params.seed, predictions
     )
     return {
         "baseline": params.baseline.name,
@@ -292,9 +309,12 @@ def main() -> None:
     from infopt.tracking import log_stage
 
     params = load_params("params.yaml")
-    report = run_evaluate(params)
+    predictions: dict[str, np.ndarray] = {}
+    report = run_evaluate(params, predictions=predictions)
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
     METRICS_PATH.write_text(json.dumps(report, indent=2) + "\n")
+    PREDICTIONS.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(PREDICTIONS, **predictions)
     Console(width=120).print(_table(report))
     for name, row in report["variants"].items():  # the primary engine's unprefixed numbers are logged by `manifest`
         for engine, cell in row.get("engines", {}).items():

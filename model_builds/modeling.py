@@ -55,7 +55,7 @@ class Encoded:
         order = rng.permutation(len(self.ids))
         lengths = np.array([len(row) for row in self.ids])
         chunk = batch_size * chunk_batches
-        batches = []
+        batches: list[np.ndarray] = []
         for start in range(0, len(order), chunk):
             part = order[start : start + chunk]
             part = part[np.argsort(lengths[part], kind="stable")]
@@ -132,7 +132,8 @@ class TrainResult:
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue

@@ -83,7 +83,8 @@ def pretrain_encoder(params: Params, device: str, out_dir: Path) -> dict[str, An
     bert = bert_config(
         model_params.architecture, len(tokenizer), model_params.max_seq_len, ["x"], tokenizer.pad_token_id
     )
-    model = BertForMaskedLM(bert).to(device)
+    model: Any = BertForMaskedLM(bert)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * config.max_steps), config.max_steps
@@ -108,7 +109,7 @@ def pretrain_encoder(params: Params, device: str, out_dir: Path) -> dict[str, An
             model.train()
             with autocast:
                 loss = model(input_ids=inputs, attention_mask=attention, labels=labels).loss
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 raise RuntimeError(f"MLM loss became {float(loss)} at step {step}: lower pretrain.lr (now {config.lr})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

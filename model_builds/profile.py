@@ -11,10 +11,13 @@ Writes metrics/profiles/<variant>.json and a readable <variant>.txt.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +98,32 @@ def _module_labels(model: Any) -> list[tuple[str, Any]]:
         if not name or any(name.startswith(parent + ".") for parent, _ in chosen):
             continue
         path = name.replace("/", ".")
-        if (_LAYER.search(path) and _LAYER.search(path).end() == len(path)) or re.search(
+        layer = _LAYER.search(path)
+        if (layer is not None and layer.end() == len(path)) or re.search(
             r"(?:^|\.)(embeddings|pooler|classifier|pre_classifier)$", path
         ):
             chosen.append((name, module))
     return chosen
+
+
+@contextmanager
+def without_kineto_chatter() -> Iterator[None]:
+    """torch's profiler (kineto) writes `USDT:... profiler_start/stop` lines straight to file descriptor 2; keep
+    everything else it writes to stderr, drop those lines (they are noise in every pipeline log)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [
+                line for line in sink.read().decode(errors="replace").splitlines(True) if not line.startswith("USDT:")
+            ]
+            sys.stderr.write("".join(kept))
 
 
 def profile_torch(
@@ -128,7 +152,7 @@ def profile_torch(
     engine.infer(batch_ids, batch_mask)  # warm-up outside the trace
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     try:
-        with profile(activities=activities, record_shapes=True) as trace:
+        with without_kineto_chatter(), profile(activities=activities, record_shapes=True) as trace:
             for index in range(config.iters):
                 batch_ids, batch_mask = batches.batch(config.batch_size, index)
                 with record_function("forward"):

@@ -122,14 +122,16 @@ def summary_metrics(row: SummaryRow, device: str, git_sha: str) -> dict[str, flo
 def pareto_rows(rows: Sequence[SummaryRow]) -> list[dict[str, object]]:
     """Accuracy vs cost/1k at best throughput; on_front when no other variant is as cheap and as accurate
     with one of the two strictly better."""
-    measured = [row for row in rows if row.accuracy is not None and row.cost_per_1k_usd is not None]
-    result = []
-    for row in measured:
+    measured = [
+        (row, row.accuracy, row.cost_per_1k_usd)
+        for row in rows
+        if row.accuracy is not None and row.cost_per_1k_usd is not None
+    ]
+    result: list[dict[str, object]] = []
+    for row, accuracy, cost in measured:
         dominated = any(
-            other.cost_per_1k_usd <= row.cost_per_1k_usd
-            and other.accuracy >= row.accuracy
-            and (other.cost_per_1k_usd < row.cost_per_1k_usd or other.accuracy > row.accuracy)
-            for other in measured
+            other_cost <= cost and other_accuracy >= accuracy and (other_cost < cost or other_accuracy > accuracy)
+            for other, other_accuracy, other_cost in measured
             if other is not row
         )
         result.append(

@@ -29,6 +29,10 @@ def fp8_support(device: str) -> str | None:
 
 
 class Fp8Linear(torch.nn.Module):
+    weight: torch.Tensor  # float8_e4m3fn (out, in), a buffer
+    weight_scale: torch.Tensor  # per-tensor scale, a buffer
+    bias: torch.nn.Parameter | None
+
     def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -43,7 +47,7 @@ class Fp8Linear(torch.nn.Module):
         scale = weight.abs().max().clamp(min=1e-12) / FP8_MAX
         module.weight.copy_((weight / scale).to(torch.float8_e4m3fn))
         module.weight_scale.copy_(scale)
-        if linear.bias is not None:
+        if linear.bias is not None and module.bias is not None:
             module.bias.data.copy_(linear.bias.detach().to(torch.bfloat16))
         return module
 

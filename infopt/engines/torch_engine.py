@@ -75,7 +75,7 @@ class TorchEngine:
     _previous_threads: int | None = None
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
         if self._previous_threads is not None:
             import torch
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 import torch
 from torch.nn.utils import prune
@@ -27,11 +28,11 @@ from model_builds.variants.common import export_fp32, fresh_dir, skipped
 from model_builds.variants.context import BuildContext
 
 
-def encoder_linears(model: torch.nn.Module) -> list[torch.nn.Linear]:
+def encoder_linears(model: Any) -> list[torch.nn.Linear]:
     return [module for module in model.base_model.encoder.modules() if isinstance(module, torch.nn.Linear)]
 
 
-def l1_unstructured_masks(model: torch.nn.Module, amount: float) -> dict[torch.nn.Linear, torch.Tensor]:
+def l1_unstructured_masks(model: Any, amount: float) -> dict[torch.nn.Linear, torch.Tensor]:
     masks = {}
     for module in encoder_linears(model):
         prune.l1_unstructured(module, "weight", amount=amount)
@@ -40,7 +41,7 @@ def l1_unstructured_masks(model: torch.nn.Module, amount: float) -> dict[torch.n
     return masks
 
 
-def two_four_masks(model: torch.nn.Module) -> dict[torch.nn.Linear, torch.Tensor]:
+def two_four_masks(model: Any) -> dict[torch.nn.Linear, torch.Tensor]:
     """Keep the 2 largest |w| of every 4 consecutive weights along the input dimension."""
     masks = {}
     with torch.no_grad():
@@ -56,7 +57,7 @@ def two_four_masks(model: torch.nn.Module) -> dict[torch.nn.Linear, torch.Tensor
 
 
 def mask_hook(masks: dict[torch.nn.Linear, torch.Tensor]):
-    def apply(_model: torch.nn.Module) -> None:
+    def apply(_model: Any) -> None:
         with torch.no_grad():
             for module, mask in masks.items():
                 module.weight.mul_(mask.to(module.weight.device))
@@ -64,7 +65,7 @@ def mask_hook(masks: dict[torch.nn.Linear, torch.Tensor]):
     return apply
 
 
-def prune_heads_and_ffn(model: torch.nn.Module, amount: float) -> dict:
+def prune_heads_and_ffn(model: Any, amount: float) -> dict:
     """Remove the least important heads and FFN channels of every layer, in place; returns what was cut."""
     from transformers.pytorch_utils import prune_linear_layer
 
@@ -105,7 +106,7 @@ def build(variant: PrunedVariant, ctx: BuildContext) -> VariantBuild:
         reason = semi_structured_support(ctx.device)
         if reason:
             return skipped(variant.name, variant.kind, "fp32", reason, {"method": variant.method})
-    model = ctx.teacher()
+    model: Any = ctx.teacher()
     before = sum(p.numel() for p in model.parameters())
     details: dict = {"method": variant.method, "amount": variant.amount, "finetune_epochs": variant.finetune_epochs}
     hook = None
@@ -135,7 +136,7 @@ def build(variant: PrunedVariant, ctx: BuildContext) -> VariantBuild:
     return export_fp32(model, ctx, ctx.variant_dir(variant.name), variant.name, variant.kind, details)
 
 
-def sparse_capable(model: torch.nn.Module, device: str) -> tuple[list[str], list[str]]:
+def sparse_capable(model: Any, device: str) -> tuple[list[str], list[str]]:
     """Encoder Linear layers whose 2:4 weights torch's semi-structured format accepts on this GPU (its kernels
     have shape rules), and those that must stay dense."""
     from torch.sparse import to_sparse_semi_structured
@@ -154,7 +155,7 @@ def sparse_capable(model: torch.nn.Module, device: str) -> tuple[list[str], list
     return capable, dense
 
 
-def export_two_four(model: torch.nn.Module, ctx: BuildContext, variant: PrunedVariant, details: dict) -> VariantBuild:
+def export_two_four(model: Any, ctx: BuildContext, variant: PrunedVariant, details: dict) -> VariantBuild:
     """hf/ in fp16 plus sparsity.json; the served (sparse) engine's logits are checked against dense fp16."""
     from infopt.engines.torch_engine import SPARSITY_FILE, TorchEngine
 
@@ -163,9 +164,9 @@ def export_two_four(model: torch.nn.Module, ctx: BuildContext, variant: PrunedVa
     if (variant_dir / "onnx").exists():
         shutil.rmtree(variant_dir / "onnx")
     model = model.half().eval()
-    modules, dense = sparse_capable(model, ctx.device)
+    capable, dense = sparse_capable(model, ctx.device)
     save_classifier(model, ctx.tokenizer, hf_dir)
-    (hf_dir / SPARSITY_FILE).write_text(json.dumps({"pattern": "2:4", "modules": modules}, indent=2) + "\n")
+    (hf_dir / SPARSITY_FILE).write_text(json.dumps({"pattern": "2:4", "modules": capable}, indent=2) + "\n")
     sparse = TorchEngine(hf_dir, device=ctx.device, precision="fp16")
     dense = model.to(ctx.device)
     ids, mask, _ = next(ctx.split("val").batches(64))

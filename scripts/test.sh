@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup_vllm.sh
+bash scripts/setup_browser.sh  # chromium + playwright for tests/dashboard (idempotent; <1 s when present)
 . scripts/env.sh
 exec python -m pytest "$@"

@@ -2,7 +2,7 @@
 
     python -m challenge.gateway_child --spec SPEC.json --port PORT
 
-The app is `serving.app.create_app` run by `serving.app.run_server`, the same app and server `infopt serve`
+The app is `serving.app.create_app` run by `serving.server.run_server`, the same app and server `infopt serve`
 runs (auth, token bucket, priority queue with deadlines, dynamic batcher, metrics). The only difference is
 the engine factory: it builds the step's engine from the spec (challenge/engines.py), e.g. the CUDA-graph
 engine, which `infopt serve` cannot select from params today. Bound to 127.0.0.1 only.
@@ -83,13 +83,14 @@ def main() -> None:
     args = parser.parse_args()
     from challenge.engines import build_engine
     from challenge.loadclient import raise_file_limit
-    from serving.app import create_app, run_server
+    from serving.app import create_app
+    from serving.server import run_server
 
     spec = GatewaySpec.model_validate_json(args.spec.read_text())
     raise_file_limit(spec.connections + 256)
     settings = settings_of(spec, args.port)
     app = create_app(settings, engine_factory=lambda _settings: [build_engine(spec.engine)])
-    run_server(app, host="127.0.0.1", port=args.port, log_level="warning", grace_s=2.0)
+    run_server(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -519,7 +519,14 @@ def through_gateway(
         sla_classes=dict(ctx.params.sla_classes),
         sla_class=SLA_CLASS,
         batching=batching,
-        serving=ctx.params.serving.model_copy(update={"queue_capacity": max(4 * levels[-1], 1024)}),
+        serving=ctx.params.serving.model_copy(
+            update={
+                "queue_capacity": max(4 * levels[-1], 1024),
+                # every client connection of the highest level lands on one of the processes: none refused
+                "max_connections": max(ctx.params.serving.max_connections, -(-levels[-1] // processes) + 64),
+                "shutdown_grace_s": 2.0,  # the load has stopped when the gateways are stopped
+            }
+        ),
         connections=levels[-1],
     )
     run = measure_gateway(

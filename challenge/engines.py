@@ -70,7 +70,7 @@ class Tf32Engine:
         self._previous = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("high")
         self.inner = TorchEngine(spec.model_dir, device=spec.device, precision="fp32", threads=spec.threads)
-        self.name, self.device = "torch", spec.device
+        self.name, self.device = "torch", str(spec.device)
 
     def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.inner.infer(input_ids, attention_mask)
@@ -119,7 +119,7 @@ class StaticEngine:
 
         self._torch = torch
         self.spec = spec
-        self.device = spec.device
+        self.device: str = spec.device
         if spec.precision not in ("fp32", "tf32", "fp16", "bf16"):
             raise EngineError(f"the static forward runs fp32, tf32, fp16 or bf16, not {spec.precision!r}")
         if spec.graphs and spec.device != "cuda" and not emulate_graphs:
@@ -128,7 +128,8 @@ class StaticEngine:
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(spec.threads)
         model = load_hf(Path(spec.model_dir))
-        ids, mask = _probe_batch(int(model.config.vocab_size), spec.pad_id)
+        config: Any = model.config
+        ids, mask = _probe_batch(int(config.vocab_size), spec.pad_id)
         reference = StaticBert(model, device="cpu", precision="fp32", fused_gelu=False)
         t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
         difference = check_against_hf(reference, model, t_ids, t_mask)
@@ -172,7 +173,7 @@ class StaticEngine:
         self.sizes = sorted(spec.batch_sizes)
         self.buckets = sorted(spec.length_buckets)
         cuda = not emulate
-        self.stream: Any = torch.cuda.Stream() if cuda else None
+        self.stream: Any = torch.cuda.Stream() if cuda else None  # Any: torch.cuda.Stream on CUDA only
         pool = torch.cuda.graph_pool_handle() if cuda else None
         began = time.perf_counter()
         # largest first: the later (smaller) graphs fit in the memory pool the first one sized
@@ -182,13 +183,14 @@ class StaticEngine:
                 ids = torch.full((batch, tokens), spec.pad_id, dtype=torch.int64, device=self.device)
                 mask = torch.ones((batch, tokens), dtype=torch.int64, device=self.device)
                 if cuda:
-                    self.stream.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(self.stream):
+                    stream: Any = self.stream
+                    stream.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(stream):
                         for _ in range(2):  # warm-up outside capture: lazy cuBLAS / attention initialisation
                             self.forward(ids, mask)
-                    self.stream.synchronize()
+                    stream.synchronize()
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool=pool, stream=self.stream):
+                    with torch.cuda.graph(graph, pool=pool, stream=stream):
                         out = self.forward(ids, mask)
                     run = graph.replay
                 else:

@@ -46,6 +46,8 @@ class DenseLinear:
 
     def gelu(self, x: torch.Tensor) -> torch.Tensor:
         """linear + GELU in one cuBLASLt call (its epilogue GELU is the tanh approximation)."""
+        if self.bias is None:  # the epilogue adds a bias; BERT's FFN always has one
+            return F.gelu(self(x), approximate="tanh")
         return torch._addmm_activation(self.bias, x, self.weight.t(), use_gelu=True)
 
 
@@ -68,7 +70,6 @@ class Fp8Linear:
             x = F.pad(x, (0, 0, 0, pad))
         amax = x.abs().amax().float().clamp(min=1e-12)
         quantized = (x * (FP8_MAX / amax).to(x.dtype)).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        extra = {"use_fast_accum": True} if self.fast_accum else {}
         out = torch._scaled_mm(
             quantized,
             self.weight_t,
@@ -76,7 +77,7 @@ class Fp8Linear:
             scale_b=self.weight_scale,
             bias=self.bias,
             out_dtype=self.out_dtype,
-            **extra,
+            use_fast_accum=self.fast_accum,
         )
         return out[:rows] if pad else out
 
@@ -121,7 +122,9 @@ class StaticBert:
         sparse_modules: frozenset[str] = frozenset(),
         fused_gelu: bool | None = None,
     ) -> None:
-        config = model.config
+        config: Any = (
+            model.config
+        )  # transformers' PretrainedConfig (nn.Module's __getattr__ types it as Tensor | Module)
         if getattr(config, "model_type", None) != "bert":
             raise ForwardError(f"model_type {getattr(config, 'model_type', None)!r}: the static forward is BERT only")
         if getattr(config, "position_embedding_type", "absolute") != "absolute":

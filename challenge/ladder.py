@@ -346,7 +346,7 @@ def measure_candidate(
         wait = None
         if plan:
             engine_kind = "onnxruntime" if spec.family == "onnxruntime" else "torch"
-            measured = Sweep(engine=engine_kind, threads=spec.threads or 1, device=ctx.device, points=points)  # type: ignore[arg-type]
+            measured = Sweep(engine=engine_kind, threads=spec.threads or 1, device=ctx.device, points=points)
             batching = BatchingParams(max_batch_size=max(by_batch), max_wait_ms=ctx.wait_ms)
             sla_plan = plan_sla(measured, SLA_CLASS, ctx.sla, batching)
             candidate.sla_plan = sla_plan.model_dump()

@@ -220,7 +220,7 @@ def worker_main(spec_path: Path, index: int, processes: int, out: Path) -> None:
     if use_uvloop:
         import uvloop
 
-        loop = uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,30 @@ def test_cpu_run_says_what_it_skipped_and_which_targets_it_could_not_measure(
         "fp8_above_bf16_roofline",
     }
     assert targets["fp8_above_bf16_roofline"].met is None and targets["fp8_above_bf16_roofline"].value is None
+
+
+def test_dashboard_shows_the_ladder_numbers_as_in_its_file(
+    ladder: tuple[LadderResult, Path, Path], tmp_path: Path
+) -> None:
+    """The ladder path of the dashboard on a real ladder.json: every tagged number equals the file, in Chromium."""
+    from dashboard.build import build
+    from dashboard.sources import LADDERS, resolve
+    from tests.dashboard.test_dashboard import _open
+
+    _, out, _ = ladder
+    root = tmp_path / "repo"
+    relative = f"{LADDERS}/cpu-reduced/ladder.json"
+    (root / relative).parent.mkdir(parents=True)
+    shutil.copy(out / "ladder.json", root / relative)
+    page_path = build(root, tmp_path / "dashboard")
+    seen = _open(page_path)
+    images = seen["images"]
+    assert images and all(complete and width > 0 for _, complete, width, _ in images)  # type: ignore[union-attr]
+    cells = [cell for cell in seen["cells"] if cell[0] == relative]  # type: ignore[union-attr]
+    data = json.loads((root / relative).read_text())
+    pointers = {cell[1] for cell in cells}
+    assert {f"/steps/{s}/carried/point/throughput_rps" for s in range(len(STEPS))} <= pointers
+    for _, pointer, fmt, value, text in cells:
+        expected = resolve(data, pointer)
+        assert float(value) == expected and text == format(expected, fmt), pointer
+    assert data["fingerprint"]["git_sha"][:10] in str(seen["text"])

@@ -13,8 +13,8 @@
 # /tmp/site, where gpu_pipeline.sh put them) unless already there; .whl/challenge/*.whl
 # (scripts/challenge_wheels.sh) only for modules the host cannot import.
 # Writes into OUT_DIR as it goes (a cut or failed run still leaves its numbers):
-#   challenge-env.txt (GPU, modules)  challenge-log.txt (progress)  challenge/ladder.json (rewritten after
-#   every step)  challenge/ladder.md (at the end)
+#   challenge-env.txt (GPU, modules)  challenge-log.txt (progress)  challenge/ladder.json + ladder.md (rewritten
+#   atomically after every candidate and step)
 # Exit status: the ladder's (0 complete or partial, 1 failed, 2 could not start, 3 interrupted, 124 timeout).
 # CHALLENGE_DEVICE (default cuda) and CHALLENGE_ARGS (e.g. --reduced) exist for the CPU rehearsal of this
 # script (tests/challenge/test_gpu_script.py).

@@ -14,7 +14,7 @@
 # (scripts/challenge_wheels.sh) only for modules the host cannot import.
 # Writes into OUT_DIR as it goes (a cut or failed run still leaves its numbers):
 #   challenge-env.txt (GPU, modules)  challenge-log.txt (progress)  challenge/ladder.json + ladder.md (rewritten
-#   atomically after every candidate and step)
+#   after every candidate and step; the JSON atomically)
 # Exit status: the ladder's (0 complete or partial, 1 failed, 2 could not start, 3 interrupted, 124 timeout).
 # CHALLENGE_DEVICE (default cuda) and CHALLENGE_ARGS (e.g. --reduced) exist for the CPU rehearsal of this
 # script (tests/challenge/test_gpu_script.py).

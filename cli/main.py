@@ -75,6 +75,7 @@ def artifact_verify(path: Path, sha256: str) -> None:
 
 def _register_subcommands() -> None:
     """Each part owns its sub-app; their modules import heavy libraries only inside commands."""
+    from cli.challenge import register as register_challenge
     from cli.images import app as images_app
     from cli.infra import app as infra_app
     from cli.llm import app as llm_app
@@ -87,6 +88,7 @@ def _register_subcommands() -> None:
     app.add_typer(llm_app, name="llm", help="The causal-LM path: the serving-framework comparison.")
     for command in serving_app.registered_commands:
         app.registered_commands.append(command)
+    register_challenge(app)  # `infopt challenge` and `infopt dashboard build`
 
 
 def main() -> None:

@@ -1,0 +1,111 @@
+"""How much the ladder measures: one preset per (device, reduced), every knob in one frozen record.
+
+The presets are sized for a time budget: the GPU preset fits in about six minutes on an H200 after the
+pipeline, the full CPU preset in about twenty minutes on 2 cores, the reduced CPU preset (the CI test) in a
+few minutes on 2 loaded cores. Nothing here is a result: they are how long and how wide to measure.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from infopt.params import BenchmarkParams
+
+# Batch sizes a graph engine captures for a gateway: a batch is padded up to the next one (<= 1.5x rows).
+GRAPH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+ACCURACY_BATCH = 64  # the evaluate stage's batch: accuracy is scored the way the pipeline scores it
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    device: str
+    reduced: bool
+    budget_s: float  # wall-clock budget of the whole ladder; steps past it are recorded as cut
+    threads: int | None  # intra-op threads of every engine (CPU); None on GPU
+    test_limit: int | None  # score accuracy on a seeded subsample of this many test texts (reduced only)
+    probe_batch: int  # the precision step carries the precision that is fastest at this batch
+    sweep_batches: tuple[int, ...]  # model-level sweep of the batched steps (3-6); the largest is the cap
+    length_buckets: tuple[int, ...]  # padded lengths the graph engine captures
+    bench: BenchmarkParams  # rounds, warm-up and per-cell time limits of every sweep
+    roofline_n: int  # the n of the n^3 matmul that measures the ceiling
+    gateway_processes: int
+    client_processes: int
+    connection_factors: tuple[float, ...]  # levels: factor x model req/s x SLA p99 (Little's law), see gateway
+    gateway_warmup_s: float
+    gateway_duration_s: float
+    ready_timeout_s: float
+    min_step_s: float  # a step starts only with this much budget left
+
+    def graph_sizes(self, cap: int) -> tuple[int, ...]:
+        """Captured batch sizes of a gateway engine whose batches are at most `cap` rows."""
+        return tuple(sorted({size for size in GRAPH_SIZES if size <= cap} | {cap}))
+
+
+def length_buckets(max_seq_len: int, step: int = 16) -> tuple[int, ...]:
+    """Multiples of 16 up to max_seq_len (tensor-core friendly widths), max_seq_len itself last."""
+    return tuple(sorted({*range(step, max_seq_len, step), max_seq_len}))
+
+
+def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, budget_s: float | None) -> LadderConfig:
+    cores = os.cpu_count() or 1
+    buckets = length_buckets(max_seq_len)
+    if device == "cuda":
+        return LadderConfig(
+            device=device,
+            reduced=reduced,
+            budget_s=budget_s or 330.0,
+            threads=None,
+            test_limit=2000 if reduced else None,
+            probe_batch=64,
+            sweep_batches=(1, 8, 32, 64, 128, 256, 512, 1024) if not reduced else (1, 16, 64, 256),
+            length_buckets=buckets,
+            bench=BenchmarkParams(repeats=2, warmup_iters=3, min_iters=10, min_seconds=0.2, max_seconds=1.0),
+            roofline_n=8192,
+            gateway_processes=max(1, min(8, (cores - 4) // 2)),
+            client_processes=max(1, min(4, cores // 4)),
+            connection_factors=(0.25, 0.5, 1.0),
+            gateway_warmup_s=1.5,
+            gateway_duration_s=4.0,
+            ready_timeout_s=150.0,
+            min_step_s=15.0,
+        )
+    if reduced:
+        return LadderConfig(
+            device=device,
+            reduced=True,
+            budget_s=budget_s or 300.0,
+            threads=threads,
+            test_limit=2000,
+            probe_batch=16,
+            sweep_batches=(1, 4, 16, 64),
+            length_buckets=buckets,
+            bench=BenchmarkParams(repeats=1, warmup_iters=1, min_iters=5, min_seconds=0.05, max_seconds=0.5),
+            roofline_n=512,
+            gateway_processes=1,
+            client_processes=1,
+            connection_factors=(0.5, 1.0),
+            gateway_warmup_s=1.0,
+            gateway_duration_s=2.0,
+            ready_timeout_s=240.0,
+            min_step_s=5.0,
+        )
+    return LadderConfig(
+        device=device,
+        reduced=False,
+        budget_s=budget_s or 1800.0,
+        threads=threads,
+        test_limit=None,
+        probe_batch=64,
+        sweep_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        length_buckets=buckets,
+        bench=BenchmarkParams(repeats=2, warmup_iters=3, min_iters=10, min_seconds=0.2, max_seconds=1.0),
+        roofline_n=2048,
+        gateway_processes=1,
+        client_processes=1,
+        connection_factors=(0.25, 0.5, 1.0),
+        gateway_warmup_s=2.0,
+        gateway_duration_s=5.0,
+        ready_timeout_s=240.0,
+        min_step_s=20.0,
+    )

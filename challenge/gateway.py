@@ -1,0 +1,238 @@
+"""A ladder step through the real gateway: N gateway processes on 127.0.0.1 and the load client in front.
+
+The gateway has no multi-process (worker) option at this commit, so the host side is scaled as the issue
+suggests: several gateway processes, each with its own engine replica, batcher and admission state, and
+the client spreads its connections round-robin over their ports (a Kubernetes Service in front of N pods
+does the same). Each concurrency level is one closed-loop run (challenge/loadclient.py), in ascending order
+from a light load that any host answers; once a level fails more than half of its requests the higher ones
+are not run (recorded as `not_run`). The level chosen for the step is the fastest one whose p99 meets the
+SLA with at most 1% of requests failed (else the fastest that answered anything).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from challenge.gateway_child import API_KEY, GatewaySpec
+from challenge.loadclient import ClientResult, ClientSpec, run_clients
+from harness.child_server import free_port
+
+MAX_FAILED_FRACTION = 0.01  # a level with more failed requests than this does not count as meeting the SLA
+OVERLOADED_FRACTION = 0.5  # past a level that failed this share of its requests, higher levels are not run
+LIGHT_LOAD_CONNECTIONS = 8  # per gateway process: the first level, one any host answers (latency at light load)
+PROCESS_MODE = (
+    "separate gateway processes (one engine replica each) behind the client's round-robin: the gateway "
+    "offers no worker-process option at this commit"
+)
+
+
+class GatewayError(RuntimeError):
+    """A gateway process did not come up or died; the message names it and ends with its log."""
+
+
+class GatewayLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    connections: int
+    client: ClientResult
+    mean_batch_size: float | None  # rows per engine batch over the window, from the gateways' /metrics
+    failed_fraction: float
+    meets_sla: bool
+
+
+class GatewayRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    processes: int
+    mode: str
+    client_processes: int
+    engine: str
+    batching: dict[str, object]
+    sla_class: str
+    p99_sla_ms: float | None
+    startup_s: float
+    levels: list[GatewayLevel]
+    chosen: int | None  # index into levels
+    throughput_rps: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+    meets_sla: bool
+    not_run: list[int] = []  # levels left out: a lower one was already overloaded (see OVERLOADED_FRACTION)
+    error: str | None = None
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # 127.0.0.1 only
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def batch_counters(port: int) -> tuple[float, float]:
+    """(batches, rows) so far from one gateway's infopt_batch_size histogram."""
+    _, text = _get(f"http://127.0.0.1:{port}/metrics")
+    count = total = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith("infopt_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("infopt_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return count, total
+
+
+class Gateways:
+    """Start N gateway children for one spec; stop them all (SIGINT, then kill) on exit."""
+
+    def __init__(self, spec: GatewaySpec, processes: int, workdir: Path) -> None:
+        self.spec, self.count, self.workdir = spec, processes, workdir
+        self.children: list[tuple[int, subprocess.Popen[bytes], Path]] = []
+
+    def __enter__(self) -> Gateways:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        spec_path = self.workdir / "gateway-spec.json"
+        spec_path.write_text(self.spec.model_dump_json(indent=2))
+        for index in range(self.count):
+            port = free_port()
+            log = self.workdir / f"gateway-{index}.log"
+            child = subprocess.Popen(
+                [sys.executable, "-m", "challenge.gateway_child", "--spec", str(spec_path), "--port", str(port)],
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            self.children.append((port, child, log))
+        return self
+
+    @property
+    def ports(self) -> list[int]:
+        return [port for port, _, _ in self.children]
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.children)
+        while pending:
+            for item in list(pending):
+                port, child, log = item
+                if child.poll() is not None:
+                    raise GatewayError(f"gateway on port {port} exited with {child.returncode}:\n{_tail(log)}")
+                try:
+                    status, body = _get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2.0)
+                except OSError:
+                    continue  # not listening yet
+                if status == 200:
+                    pending.remove(item)
+                elif b'"error"' in body:
+                    raise GatewayError(f"gateway on port {port} failed to load its engine: {body[:500]!r}")
+            if pending and time.monotonic() > deadline:
+                raise GatewayError(
+                    f"{len(pending)} gateway(s) not ready within {timeout_s:.0f} s:\n{_tail(pending[0][2])}"
+                )
+            time.sleep(0.2)
+
+    def counters(self) -> tuple[float, float]:
+        batches = rows = 0.0
+        for port in self.ports:
+            count, total = batch_counters(port)
+            batches, rows = batches + count, rows + total
+        return batches, rows
+
+    def __exit__(self, *exc: object) -> None:
+        for _, child, _ in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for _, child, _ in self.children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=10)
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.is_file() else ""
+
+
+def measure_gateway(
+    spec: GatewaySpec,
+    *,
+    processes: int,
+    client_processes: int,
+    connection_levels: list[int],
+    texts: list[str],
+    warmup_s: float,
+    duration_s: float,
+    ready_timeout_s: float,
+    workdir: Path,
+    p99_sla_ms: float | None,
+) -> GatewayRun:
+    """Start the gateways, run each connection level, stop them; the chosen level as the module says."""
+    began = time.monotonic()
+    levels: list[GatewayLevel] = []
+    not_run: list[int] = []
+    with Gateways(spec, processes, workdir) as gateways:
+        gateways.wait_ready(ready_timeout_s)
+        startup = time.monotonic() - began
+        for index, connections in enumerate(connection_levels):
+            before = gateways.counters()
+            client_spec = ClientSpec(
+                ports=gateways.ports,
+                api_key=API_KEY,
+                texts=texts,
+                connections=connections,
+                warmup_s=warmup_s,
+                duration_s=duration_s,
+            )
+            result = run_clients(client_spec, client_processes, workdir / f"level-{index}", timeout_s=120.0)
+            after = gateways.counters()
+            batches, rows = after[0] - before[0], after[1] - before[1]
+            total = result.ok + result.status_429 + result.status_503 + result.expired + result.errors
+            failed = (total - result.ok) / total if total else 1.0  # nothing answered in the window: overloaded
+            meets = (
+                p99_sla_ms is not None
+                and result.latency_p99_ms is not None
+                and result.latency_p99_ms <= p99_sla_ms
+                and failed <= MAX_FAILED_FRACTION
+            )
+            levels.append(
+                GatewayLevel(
+                    connections=connections,
+                    client=result,
+                    mean_batch_size=rows / batches if batches else None,
+                    failed_fraction=failed,
+                    meets_sla=meets,
+                )
+            )
+            if failed > OVERLOADED_FRACTION:
+                not_run = connection_levels[index + 1 :]
+                break
+    meeting = [i for i, level in enumerate(levels) if level.meets_sla]
+    pool = meeting or [i for i, level in enumerate(levels) if level.client.ok]
+    chosen = max(pool, key=lambda i: levels[i].client.throughput_rps) if pool else None
+    best = levels[chosen].client if chosen is not None else None
+    return GatewayRun(
+        processes=processes,
+        mode=PROCESS_MODE,
+        client_processes=client_processes,
+        engine=spec.engine.describe(),
+        batching=spec.batching.model_dump(),
+        sla_class=spec.sla_class,
+        p99_sla_ms=p99_sla_ms,
+        startup_s=round(startup, 2),
+        levels=levels,
+        chosen=chosen,
+        throughput_rps=best.throughput_rps if best else None,
+        latency_p50_ms=best.latency_p50_ms if best else None,
+        latency_p95_ms=best.latency_p95_ms if best else None,
+        latency_p99_ms=best.latency_p99_ms if best else None,
+        meets_sla=bool(meeting),
+        not_run=not_run,
+    )

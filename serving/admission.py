@@ -82,6 +82,7 @@ class WorkerLink(FrameProtocol):
         self.inflight = 0  # the worker's requests in flight, as of its last PONG
         self.served = 0  # INFER frames received (how the kernel spread connections over the workers)
         self.syncs: dict[int, asyncio.Future[int]] = {}
+        self.ended = asyncio.Event()  # the link closed: every frame the worker sent has been handled
         self.handlers = {
             INFER: partial(admission.on_infer, self),
             ADMIT: partial(admission.on_admit, self),
@@ -109,6 +110,7 @@ class WorkerLink(FrameProtocol):
             if not future.done():
                 future.set_result(0)
         self.admission.link_lost(self)
+        self.ended.set()
 
 
 class Admission:

@@ -115,6 +115,7 @@ class Supervisor:
         self.workers: dict[int, WorkerProcess] = {}
         self.exits: list[tuple[int, int | None]] = []  # (worker index, exit status) of unexpected exits
         self.restarts = 0
+        self.max_restarts = MAX_RESTARTS
         self.exit_code = 0
         self.stopping = False
         self._stop: asyncio.Event | None = None
@@ -194,7 +195,7 @@ class Supervisor:
         self.exits.append((worker.index, status))
         now = time.monotonic()
         self._crashes = [at for at in self._crashes if now - at < RESTART_WINDOW_S] + [now]
-        if len(self._crashes) > MAX_RESTARTS:
+        if len(self._crashes) > self.max_restarts:
             log.error(
                 "worker %d exited with %s: %d unexpected worker exits within %.0f s; stopping the gateway",
                 worker.index,
@@ -241,6 +242,11 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         worker.process.kill()
             await self._wait_workers(5.0)
+        links = [asyncio.ensure_future(link.ended.wait()) for link in self.admission.links]
+        if links:  # a worker's last frames (its final DONEs) are read before its link's end
+            _, late = await asyncio.wait(links, timeout=2.0)
+            for task in late:
+                task.cancel()
         for link in list(self.admission.links):
             link.close()
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -278,10 +279,12 @@ def serve_workers(
     engines: list | None = None,
     ready_timeout_s: float = 120.0,
     admin: bool = False,
-) -> Iterator[tuple[str, object]]:
+    ready: bool = True,
+) -> Iterator[tuple[str, Any]]:
     """A multi-process gateway (serving.supervisor: the admission process runs in a thread of this test
     process with `engines`, its `workers` HTTP workers are real processes) on 127.0.0.1:<free port>; yields
-    (url, supervisor) once every worker answers ready, and stops it (the real drain) afterwards."""
+    (url, supervisor) once every worker serves (and, with `ready`, the gateway answers ready), and stops it
+    (the real drain) afterwards; the supervisor's thread has ended when the block is left."""
     import httpx
 
     from serving.supervisor import Supervisor, reuseport_sockets
@@ -310,6 +313,8 @@ def serve_workers(
             assert thread.is_alive(), f"supervisor stopped: {result}"
             serving = [link for link in supervisor.admission.links if link.pid is not None]  # HELLO seen
             if len(serving) == workers:
+                if not ready:
+                    break
                 try:
                     if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
                         break

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infopt.manifest import Artifact, Manifest, ManifestError, VariantEntry
+from infopt.manifest import Artifact, LlmVariantEntry, Manifest, ManifestError, VariantEntry
 from infopt.params import BatchingParams, Deployment, Params, Tenant
 from infopt.quantity import cpu_threads
 from infopt.sla import SlaError, SlaPlan, plan_sla
@@ -37,8 +37,8 @@ class ResolvedDeployment:
     tenants: tuple[Tenant, ...]
     sla_class: str  # the highest class among its tenants
     batching: BatchingParams  # the deployment's override, else serving.batching
-    variant: VariantEntry
-    artifact: Artifact  # what the engine loads (vLLM: the torch export)
+    variant: VariantEntry | LlmVariantEntry  # an LLM variant for a vllm deployment that names one
+    artifact: Artifact  # what the engine loads (vLLM: the torch export, or the LLM variant's HF folder)
     engine_threads: int  # intra-op threads: the pod's whole CPU cores (rounded up)
     gpus: int
     sla: SlaPlan | None  # None for vLLM (an LLM engine: no classifier sweep; its HPA reads waiting requests)
@@ -48,8 +48,34 @@ class ResolvedDeployment:
         return len(self.tenants) > 1
 
 
-def built_variant(manifest: Manifest, variant: str, engine: str, *, where: str) -> tuple[VariantEntry, Artifact]:
-    """The manifest entry and the artifact `engine` loads; DeploymentError prefixed with `where` otherwise."""
+def built_llm_variant(manifest: Manifest, variant: str, engine: str, *, where: str) -> tuple[LlmVariantEntry, Artifact]:
+    """An LLM variant's entry and its Hugging Face folder; only vLLM serves it."""
+    assert manifest.llm is not None
+    entry = manifest.llm.variant(variant)
+    if engine != "vllm":
+        raise DeploymentError(
+            f"{where}.variant {variant!r} is an LLM variant: only engine vllm serves it, not {engine}"
+        )
+    if entry.status != "built":
+        built = [v.name for v in manifest.llm.variants if v.status == "built"]
+        raise DeploymentError(
+            f"{where}.variant {variant!r} was skipped by the pipeline ({entry.skip_reason}); built LLM variants are {built}"
+        )
+    try:
+        artifact = entry.artifact(ARTIFACT_ENGINE[engine])
+    except ManifestError as error:
+        raise DeploymentError(f"{where} (engine {engine}): {error}") from None
+    return entry, artifact
+
+
+def built_variant(
+    manifest: Manifest, variant: str, engine: str, *, where: str
+) -> tuple[VariantEntry | LlmVariantEntry, Artifact]:
+    """The manifest entry and the artifact `engine` loads; DeploymentError prefixed with `where` otherwise.
+
+    A name among the manifest's LLM variants resolves to that variant's Hugging Face folder (engine vllm)."""
+    if manifest.llm is not None and variant in {entry.name for entry in manifest.llm.variants}:
+        return built_llm_variant(manifest, variant, engine, where=where)
     try:
         entry = manifest.variant(variant)
     except ManifestError as error:
@@ -68,7 +94,7 @@ def built_variant(manifest: Manifest, variant: str, engine: str, *, where: str) 
 
 def deployment_sla(
     params: Params,
-    entry: VariantEntry,
+    entry: VariantEntry | LlmVariantEntry,
     engine: str,
     sla_class: str,
     batching: BatchingParams,
@@ -77,10 +103,19 @@ def deployment_sla(
     *,
     where: str,
 ) -> SlaPlan | None:
-    """The SLA plan from the sweep measured for this engine, device and thread count (None for vLLM)."""
-    if engine == "vllm":
-        return None
+    """The SLA plan from the sweep measured for this engine, device and thread count.
+
+    vLLM serving a classifier variant: None (no generation sweep; params gives the HPA target). vLLM serving
+    an LLM variant: the plan of its in-process generation sweep on the device (a request = one generation),
+    a conservative stand-in for vLLM's own batching."""
     device = "cuda" if gpus else "cpu"
+    if engine == "vllm":
+        if not isinstance(entry, LlmVariantEntry):
+            return None
+        generation = [s for s in entry.sweeps if s.device == device]
+        if not generation:
+            return None
+        return plan_sla(generation[0], sla_class, params.sla_classes[sla_class], batching)
     sweeps = [s for s in entry.sweeps if s.engine == engine and s.device == device]
     sweep = next((s for s in sweeps if s.threads == threads), None) or (
         sweeps[0] if device == "cuda" and sweeps else None

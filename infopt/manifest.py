@@ -92,10 +92,10 @@ class BatchPoint(_Record):
 class Sweep(_Record):
     """One engine's latency sweep over batch sizes with a given number of intra-op threads on one device."""
 
-    engine: Literal["torch", "onnxruntime"]
+    engine: str  # torch | onnxruntime (LLM sweeps: torch, or torch-w8a8-reference, see model_builds/llm)
     threads: int
     device: Literal["cpu", "cuda"]
-    shape: Literal["served"] = "served"  # batches of real test texts padded to their longest row
+    shape: Literal["served", "generation"] = "served"  # classifier: real texts padded to the longest row
     points: list[BatchPoint]
 
     def point(self, batch_size: int) -> BatchPoint | None:
@@ -189,6 +189,48 @@ class VariantEntry(VariantBuild):
         )
 
 
+class LlmQuality(_Record):
+    """Held-out quality of one LLM variant, and its paired comparison with the baseline on the same documents."""
+
+    documents: int
+    tokens: int
+    perplexity: Interval
+    next_token_accuracy: Interval
+    perplexity_increase: Interval | None = None  # exp(mean NLL difference) - 1; None for the baseline
+    accuracy_loss: Interval | None = None  # baseline accuracy - variant accuracy (fraction)
+    within_budget: bool | None = None  # non-inferiority on both upper bounds; None for the baseline
+
+
+class LlmVariantEntry(VariantBuild):
+    """An LLM variant: its build record (a Hugging Face folder vLLM loads) plus quality and the in-process
+    generation sweep (a BatchPoint's request = one generation of the benchmark's fixed shape)."""
+
+    quality: LlmQuality | None = None
+    sweeps: list[Sweep] = Field(default_factory=list)  # in-process generation; a request = one generation
+    mlflow_run_id: str | None = None
+
+
+class LlmManifest(_Record):
+    """The causal-LM part of the manifest (optional: absent when params has no enabled `llm` section)."""
+
+    model_name: str
+    task: Literal["text-generation"] = "text-generation"
+    architecture: str  # e.g. LlamaForCausalLM
+    max_seq_len: int
+    vocab_size: int
+    baseline: str
+    max_perplexity_increase: float
+    max_accuracy_loss: float
+    corpus: str  # sources and licences, in words
+    variants: list[LlmVariantEntry]
+
+    def variant(self, name: str) -> LlmVariantEntry:
+        for entry in self.variants:
+            if entry.name == name:
+                return entry
+        raise ManifestError(f"manifest has no LLM variant {name!r}; it has {[v.name for v in self.variants]}")
+
+
 class Manifest(_Record):
     schema_version: Literal[2] = 2
     model_name: str
@@ -201,6 +243,7 @@ class Manifest(_Record):
     baselines: Baselines
     fingerprint: Fingerprint
     variants: list[VariantEntry]
+    llm: LlmManifest | None = None  # the causal-LM variants (model_builds/llm/), when params enables them
 
     def variant(self, name: str) -> VariantEntry:
         for entry in self.variants:

@@ -434,6 +434,182 @@ class TrackingParams(Strict):
     uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides
 
 
+# ----------------------------------------------------------------------------- llm (causal LM path)
+class LlmArchitecture(Strict):
+    """Llama-architecture decoder dimensions. vLLM's CPU attention needs head_dim = hidden/heads >= 32."""
+
+    hidden_size: int = Field(ge=32)
+    intermediate_size: int = Field(ge=32)
+    num_hidden_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> LlmArchitecture:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_size // self.num_attention_heads < 32:
+            raise ValueError(
+                f"head_dim {self.hidden_size // self.num_attention_heads} (hidden_size / num_attention_heads) "
+                "is below 32, which vLLM's CPU attention does not support"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads {self.num_key_value_heads}"
+            )
+        return self
+
+
+class LlmDataParams(Strict):
+    """Offline text for the causal LM: Debian's WordNet glosses/examples and fortunes, or your own file."""
+
+    sources: list[Literal["wordnet", "fortunes", "text", "jsonl"]] = Field(
+        default_factory=lambda: ["wordnet", "fortunes"], min_length=1
+    )
+    path: str | None = None  # text: paragraphs separated by blank lines; jsonl: one {"text": ...} per line
+    max_documents: int = Field(24000, ge=100)  # after a seeded shuffle; keeps the CPU preset within budget
+    max_chars: int = Field(600, ge=16)  # longer documents are cut (long fortunes are mostly ASCII art)
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _own_text_needs_path(self) -> LlmDataParams:
+        if {"text", "jsonl"} & set(self.sources) and not self.path:
+            raise ValueError(f"llm.data.path is required when llm.data.sources includes text or jsonl ({self.sources})")
+        return self
+
+
+class LlmTrainParams(Strict):
+    """Next-token training of the teacher (AdamW, linear warm-up then cosine decay)."""
+
+    steps: int = Field(160, ge=1)
+    batch_size: int = Field(8, ge=1)  # blocks of max_seq_len tokens per step
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(16, ge=0)
+    threads: int = Field(1, ge=1)  # torch intra-op threads of train/variants/evaluate: on a shared 2-core box
+    # two threads spin-wait on each other and ran a tiny model 7x slower than one; raise it on a dedicated host
+
+
+class LlmVariantBase(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")]
+    enabled: bool = True
+
+
+class LlmBaselineVariant(LlmVariantBase):
+    """The teacher as trained (FP32 safetensors)."""
+
+    kind: Literal["baseline"] = "baseline"
+
+
+class LlmHalfVariant(LlmVariantBase):
+    """The teacher's weights cast to BF16 or FP16 (vLLM serves it in that dtype)."""
+
+    kind: Literal["half"] = "half"
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+
+
+class LlmInt8Variant(LlmVariantBase):
+    """compressed-tensors W8A8 INT8: int8 weights with one scale per output channel, activations quantized
+    per token at run time (symmetric, dynamic). vLLM loads it unchanged (oneDNN kernels on x86 CPUs)."""
+
+    kind: Literal["int8_w8a8"] = "int8_w8a8"
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"])  # modules kept in full precision
+
+
+class LlmDistilledVariant(LlmVariantBase):
+    """A smaller student trained on the teacher's logits: alpha * KL(T) * T^2 + (1 - alpha) * next-token CE."""
+
+    kind: Literal["distilled"] = "distilled"
+    student: LlmArchitecture
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    steps: int = Field(160, ge=1)
+
+
+LlmVariant = Annotated[
+    LlmBaselineVariant | LlmHalfVariant | LlmInt8Variant | LlmDistilledVariant, Field(discriminator="kind")
+]
+
+
+class LlmEvaluateParams(Strict):
+    """Held-out perplexity and next-token accuracy, 95% intervals by a bootstrap over documents, and the
+    non-inferiority rule: a variant is within budget only when the upper bound of its paired loss vs the
+    baseline is within both budgets."""
+
+    max_documents: int = Field(1500, ge=10)  # test documents scored per variant
+    bootstrap_resamples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    max_perplexity_increase: float = Field(0.05, ge=0)  # relative: 0.05 = the variant's perplexity <= 1.05x
+    max_accuracy_loss: float = Field(0.01, ge=0, le=1)  # next-token accuracy, as a fraction (0.01 = 1 point)
+    batch_size: int = Field(32, ge=1)
+
+
+class LlmBenchmarkParams(Strict):
+    """In-process (torch) static-batch generation: prefill `prompt_tokens`, then decode `output_tokens`."""
+
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 4, 16])
+    prompt_tokens: int = Field(32, ge=1)
+    output_tokens: int = Field(16, ge=1)
+    warmup_iters: int = Field(1, ge=0)
+    min_iters: int = Field(5, ge=1)
+    max_seconds: float = Field(3.0, gt=0)  # per (variant, batch size) cell
+    threads: int = Field(1, ge=1)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sorted_unique(cls, value: list[int]) -> list[int]:
+        if sorted(set(value)) != value:
+            raise ValueError(f"must be strictly increasing, got {value}")
+        return value
+
+
+class LlmParams(Strict):
+    """The causal-LM model kind beside the classifier: corpus -> tokenizer -> teacher -> variants."""
+
+    enabled: bool = True  # false: the llm_* stages write empty records and the manifest has no llm section
+    name: str = "tinylm"
+    kind: Literal["causal-lm"] = "causal-lm"
+    preset: str = "tiny"
+    presets: dict[str, LlmArchitecture]
+    pretrained: str | None = None  # your own local HF Llama-architecture folder (with tokenizer): no training
+    vocab_size: int = Field(2048, ge=300)  # byte-level BPE trained on the corpus
+    max_seq_len: int = Field(128, ge=16, le=32768)  # training blocks and evaluation windows
+    data: LlmDataParams = LlmDataParams()
+    train: LlmTrainParams = LlmTrainParams()
+    variants: list[LlmVariant] = Field(min_length=1)
+    evaluate: LlmEvaluateParams = LlmEvaluateParams()
+    benchmark: LlmBenchmarkParams = LlmBenchmarkParams()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LlmParams:
+        if self.preset not in self.presets:
+            raise ValueError(f"llm.preset {self.preset!r} is not one of {sorted(self.presets)}")
+        names = [variant.name for variant in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"llm.variants: duplicate names in {names}")
+        if sum(1 for variant in self.variants if variant.kind == "baseline") != 1:
+            raise ValueError("llm.variants: exactly one variant must have kind 'baseline'")
+        return self
+
+    @property
+    def architecture(self) -> LlmArchitecture:
+        return self.presets[self.preset]
+
+    @property
+    def baseline(self) -> LlmBaselineVariant:
+        return next(v for v in self.variants if isinstance(v, LlmBaselineVariant))
+
+    def variant(self, name: str) -> LlmVariant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise KeyError(f"no llm variant named {name!r}; llm.variants are {[v.name for v in self.variants]}")
+
+
 # ----------------------------------------------------------------------------- root
 class Params(Strict):
     seed: int = 1234
@@ -452,6 +628,7 @@ class Params(Strict):
     tenants: list[Tenant] = Field(default_factory=list)
     deployments: list[Deployment] = Field(default_factory=list)
     tracking: TrackingParams = TrackingParams()
+    llm: LlmParams | None = None  # the causal-LM path (model_builds/llm/); None: no LLM stages' work
 
     @model_validator(mode="after")
     def _cross_references(self) -> Params:
@@ -482,10 +659,20 @@ class Params(Strict):
                     f"tenants[{tenant.name}].sla_class {tenant.sla_class!r} is not a defined SLA class "
                     f"({sorted(self.sla_classes)})"
                 )
+        llm_names = [variant.name for variant in self.llm.variants] if self.llm else []
+        clash = sorted(set(names) & set(llm_names))
+        if clash:
+            raise ValueError(f"llm.variants: names {clash} are also classifier variants; a deployment must name one")
         for deployment in self.deployments:
-            if deployment.variant not in names:
+            if deployment.variant in llm_names and deployment.engine != "vllm":
                 raise ValueError(
-                    f"deployments[{deployment.name}].variant {deployment.variant!r} is not a variant ({names})"
+                    f"deployments[{deployment.name}].variant {deployment.variant!r} is an LLM variant: "
+                    f"its engine must be vllm, not {deployment.engine}"
+                )
+            if deployment.variant not in names + llm_names:
+                raise ValueError(
+                    f"deployments[{deployment.name}].variant {deployment.variant!r} is not a variant "
+                    f"({names + llm_names})"
                 )
             unknown = [name for name in deployment.tenants if name not in tenant_names]
             if unknown:

@@ -17,3 +17,10 @@ PREDICTIONS = Path("artifacts/predictions.npz")  # evaluate: predicted label per
 METRICS_DIR = Path("metrics")
 PROFILES_DIR = METRICS_DIR / "profiles"
 PLOTS_DIR = Path("plots")
+
+# The causal-LM path (model_builds/llm/): its own corpus, tokenizer, teacher and variants.
+LLM_DATA_DIR = Path("data/llm")  # train/val/test.jsonl + stats.json
+LLM_TOKENIZER_DIR = Path("artifacts/llm/tokenizer")
+LLM_TEACHER_DIR = Path("artifacts/llm/teacher")
+LLM_VARIANTS_DIR = Path("artifacts/llm/variants")  # <variant>/variant.json + <variant>/hf/
+LLM_METRICS_DIR = METRICS_DIR / "llm"

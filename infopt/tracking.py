@@ -145,6 +145,33 @@ def variant_run(
         yield active
 
 
+@contextmanager
+def keyed_run(
+    params: Params,
+    run_key: str,
+    stage: str,
+    tags: Mapping[str, str] | None = None,
+    params_path: str | Path = "params.yaml",
+) -> Iterator[mlflow.ActiveRun]:
+    """`variant_run` for what is not a classifier variant (an LLM variant, a benchmark): the run is found
+    again by the same two tags, {infopt.variant: run_key, infopt.params_sha}, plus any extra `tags`."""
+    import mlflow
+
+    experiment_id = configure(params)
+    sha = params_sha(params_path)
+    run_id = find_run_id(experiment_id, run_key, sha)
+    if run_id is None:
+        run = mlflow.MlflowClient().create_run(
+            experiment_id,
+            tags={VARIANT_TAG: run_key, PARAMS_SHA_TAG: sha, "mlflow.runName": f"{run_key}-{sha}", **(tags or {})},
+            run_name=f"{run_key}-{sha}",
+        )
+        run_id = run.info.run_id
+    with mlflow.start_run(run_id=run_id) as active:
+        mlflow.set_tag(f"{STAGE_TAG_PREFIX}{stage}", "done")
+        yield active
+
+
 def log_fingerprint(fp: Fingerprint | Mapping[str, Any]) -> None:
     """Fingerprint as tags of the active run (fingerprint.<field>, fingerprint.lib.<library>)."""
     import mlflow

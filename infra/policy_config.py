@@ -12,15 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from infopt.manifest import Manifest
-from infra.decisions import deployable
+from infra.decisions import deployable, llm_deployable
 from infra.stack_config import StackConfig
 
 
 def artifact_decisions(manifest: Manifest) -> dict[str, dict[str, Any]]:
-    """`<sha256> -> {variant, engine, deployable, reason}` for every artifact of every manifest variant."""
+    """`<sha256> -> {variant, engine, deployable, reason}` for every artifact of every manifest variant
+    (classifier and LLM)."""
+    verdicts = [(entry, *deployable(entry)) for entry in manifest.variants]
+    if manifest.llm is not None:
+        verdicts += [(entry, *llm_deployable(manifest.llm, entry)) for entry in manifest.llm.variants]
     decisions: dict[str, dict[str, Any]] = {}
-    for entry in manifest.variants:
-        allowed, reason = deployable(entry)
+    for entry, allowed, reason in verdicts:
         for artifact in entry.artifacts:
             decisions[artifact.sha256] = {
                 "variant": entry.name,

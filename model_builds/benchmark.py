@@ -28,6 +28,7 @@ from infopt.engines.base import EngineError
 from infopt.fingerprint import collect
 from infopt.manifest import Artifact, BatchPoint, Sweep, VariantBuild
 from infopt.params import BenchmarkParams, Params, load_params
+from infopt.progress import progress
 from model_builds.data import encode, load_tokenizer, pad_batch
 from model_builds.measuring import load_texts, open_engine, providers_of, tokenizer_dir, write_json
 from model_builds.variants.record import enabled_builds
@@ -278,8 +279,6 @@ def thread_counts(config: BenchmarkParams, device: str) -> list[int]:
 
 def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     """Measure every sweep; returns the metrics/benchmark.json payload."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     device = resolve_device(params.device)
     config = params.benchmark
     hourly = params.cost.hourly_usd[device]
@@ -302,10 +301,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         pairs = [pair for pair in pairs if pair[1].engine != "onnxruntime"]
     cells = len(pairs) * len(threads) * config.repeats * len(config.batch_sizes)
     stopped = 0
-    with Progress(
-        TextColumn("[bold]benchmark[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as progress:
-        task = progress.add_task("", total=cells)
+    with progress("benchmark", cells, transient=False) as tracker:
         for build, artifact in pairs:
             batches = served_batches(artifact, texts, params.model.max_seq_len, root)
             for count in threads:
@@ -313,7 +309,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
                 label = f"{build.name}/{artifact.engine} {count}t"
 
                 def on_cell(index: int, size: int, label: str = label) -> None:
-                    progress.update(task, advance=1, description=f"{label} round {index + 1} batch {size}")
+                    tracker.advance(1, info=f"{label} round {index + 1} batch {size}")
 
                 try:
                     points, cut = measure_sweep(engine.infer, batches, config, device, hourly, on_cell)

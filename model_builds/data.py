@@ -265,7 +265,7 @@ def train_tokenizer(texts: list[str], vocab_size: int, max_seq_len: int):  # -> 
         }
     )
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *continuing], min_frequency=1
+        vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *continuing], min_frequency=1, show_progress=False
     )
     scratch.train_from_iterator(texts, trainer=trainer)
     tokenizer = configured(models.WordPiece(vocab=scratch.get_vocab(), unk_token="[UNK]"))

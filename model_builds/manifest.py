@@ -25,6 +25,7 @@ from infopt.manifest import (
 from infopt.params import Params, load_params
 from infopt.paths import MANIFEST_JSON, PREPARED_DIR, PROFILES_DIR
 from model_builds.benchmark import BENCHMARK_JSON, sweeps_of
+from model_builds.llm.record import llm_manifest
 from model_builds.measuring import read_json, write_json
 from model_builds.summary import pareto_rows, summary_metrics, summary_rows
 from model_builds.variants.record import enabled_builds
@@ -126,6 +127,7 @@ def build_manifest(params: Params, root: Path = Path("."), run_ids: Mapping[str,
         baselines=Baselines.model_validate(accuracy["baselines"]),
         fingerprint=Fingerprint.model_validate(report["fingerprint"]),
         variants=entries,
+        llm=llm_manifest(params, root),  # None unless params enables the causal-LM path
     )
 
 

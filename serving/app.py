@@ -95,6 +95,12 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
     return max(1, chars // 4 + 4 * pieces)
 
 
+def prompt_rows(payload: dict[str, Any]) -> int:
+    """Generations a completion request asks for: one per prompt of a batched `prompt` list, else one."""
+    prompt = payload.get("prompt")
+    return max(1, len(prompt)) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) else 1
+
+
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, headers=headers, media_type=JSON)
 
@@ -436,6 +442,7 @@ class Gateway:
         if not isinstance(payload, dict):
             raise BadRequest(f"the body must be a JSON object, got {type(payload).__name__}", status=422)
         estimate = estimate_prompt_tokens(payload)
+        self.tenancy.admit_cost(tenant, prompt_rows(payload), estimate, arrival)  # rows/tokens request buckets
         self.tenancy.admit_tokens(tenant, estimate, arrival)
         stream = bool(payload.get("stream"))
         if stream:
@@ -604,6 +611,10 @@ def create_app(
                 gateway.metrics.vllm_waiting.labels(gateway.model).set(waiting)
             except (TimeoutError, OSError, GatewayError) as error:
                 log.warning("could not read vLLM's waiting requests: %s", error)
+            # the HPA's metric for a vLLM deployment: per class, forwarded requests without a response byte yet
+            for tenant in gateway.tenancy.tenants:
+                pending = gateway.backend.pending(tenant.priority)
+                gateway.metrics.queue_length.labels(gateway.model, tenant.sla_class).set(pending)
         return Response(gateway.metrics.render(), media_type=gateway.metrics.content_type)
 
     async def openapi(request: Request) -> Response:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
@@ -137,6 +138,23 @@ def _disagreements(default: BaseModel, raw: dict[str, Any], where: str) -> list[
     return found
 
 
+def _class_disagreements(model: type[BaseModel], raw: dict[str, Any], where: str) -> list[str]:
+    """As _disagreements, against a model class's field defaults (for sections whose default is None)."""
+    found = []
+    for key, value in raw.items():
+        field = model.model_fields.get(key)
+        if field is None or field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel) and isinstance(value, dict):
+            found += _disagreements(default, value, f"{where}{key}.")
+            continue
+        validated = TypeAdapter(field.annotation).validate_python(value)
+        if validated != default:
+            found.append(f"{where}{key}: params.yaml {validated!r}, schema default {default!r}")
+    return found
+
+
 def test_schema_defaults_agree_with_the_committed_params_yaml(raw: dict[str, Any]) -> None:
     """Every default exists once: where params.yaml states a section's value, the schema's default is the same
     value, so deleting a line changes nothing. (Lists of variants, tenants and deployments have no defaults.)"""
@@ -148,6 +166,12 @@ def test_schema_defaults_agree_with_the_committed_params_yaml(raw: dict[str, Any
         if field.is_required():
             continue
         default = field.get_default(call_default_factory=True)
+        if default is None and isinstance(value, dict):  # an optional section (llm): its class's defaults
+            section = next(
+                t for t in typing.get_args(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)
+            )
+            problems += _class_disagreements(section, value, f"{name}.")
+            continue
         if name in singletons:
             if value != default:
                 problems.append(f"{name}: params.yaml {value!r}, schema default {default!r}")

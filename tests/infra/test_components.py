@@ -74,8 +74,8 @@ def test_program_runs_as_the_pulumi_language_host_runs_it(stack: str, tmp_path, 
     assert (done.returncode, report["error"]) == (0, None), done.stderr[-3000:]
     assert report["cwd"] == str(ROOT / "infra")
     records = report["records"]
-    assert records[0]["type"] == "pulumi:providers:kubernetes"
-    assert records[0]["inputs"]["context"] == raw["infopt:kubeContext"]
+    providers = [r for r in records if r["type"] == "pulumi:providers:kubernetes"]  # registration order is async
+    assert [p["inputs"]["context"] for p in providers] == [raw["infopt:kubeContext"]]
     declared = sorted((r["type"], r["name"]) for r in records if r["type"].startswith("kubernetes:"))
     in_process = run_plan(parse_params(raw_params), manifest, stack, analyzer)
     assert declared == sorted((r.type, r.name) for r in in_process.resources)

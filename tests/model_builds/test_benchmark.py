@@ -83,7 +83,7 @@ def test_served_batches_pad_like_the_gateway_codec(workspace: Path) -> None:
         ids, mask = batches.batch(size, index)
         start = index * size
         same_texts = [texts[order[(start + k) % len(texts)]] for k in range(size)]
-        gateway_ids, gateway_mask = codec.collate(codec.encode(same_texts))
+        gateway_ids, gateway_mask = codec.collate(codec.encode(same_texts)[0])
         assert np.array_equal(ids, gateway_ids) and np.array_equal(mask, gateway_mask), (size, index)
         assert ids.shape[1] == int(mask.sum(axis=1).max()) <= 16  # padded to the longest row, not to max_seq_len
 

@@ -154,6 +154,7 @@ def write_params(root: Path, **benchmark: object) -> None:
         **benchmark,
     }
     raw["profile"] = {"batch_size": 4, "iters": 3, "top_k": 5}
+    raw["llm"]["enabled"] = False  # the classifier's stages only; tests/model_builds/llm covers the LLM path
     with (root / "params.yaml").open("w") as handle:
         yaml.dump(raw, handle)
 

@@ -63,12 +63,6 @@ def serve(
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     count = workers if workers is not None else loaded.serving.workers
-    if count > 1 and settings.engine == "vllm":
-        console.print(
-            f"[red]--workers {count}: a vLLM deployment runs one gateway process (vLLM batches and queues "
-            "itself); serve it with --workers 1[/red]"
-        )
-        raise typer.Exit(2)
     console.print(
         f"serving {settings.model_name} ({settings.variant}, {settings.engine}) on http://{host}:{port}"
         + (f" with {count} HTTP workers" if count > 1 else "")

@@ -14,6 +14,12 @@ is repeated here on INFER, and a worker told by HINT that the bucket holds less 
 its own until refill could change that. /metrics first SYNCs every link, so each worker's DONEs sent
 before the scrape are counted in it and the in-flight gauge is the workers' sum at that moment.
 
+A vLLM deployment has no engine here (vLLM batches and queues itself; each worker forwards to it): the
+admission process then owns only the buckets and the counters. A completion is one LLM round trip (the
+rows/tokens request bucket and the tokens_per_minute reservation, as the single-process `_llm`), then
+one USAGE frame (the token correction and infopt_tenant_tokens_total); /metrics sums the workers'
+forwarded-but-unanswered requests per class into request_queue_length.
+
 A worker that dies takes its connections with it: its requests still queued here are dropped and
 counted `internal_error` (`worker_lost`); the supervisor (serving/supervisor.py) starts a new one.
 """
@@ -22,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
+import struct
 from functools import partial
 
 import numpy as np
@@ -46,6 +54,8 @@ from serving.ipc import (
     HINT_BODY,
     ID,
     INFER,
+    LLM,
+    LLM_BODY,
     NO_TENANT,
     OK,
     PONG,
@@ -55,6 +65,9 @@ from serving.ipc import (
     REPLY,
     RESULT,
     SYNC,
+    USAGE,
+    USAGE_BODY,
+    WAITING,
     FrameProtocol,
     decode_done,
     decode_infer,
@@ -80,6 +93,7 @@ class WorkerLink(FrameProtocol):
         self.requests: dict[int, Pending] = {}
         self.pid: int | None = None  # set by the worker's HELLO: it is serving
         self.inflight = 0  # the worker's requests in flight, as of its last PONG
+        self.forwarded: tuple[int, ...] = ()  # vLLM: per tenant, forwarded without a first byte (last PONG)
         self.served = 0  # INFER frames received (how the kernel spread connections over the workers)
         self.syncs: dict[int, asyncio.Future[int]] = {}
         self.ended = asyncio.Event()  # the link closed: every frame the worker sent has been handled
@@ -88,6 +102,8 @@ class WorkerLink(FrameProtocol):
             ADMIT: partial(admission.on_admit, self),
             CANCEL: partial(admission.on_cancel, self),
             DONE: admission.on_done,
+            LLM: partial(admission.on_llm, self),
+            USAGE: admission.on_usage,
             QUERY: partial(admission.on_query, self),
             PONG: self._on_pong,
             HELLO: self._on_hello,
@@ -98,8 +114,10 @@ class WorkerLink(FrameProtocol):
         log.info("worker %d (pid %d) is serving", self.index, self.pid)
 
     def _on_pong(self, body: bytes) -> None:
-        sync_id, inflight = PONG_BODY.unpack(body)
+        sync_id, inflight = PONG_BODY.unpack_from(body)
         self.inflight = inflight
+        extra = body[PONG_BODY.size :]
+        self.forwarded = struct.unpack(f"<{len(extra) // 4}I", extra) if extra else ()
         future = self.syncs.pop(sync_id, None)
         if future is not None and not future.done():
             future.set_result(inflight)
@@ -123,10 +141,6 @@ class Admission:
         engines: list[Engine] | None = None,
         engine_factory: EngineFactory = default_engine_factory,
     ) -> None:
-        if settings.engine == "vllm":
-            raise ValueError(
-                "serving.workers >= 2 serves in-process engines; a vLLM deployment runs one gateway process"
-            )
         self.settings = settings
         self.model = settings.model_name
         self.retry_after_s = settings.serving.retry_after_s
@@ -151,6 +165,9 @@ class Admission:
         self._loader = asyncio.get_running_loop().create_task(self._load(), name="model-loader")
 
     async def _load(self) -> None:
+        if self.settings.engine == "vllm":  # vLLM batches and queues itself: here only buckets and counters
+            self.metrics.model_ready.labels(self.model).set(1)
+            return
         try:
             self.service = await load_service(
                 self.settings, self.metrics, engines=self._engines, engine_factory=self._engine_factory
@@ -166,6 +183,8 @@ class Admission:
     def readiness(self) -> tuple[bool, str | None]:
         if self.draining:
             return False, "shutting down"
+        if self.settings.engine == "vllm":  # the workers probe vLLM's /health themselves
+            return True, None
         loaded = self._loader is not None and self._loader.done()
         return engine_readiness(self.service, self.load_error, loaded)
 
@@ -253,6 +272,32 @@ class Admission:
         finally:
             self._hint(link, index, tenant, now)
 
+    def on_llm(self, link: WorkerLink, body: bytes) -> None:
+        """A completion of a vLLM deployment: the same charges as the single-process gateway's `_llm`."""
+        call_id, _arrival, index, rows, estimate = LLM_BODY.unpack(body)
+        link.served += 1
+        tenant = self.contexts[index]
+        now = asyncio.get_running_loop().time()
+        try:
+            if tenant.charge != "requests":  # the first look (a `requests` tenant had it by ADMIT)
+                self.tenancy.admit_request(tenant, now)
+            self.tenancy.admit_cost(tenant, rows, estimate, now)
+            self.tenancy.admit_tokens(tenant, estimate, now)
+        except GatewayError as error:
+            link.send(REFUSED, encode_refused(call_id, error))
+        else:
+            link.send(OK, ID.pack(call_id))
+        finally:
+            self._hint(link, index, tenant, now)
+
+    def on_usage(self, body: bytes) -> None:
+        """A completion's usage: correct the token bucket by what the estimate missed, count the tokens."""
+        index, estimate, prompt, completion = USAGE_BODY.unpack(body)
+        tenant = self.contexts[index]
+        self.tenancy.charge_tokens(tenant, prompt - estimate + completion, asyncio.get_running_loop().time())
+        self.metrics.child(self.metrics.tenant_tokens, tenant.name, "prompt").inc(prompt)
+        self.metrics.child(self.metrics.tenant_tokens, tenant.name, "completion").inc(completion)
+
     def on_cancel(self, link: WorkerLink, body: bytes) -> None:
         (call_id,) = ID.unpack(body)
         pending = link.requests.pop(call_id, None)
@@ -293,8 +338,9 @@ class Admission:
         if op == b"ready":
             ready, reason = self.readiness()
             link.send(REPLY, ID.pack(call_id) + orjson.dumps({"ready": ready, "reason": reason}))
-        elif op == b"metrics":
-            task = asyncio.get_running_loop().create_task(self._scrape(link, call_id))
+        elif op.startswith(b"metrics"):
+            waiting = WAITING.unpack_from(op, len(b"metrics"))[0] if len(op) > len(b"metrics") else math.nan
+            task = asyncio.get_running_loop().create_task(self._scrape(link, call_id, waiting))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -318,6 +364,12 @@ class Admission:
             if len(done) < len(waits):
                 log.warning("%d of %d workers did not answer the metrics sync", len(waits) - len(done), len(waits))
 
-    async def _scrape(self, link: WorkerLink, call_id: int) -> None:
+    async def _scrape(self, link: WorkerLink, call_id: int, vllm_waiting: float = math.nan) -> None:
         await self.sync()
+        if self.settings.engine == "vllm":  # as the single-process gateway's /metrics, summed over the workers
+            if not math.isnan(vllm_waiting):
+                self.metrics.vllm_waiting.labels(self.model).set(vllm_waiting)
+            for index, tenant in enumerate(self.contexts):
+                forwarded = sum(link.forwarded[index] for link in self.links if index < len(link.forwarded))
+                self.metrics.queue_length.labels(self.model, tenant.sla_class).set(forwarded)
         link.send(REPLY, ID.pack(call_id) + self.metrics.render())

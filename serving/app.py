@@ -17,6 +17,9 @@ With serving.workers >= 2 the same app runs in each HTTP worker process with a `
 process (serving.worker.AdmissionClient): the worker authenticates, checks and tokenizes, and the link
 carries the rows, the first look at the bucket, the outcome to count, readiness and /metrics to the one
 process that owns the buckets, the queue, the batcher, the engines and the counters (serving.admission).
+For a vLLM deployment each worker forwards completions to vLLM itself (vLLM batches and queues); the
+link carries their bucket charges (rows/tokens, tokens_per_minute) and their usage to the admission
+process, so a tenant's buckets and token counters stay one across the workers.
 """
 
 from __future__ import annotations
@@ -158,7 +161,13 @@ class Gateway:
         self._idle = asyncio.Event()
         self._idle.set()
         if self.link is not None:
-            await self.link.connect(inflight=lambda: self.inflight)
+            forwarded = None
+            if self.settings.engine == "vllm":  # read at each SYNC, once the backend exists
+
+                def forwarded(priority: int) -> int:
+                    return 0 if self.backend is None else int(self.backend.pending(priority))
+
+            await self.link.connect(inflight=lambda: self.inflight, forwarded=forwarded)
         self._loader = asyncio.get_running_loop().create_task(self._load(), name="model-loader")
 
     async def _load(self) -> None:
@@ -175,6 +184,8 @@ class Gateway:
                         policy=settings.serving.load_balancing,
                     )
                 await self.backend.start()
+                if self.link is not None:  # buckets and counters are the admission process's; vLLM is ours
+                    self.link.hello()
             elif self.link is not None:  # the engine is the admission process's; tokenizing is ours
                 self.codec = await asyncio.to_thread(Codec, settings.tokenizer_dir, settings.max_seq_len)
                 self.link.hello()
@@ -442,8 +453,11 @@ class Gateway:
         if not isinstance(payload, dict):
             raise BadRequest(f"the body must be a JSON object, got {type(payload).__name__}", status=422)
         estimate = estimate_prompt_tokens(payload)
-        self.tenancy.admit_cost(tenant, prompt_rows(payload), estimate, arrival)  # rows/tokens request buckets
-        self.tenancy.admit_tokens(tenant, estimate, arrival)
+        if self.link is not None:  # the same two charges, on the buckets the admission process owns
+            await self.link.admit_llm(tenant, arrival, prompt_rows(payload), estimate)
+        else:
+            self.tenancy.admit_cost(tenant, prompt_rows(payload), estimate, arrival)  # rows/tokens request buckets
+            self.tenancy.admit_tokens(tenant, estimate, arrival)
         stream = bool(payload.get("stream"))
         if stream:
             payload.setdefault("stream_options", {"include_usage": True})
@@ -463,6 +477,9 @@ class Gateway:
         usage = usage if isinstance(usage, dict) else {}
         prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else estimate
         completion = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
+        if self.link is not None:
+            self.link.usage(tenant, estimate, prompt, completion)
+            return
         now = asyncio.get_running_loop().time()
         self.tenancy.charge_tokens(tenant, prompt - estimate + completion, now)
         self.metrics.child(self.metrics.tenant_tokens, tenant.name, "prompt").inc(prompt)
@@ -602,8 +619,7 @@ def create_app(
         return route
 
     async def metrics(request: Request) -> Response:
-        if gateway.link is not None:  # the counters live in the admission process (and see every worker)
-            return Response(await gateway.link.metrics(), media_type=gateway.metrics.content_type)
+        waiting = None
         if gateway.backend is not None and gateway._loader is not None and gateway._loader.done():
             try:
                 async with asyncio.timeout(1.0):
@@ -611,6 +627,9 @@ def create_app(
                 gateway.metrics.vllm_waiting.labels(gateway.model).set(waiting)
             except (TimeoutError, OSError, GatewayError) as error:
                 log.warning("could not read vLLM's waiting requests: %s", error)
+        if gateway.link is not None:  # the counters live in the admission process (and see every worker)
+            return Response(await gateway.link.metrics(waiting), media_type=gateway.metrics.content_type)
+        if gateway.backend is not None and gateway._loader is not None and gateway._loader.done():
             # the HPA's metric for a vLLM deployment: per class, forwarded requests without a response byte yet
             for tenant in gateway.tenancy.tenants:
                 pending = gateway.backend.pending(tenant.priority)

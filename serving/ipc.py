@@ -16,9 +16,14 @@ worker -> admission
   ADMIT   <u32 id><f64 arrival><u16 tenant>: the first look of a `requests`-charged tenant (takes one unit)
   CANCEL  <u32 id>: the worker gave up on a request (its deadline passed there first, or it is draining)
   DONE    <i16 tenant (-1: before auth)><u8 status><f32 latency (NaN: none)><reason code>: one answered request
-  QUERY   <u32 id><op>: `ready` or `metrics`
-  PONG    <u32 sync id><u32 inflight>: the answer to SYNC, after every earlier frame of this link
-  HELLO   <u32 pid>: the worker is serving (its tokenizer is loaded)
+  LLM     <u32 id><f64 arrival><u16 tenant><u32 rows><u32 estimate>: a completion/chat request of a vLLM
+          deployment (the worker forwards it to vLLM itself once admitted): charge the rows/tokens request
+          bucket and reserve the estimated prompt tokens, as the single-process gateway does
+  USAGE   <u16 tenant><u32 estimate><u32 prompt><u32 completion>: a completion's usage, known after it ended
+  QUERY   <u32 id><op>: `ready` or `metrics` (for vLLM, `metrics` then <f64 vLLM waiting, NaN: unknown>)
+  PONG    <u32 sync id><u32 inflight> then, for vLLM, <u32> per tenant (in params order): the requests
+          this worker forwarded at that tenant's priority without a first response byte yet
+  HELLO   <u32 pid>: the worker is serving (its tokenizer is loaded, or its vLLM client started)
 admission -> worker
   RESULT  <u32 id><u16 rows><u16 cols><dtype char> then the logits
   OK      <u32 id>: ADMIT passed
@@ -52,9 +57,12 @@ DONE_HEAD = struct.Struct("<hBf")
 RESULT_HEAD = struct.Struct("<IHHc")
 HINT_BODY = struct.Struct("<Hd")
 PONG_BODY = struct.Struct("<II")
+LLM_BODY = struct.Struct("<IdHII")
+USAGE_BODY = struct.Struct("<HIII")
+WAITING = struct.Struct("<d")
 
 # frame kinds, worker -> admission
-INFER, ADMIT, CANCEL, DONE, QUERY, PONG, HELLO = 1, 2, 3, 4, 5, 6, 7
+INFER, ADMIT, CANCEL, DONE, QUERY, PONG, HELLO, LLM, USAGE = 1, 2, 3, 4, 5, 6, 7, 8, 9
 # admission -> worker
 RESULT, OK, REFUSED, HINT, REPLY, SYNC = 11, 12, 13, 14, 15, 16
 NO_TENANT = -1

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import pickle
 import socket
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +41,8 @@ from serving.ipc import (
     HINT_BODY,
     ID,
     INFER,
+    LLM,
+    LLM_BODY,
     NO_TENANT,
     OK,
     PONG,
@@ -48,6 +52,9 @@ from serving.ipc import (
     REPLY,
     RESULT,
     SYNC,
+    USAGE,
+    USAGE_BODY,
+    WAITING,
     FrameProtocol,
     decode_refused,
     decode_result,
@@ -63,6 +70,7 @@ from serving.tenancy import Tenancy, TenantContext
 HINT_MARGIN_S = 0.001
 QUERY_TIMEOUT_S = 2.0  # readiness waits this long for the admission process before answering not ready
 METRICS_TIMEOUT_S = 10.0
+U32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,8 @@ class AdmissionClient(FrameProtocol):
         self._next = 0
         self._hints: dict[int, float] = {}  # tenant index -> monotonic time its bucket is empty until
         self._inflight: Callable[[], int] = lambda: 0
+        self._forwarded: Callable[[int], int] | None = None  # vLLM: forwarded, no first byte yet, by priority
+        self._tenants = tuple(tenants)
         self.handlers = {
             RESULT: self._on_result,
             OK: self._on_ok,
@@ -100,8 +110,12 @@ class AdmissionClient(FrameProtocol):
             SYNC: self._on_sync,
         }
 
-    async def connect(self, *, inflight: Callable[[], int]) -> None:
+    async def connect(self, *, inflight: Callable[[], int], forwarded: Callable[[int], int] | None = None) -> None:
+        """Open the link; `inflight()` is this worker's requests in flight and, for a vLLM deployment,
+        `forwarded(priority)` its requests at that priority forwarded to vLLM without a first byte yet (both
+        reported on every SYNC, so /metrics shows the sums over the workers)."""
         self._inflight = inflight
+        self._forwarded = forwarded
         await asyncio.get_running_loop().create_unix_connection(lambda: self, sock=self.sock)
 
     def hello(self) -> None:
@@ -176,6 +190,24 @@ class AdmissionClient(FrameProtocol):
         self.send(ADMIT, ADMIT_BODY.pack(call_id, arrival, index))
         return future
 
+    async def admit_llm(self, tenant: TenantContext, arrival: float, rows: int, estimate: int) -> None:
+        """A completion of a vLLM deployment: the admission process charges the rows/tokens request bucket
+        and reserves the estimated prompt tokens (tokens_per_minute); a refusal raises its GatewayError."""
+        call_id, future = self._call()
+        self.send(LLM, LLM_BODY.pack(call_id, arrival, self._index[tenant.name], min(rows, U32), min(estimate, U32)))
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._calls.pop(call_id, None)
+            raise
+
+    def usage(self, tenant: TenantContext, estimate: int, prompt: int, completion: int) -> None:
+        """A completion's usage once known: the admission process corrects the tenant's token bucket and
+        counts the tokens (infopt_tenant_tokens_total)."""
+        clamp = lambda value: max(0, min(value, U32))  # noqa: E731  # the wire's u32; vLLM's own counts fit
+        body = USAGE_BODY.pack(self._index[tenant.name], clamp(estimate), clamp(prompt), clamp(completion))
+        self.send(USAGE, body)
+
     def count(self, tenant: TenantContext | None, status: str, reason: str | None, latency: float | None) -> None:
         index = NO_TENANT if tenant is None else self._index[tenant.name]
         self.send(DONE, encode_done(index, status, reason, latency))
@@ -198,9 +230,12 @@ class AdmissionClient(FrameProtocol):
             return False, error.message
         return bool(answer["ready"]), answer["reason"]
 
-    async def metrics(self) -> bytes:
+    async def metrics(self, vllm_waiting: float | None = None) -> bytes:
+        """The gateway's /metrics as the admission process renders it (after a SYNC of every worker);
+        `vllm_waiting`: vLLM's waiting requests as this worker just read them (vLLM deployments)."""
+        op = b"metrics" + WAITING.pack(math.nan if vllm_waiting is None else vllm_waiting)
         try:
-            return await self._query(b"metrics", METRICS_TIMEOUT_S)
+            return await self._query(op, METRICS_TIMEOUT_S)
         except TimeoutError:
             raise EngineUnavailable(
                 f"the gateway's engine process did not render its metrics within {METRICS_TIMEOUT_S:g} s",
@@ -237,7 +272,12 @@ class AdmissionClient(FrameProtocol):
 
     def _on_sync(self, body: bytes) -> None:
         (sync_id,) = ID.unpack(body)
-        self.send(PONG, PONG_BODY.pack(sync_id, self._inflight()))
+        body = PONG_BODY.pack(sync_id, self._inflight())
+        forwarded = self._forwarded
+        if forwarded is not None:
+            counts = [forwarded(tenant.priority) for tenant in self._tenants]
+            body += struct.pack(f"<{len(counts)}I", *counts)
+        self.send(PONG, body)
 
 
 def run_worker(config: WorkerConfig) -> None:

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,11 @@ import numpy as np
 import pytest
 
 from infopt.params import BatchingParams, SlaClass
+from serving.app import estimate_prompt_tokens
 from serving.codec import Codec
 from tests.serving.gateway_kit import (
     SLA,
+    TENANTS,
     FakeEngine,
     auth,
     make_settings,
@@ -39,6 +43,7 @@ from tests.serving.gateway_kit import (
     tenant,
 )
 from tests.serving.test_server import exchange, status_and_body
+from tests.serving.vllm_fixtures import SERVED_MODEL, FakeUpstream
 
 ONE_AT_A_TIME = BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=1)
 PATIENT = dict(  # deadlines far beyond any wait of these tests, unless a test shortens one
@@ -401,12 +406,107 @@ async def test_header_limits_hold_in_every_worker_and_are_counted_once(tiny_mode
     assert 'infopt_rejections_total{model="textcls",reason="header_too_large",tenant="unknown"} 6.0' in metrics
 
 
-def test_a_vllm_deployment_is_refused_more_than_one_worker(tiny_model: Path) -> None:
-    from serving.admission import Admission
+@contextmanager
+def upstream_in_thread() -> Iterator[tuple[FakeUpstream, asyncio.AbstractEventLoop]]:
+    """A fake vLLM (OpenAI) upstream on 127.0.0.1 on its own loop and thread: the test's loop blocks while
+    serve_workers waits for readiness, and the workers probe this upstream's /health meanwhile."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    upstream = asyncio.run_coroutine_threadsafe(FakeUpstream("fake-vllm").start(), loop).result(timeout=30)
+    try:
+        yield upstream, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(upstream.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
 
-    settings = make_settings(tiny_model, engine="vllm", vllm_urls=("http://127.0.0.1:9",))
-    with pytest.raises(ValueError, match="one gateway process"):
-        Admission(settings)
+
+def vllm_settings(tiny_model: Path, upstream: FakeUpstream, tenants: tuple[Any, ...]) -> Any:
+    return make_settings(
+        tiny_model, engine="vllm", vllm_urls=(upstream.url,), vllm_model=SERVED_MODEL, tenants=tenants, labels=()
+    )
+
+
+def token_samples(text: str, tenant_name: str) -> dict[str, float]:
+    """kind -> infopt_tenant_tokens_total of one tenant."""
+    found = {}
+    for key, value in metric_lines(text, "infopt_tenant_tokens_total{").items():
+        if f'tenant="{tenant_name}"' in key:
+            found[key.split('kind="')[1].split('"')[0]] = value
+    return found
+
+
+async def test_a_vllm_tokens_per_minute_bucket_is_one_bucket_across_workers(tiny_model: Path) -> None:
+    # 60 tokens a minute (capacity 60, refill one a second). Each prompt is estimated at 20 tokens (64 chars:
+    # 64 // 4 + 4), so the bucket admits exactly 3 while no usage has come back (the upstream holds every
+    # answer until all 12 were decided); a 4th would need 20 s of refill. Then the real usage (3 prompt +
+    # 2 completion tokens each, from the fake upstream) is counted once per answered request.
+    prompt = "p" * 64
+    body = {"model": "textcls", "prompt": prompt, "max_tokens": 2}
+    assert estimate_prompt_tokens(body) == 20
+    tenants = (tenant("acme", "premium"), tenant("initech", "batch", tpm=60))
+    with upstream_in_thread() as (upstream, upstream_loop):
+        upstream.hold = asyncio.Event()
+        settings = vllm_settings(tiny_model, upstream, tenants)
+        with serve_workers(settings, workers=2) as (url, supervisor):
+            async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=60, limits=FRESH) as client:
+                tasks = [asyncio.ensure_future(client.post("/v1/completions", json=body)) for _ in range(12)]
+                # every admission decided: the admitted ones are held at the upstream, the others answered
+                await until(lambda: len(upstream.bodies) + sum(task.done() for task in tasks) == len(tasks))
+                forwarded = len(upstream.bodies)
+                upstream_loop.call_soon_threadsafe(upstream.hold.set)
+                responses = await asyncio.gather(*tasks)
+                metrics = (await client.get("/metrics")).text
+            spread = [link.served for link in supervisor.admission.links]
+    codes = [response.status_code for response in responses]
+    assert forwarded == 3 and codes.count(200) == 3 and codes.count(429) == 9, codes
+    refused = [response for response in responses if response.status_code == 429]
+    assert all("tokens per minute" in r.json()["error"] and "Retry-After" in r.headers for r in refused)
+    assert all(body["priority"] == SLA["batch"].priority for body in upstream.bodies)
+    assert sum(1 for served in spread if served) == 2, spread  # both workers took completions
+    assert token_samples(metrics, "initech") == {"prompt": 9.0, "completion": 6.0}
+    totals = requests_total(metrics)
+    assert totals[("initech", "ok")] == 3 and totals[("initech", "rate_limited")] == 9
+
+
+async def test_vllm_queue_length_sums_the_workers_and_a_stream_is_relayed_and_counted(tiny_model: Path) -> None:
+    with upstream_in_thread() as (upstream, upstream_loop):
+        upstream.waiting = 7.0
+        upstream.hold = asyncio.Event()
+        settings = vllm_settings(tiny_model, upstream, TENANTS)
+        with serve_workers(settings, workers=2) as (url, supervisor):
+            body = {"model": "textcls", "prompt": "hello", "max_tokens": 2}
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=FRESH) as client:
+                held = [
+                    asyncio.ensure_future(client.post("/v1/completions", json=body, headers=auth("globex")))
+                    for _ in range(6)
+                ]
+                await until(lambda: len(upstream.bodies) == len(held))  # forwarded, no first byte yet
+                metrics = (await client.get("/metrics")).text
+                spread = [link.served for link in supervisor.admission.links]
+                upstream_loop.call_soon_threadsafe(upstream.hold.set)
+                assert [r.status_code for r in await asyncio.gather(*held)] == [200] * len(held)
+                chat = {"model": "textcls", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+                streamed = await client.post("/v1/chat/completions", json=chat, headers=auth("acme"))
+                after = (await client.get("/metrics")).text
+    assert sum(1 for served in spread if served) == 2, spread  # the six came through both workers
+    queue = metric_lines(metrics, "request_queue_length{")
+    assert queue['request_queue_length{model="textcls",sla_class="standard"}'] == 6.0  # both workers' sum
+    assert queue['request_queue_length{model="textcls",sla_class="premium"}'] == 0.0
+    assert metric_lines(metrics, "infopt_vllm_num_requests_waiting{") == {
+        'infopt_vllm_num_requests_waiting{model="textcls"}': 7.0
+    }
+    assert streamed.status_code == 200
+    events = [line[5:].strip() for line in streamed.text.splitlines() if line.startswith("data:")]
+    assert events[-1] == "[DONE]" and any('"usage"' in event for event in events)  # the gateway asks for it
+    assert token_samples(after, "acme") == {"prompt": 3.0, "completion": 2.0}
+    assert token_samples(after, "globex") == {"prompt": 18.0, "completion": 12.0}
+    after_queue = metric_lines(after, "request_queue_length{")
+    assert after_queue['request_queue_length{model="textcls",sla_class="standard"}'] == 0.0
+    totals = requests_total(after)
+    assert totals[("globex", "ok")] == 6 and totals[("acme", "ok")] == 1
 
 
 def test_sigterm_to_the_supervisor_drains_its_workers_and_exits_0(tiny_model: Path, tmp_path: Path) -> None:

@@ -183,6 +183,9 @@ class Admission:
     def readiness(self) -> tuple[bool, str | None]:
         if self.draining:
             return False, "shutting down"
+        starting = sum(1 for link in self.links if link.pid is None)
+        if starting:  # a probe answered by a loaded worker must not hide one that would answer 503 loading
+            return False, f"{starting} of {len(self.links)} HTTP workers still starting"
         if self.settings.engine == "vllm":  # the workers probe vLLM's /health themselves
             return True, None
         loaded = self._loader is not None and self._loader.done()

@@ -211,9 +211,9 @@ class Gateway:
         if self.load_error is not None or not loaded:
             return engine_readiness(None, self.load_error, loaded)
         if self.settings.engine == "vllm":
-            if self.backend is not None and await self.backend.ready():
-                return True, None
-            return False, "no vLLM endpoint answers /health"
+            if self.backend is None or not await self.backend.ready():
+                return False, "no vLLM endpoint answers /health"
+            return (True, None) if self.link is None else await self.link.readiness()
         if self.link is not None:
             return await self.link.readiness()
         return engine_readiness(self.service, None, loaded)

@@ -509,6 +509,24 @@ async def test_vllm_queue_length_sums_the_workers_and_a_stream_is_relayed_and_co
     assert totals[("globex", "ok")] == 6 and totals[("acme", "ok")] == 1
 
 
+def test_readiness_waits_for_every_worker_to_serve(tiny_model: Path) -> None:
+    """A probe answered by a worker that is serving must not hide another that still loads its tokenizer
+    (it would answer 503 still loading): ready only once every attached worker said HELLO."""
+    from serving.admission import Admission, WorkerLink
+    from serving.ipc import ID
+
+    admission = Admission(make_settings(tiny_model, engine="vllm", vllm_urls=("http://127.0.0.1:9",)))
+    links = [WorkerLink(admission, 0), WorkerLink(admission, 1)]
+    admission.links.extend(links)
+    assert admission.readiness() == (False, "2 of 2 HTTP workers still starting")
+    links[0]._on_hello(ID.pack(101))
+    assert admission.readiness() == (False, "1 of 2 HTTP workers still starting")
+    links[1]._on_hello(ID.pack(102))
+    assert admission.readiness() == (True, None)
+    admission.begin_drain()
+    assert admission.readiness() == (False, "shutting down")
+
+
 def test_sigterm_to_the_supervisor_drains_its_workers_and_exits_0(tiny_model: Path, tmp_path: Path) -> None:
     """The real entry point (serving.supervisor.run_supervisor, as `infopt serve --workers 2`) in its own
     process with the real ONNX engine: SIGTERM reaches the supervisor only, which stops the workers."""

@@ -543,6 +543,13 @@ def main() -> None:
             "added_p50": goal_level["added_p50_ms"] <= 1.0,
             "throughput": goal_level["throughput_ratio"] >= 0.9,
         },
+        "goal_met_by_workers": {
+            str(count): {
+                "added_p50": data["added_p50_ms"] <= 1.0,
+                "throughput": data["throughput_ratio"] >= 0.9,
+            }
+            for count, data in ((int(c), d) for c, d in goal_level["by_workers"].items())
+        },
         "benchmark_wall_s": round(time.monotonic() - started, 1),
         "fingerprint": fingerprint,
     }

@@ -6,8 +6,9 @@ connections over them by their addresses), plus one per worker on serving.admin_
 process makes them and keeps them, so the port is held from start to stop and a restarted worker takes
 over its predecessor's socket with the connections already waiting in it.
 
-Workers: `python -m serving.worker` each, in this process's session and process group (so they share
-its CPU weight, and a terminal's Ctrl-C reaches only this process, which then drains them in order), each
+Workers: `python -m serving.worker` each, in this process's session (so they share its CPU weight) but
+each in a process group of its own (so a terminal's Ctrl-C reaches only this process, which then drains
+them in order), each
 with a unix socketpair to the admission process (serving/admission.py).
 
 Worker crash: a worker that exits while the gateway is not stopping is logged and started again at once;

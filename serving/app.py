@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -486,7 +486,7 @@ class Gateway:
         self.metrics.child(self.metrics.tenant_tokens, tenant.name, "completion").inc(completion)
 
     async def _counted_stream(
-        self, chunks: AsyncIterator[Any], tenant: TenantContext, estimate: int
+        self, chunks: AsyncIterable[Any], tenant: TenantContext, estimate: int
     ) -> AsyncIterator[Any]:
         """Pass SSE chunks through and charge the usage of the final chunk once the stream ends."""
         usage: Any = None

@@ -106,8 +106,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "classify.lua"
         script.write_text(WRK_SCRIPT.replace("{BODIES}", "{" + bodies + "}").replace("API_KEY", API_KEY))
-        args.serve, args.port = None, 0
-        server = start_server("gateway", args)
+        args.serve, args.port, args.session = None, 0, "shared"  # one process, in the client's session
+        server = start_server("gateway-1w", args, workers=1)
         try:
             wait_ready(server)
             run_wrk(wrk, script, server, args.concurrency, 2.0)

@@ -30,8 +30,12 @@ def serve(
     access_log: bool = typer.Option(
         False, help="log one line per request (costs CPU per request; /metrics counts them anyway)"
     ),
+    workers: int | None = typer.Option(
+        None, min=1, help="HTTP worker processes (default: params serving.workers; 1 = one process)"
+    ),
 ) -> None:
-    """Run the inference gateway for one deployment (or one variant) with uvicorn (uvloop + httptools)."""
+    """Run the inference gateway for one deployment (or one variant) with uvicorn (uvloop + httptools); with
+    several workers, N HTTP processes in front of one admission and engine process (docs/gateway.md)."""
     from infopt.manifest import ManifestError, load_manifest
     from infopt.params import ParamsError, load_params
     from serving.app import create_app
@@ -58,8 +62,17 @@ def serve(
     except (ParamsError, ManifestError, SettingsError, KeyError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    console.print(f"serving {settings.model_name} ({settings.variant}, {settings.engine}) on http://{host}:{port}")
-    run_server(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log)
+    count = workers if workers is not None else loaded.serving.workers
+    console.print(
+        f"serving {settings.model_name} ({settings.variant}, {settings.engine}) on http://{host}:{port}"
+        + (f" with {count} HTTP workers" if count > 1 else "")
+    )
+    if count == 1:
+        run_server(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log)
+        return
+    from serving.supervisor import run_supervisor
+
+    raise typer.Exit(run_supervisor(settings, workers=count, log_level=log_level, access_log=access_log))
 
 
 @app.command("loadgen")

@@ -322,6 +322,14 @@ class ServingParams(Strict):
     # A second listener on the gateway's host for /metrics, metadata and health only; when set, the
     # main port answers those admin paths with 404. None: one port for everything.
     admin_port: int | None = Field(None, ge=1, le=65535)
+    # --- multi-process gateway (issue #12, overhead) ---
+    # HTTP worker processes per gateway pod. 1: one process does HTTP, admission and the engine. N >= 2:
+    # N workers (each on its own SO_REUSEPORT socket of the same port) do HTTP, auth, limits, parsing and
+    # tokenization, and one admission process owns the buckets, the queue, the batcher, the engines and
+    # the metrics, so admission stays exact. One Python event loop tops out at a few thousand requests a
+    # second; size N by the pod's cores (docs/gateway.md, "Sizing serving.workers"). max_connections is
+    # per worker: a pod holds workers x max_connections.
+    workers: int = Field(1, ge=1, le=64)
 
 
 class Quota(Strict):

@@ -12,6 +12,14 @@ The event loop does I/O and bookkeeping: a body above serving.offload_body_bytes
 (with the GIL released) and its answer encoded in a worker thread, and every text is first held to
 serving.max_text_chars. The model loads in the background so /v2/health/live answers at once;
 /v2/health/ready turns 200 once the engine is loaded and while a replica is healthy, and says why not.
+
+With serving.workers >= 2 the same app runs in each HTTP worker process with a `link` to the admission
+process (serving.worker.AdmissionClient): the worker authenticates, checks and tokenizes, and the link
+carries the rows, the first look at the bucket, the outcome to count, readiness and /metrics to the one
+process that owns the buckets, the queue, the batcher, the engines and the counters (serving.admission).
+For a vLLM deployment each worker forwards completions to vLLM itself (vLLM batches and queues); the
+link carries their bucket charges (rows/tokens, tokens_per_minute) and their usage to the admission
+process, so a tenant's buckets and token counters stay one across the workers.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -37,7 +45,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from infopt.engines.base import Engine
-from serving.codec import Row
+from serving.codec import Codec, Row
 from serving.errors import (
     BadRequest,
     ClientDisconnected,
@@ -57,30 +65,20 @@ from serving.metrics import GatewayMetrics
 from serving.openapi import openapi_document
 from serving.protocol_v2 import infer_response, model_metadata, parse_classify, parse_infer, softmax
 from serving.server import CYCLE_EXTENSION
-from serving.service import ModelService
+from serving.service import EngineFactory, ModelService, default_engine_factory, engine_readiness, load_service
 from serving.settings import GatewaySettings
 from serving.tenancy import Tenancy, TenantContext
+
+if TYPE_CHECKING:
+    from serving.worker import AdmissionClient
+
+__all__ = ["Gateway", "create_app", "default_engine_factory"]
 
 log = logging.getLogger("infopt.gateway")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_torchscript", "vllm": "vllm"}
 MODEL_VERSION = "1"
-EngineFactory = Callable[[GatewaySettings], Sequence[Engine]]
 Work = Callable[[bytes, TenantContext, float], Awaitable[Response]]
 JSON = "application/json"
-
-
-def default_engine_factory(settings: GatewaySettings) -> Sequence[Engine]:
-    from infopt.engines.factory import load_replicas
-
-    assert settings.model_dir is not None  # GatewaySettings enforces it for in-process engines
-    return load_replicas(
-        settings.engine,
-        settings.model_dir,
-        settings.serving.engine_replicas,
-        device=settings.device,
-        precision=settings.precision,
-        threads=settings.engine_threads,
-    )
 
 
 def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
@@ -129,6 +127,7 @@ class Gateway:
         engines: Sequence[Engine] | None = None,
         engine_factory: EngineFactory = default_engine_factory,
         vllm_backend: Any | None = None,
+        link: AdmissionClient | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.serving
@@ -136,6 +135,9 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.tenancy = Tenancy(settings.tenants, settings.sla_classes)
         self.service: ModelService | None = None
+        self.codec: Codec | None = None
+        self.max_rows = settings.batching.max_batch_size
+        self.link = link  # the admission process, when this process is one of serving.workers HTTP workers
         self.backend = vllm_backend
         self.load_error: str | None = None
         self.draining = False
@@ -158,6 +160,14 @@ class Gateway:
         self.loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
+        if self.link is not None:
+            forwarded = None
+            if self.settings.engine == "vllm":  # read at each SYNC, once the backend exists
+
+                def forwarded(priority: int) -> int:
+                    return 0 if self.backend is None else int(self.backend.pending(priority))
+
+            await self.link.connect(inflight=lambda: self.inflight, forwarded=forwarded)
         self._loader = asyncio.get_running_loop().create_task(self._load(), name="model-loader")
 
     async def _load(self) -> None:
@@ -174,24 +184,16 @@ class Gateway:
                         policy=settings.serving.load_balancing,
                     )
                 await self.backend.start()
+                if self.link is not None:  # buckets and counters are the admission process's; vLLM is ours
+                    self.link.hello()
+            elif self.link is not None:  # the engine is the admission process's; tokenizing is ours
+                self.codec = await asyncio.to_thread(Codec, settings.tokenizer_dir, settings.max_seq_len)
+                self.link.hello()
             else:
-                from serving.codec import Codec
-
-                engines = self._engines
-                if engines is None:
-                    engines = await asyncio.to_thread(self._engine_factory, settings)
-                codec = await asyncio.to_thread(Codec, settings.tokenizer_dir, settings.max_seq_len)
-                self.service = ModelService(
-                    self.model,
-                    engines,
-                    codec,
-                    sla_classes=settings.sla_classes,
-                    batching=settings.batching,
-                    serving=settings.serving,
-                    metrics=self.metrics,
-                    num_outputs=len(settings.labels) or None,
+                self.service = await load_service(
+                    settings, self.metrics, engines=self._engines, engine_factory=self._engine_factory
                 )
-                self.service.start()
+                self.codec = self.service.codec
             self.metrics.model_ready.labels(self.model).set(1)
             log.info("model %s ready (%s, %s)", self.model, settings.engine, settings.variant)
         except asyncio.CancelledError:
@@ -205,20 +207,16 @@ class Gateway:
         """(ready, why not): loading, failed to load, no healthy engine replica, or shutting down."""
         if self.draining:
             return False, "shutting down"
-        if self.load_error is not None:
-            return False, f"model failed to load: {self.load_error}"
-        if self._loader is None or not self._loader.done():
-            return False, "model is still loading"
+        loaded = self._loader is not None and self._loader.done()
+        if self.load_error is not None or not loaded:
+            return engine_readiness(None, self.load_error, loaded)
         if self.settings.engine == "vllm":
-            if self.backend is not None and await self.backend.ready():
-                return True, None
-            return False, "no vLLM endpoint answers /health"
-        if self.service is None:
-            return False, "model is still loading"
-        batcher = self.service.batcher
-        if batcher.healthy_count == 0:
-            return False, "no healthy engine replica: " + "; ".join(batcher.unhealthy_reasons())
-        return True, None
+            if self.backend is None or not await self.backend.ready():
+                return False, "no vLLM endpoint answers /health"
+            return (True, None) if self.link is None else await self.link.readiness()
+        if self.link is not None:
+            return await self.link.readiness()
+        return engine_readiness(self.service, None, loaded)
 
     def begin_drain(self) -> asyncio.Task[None]:
         """Stop admitting (503 shutting_down), let in-flight requests finish within shutdown_grace_s, then
@@ -243,6 +241,8 @@ class Gateway:
                 log.warning("%d requests still in flight after %.1f s; answering them 503", self.inflight, grace)
         if self.service is not None:
             await self.service.stop(0.0)  # queued and running rows get ShuttingDown now
+        if self.link is not None:  # what still waits on the admission process is answered here now
+            self.link.fail_pending(ShuttingDown("the gateway is shutting down", retry_after=self.limits.retry_after_s))
         if self._idle is not None and self.inflight:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):  # the handlers write their 503s
@@ -253,18 +253,20 @@ class Gateway:
         await self.begin_drain()
         if self.backend is not None:
             await self.backend.close()
+        if self.link is not None:
+            self.link.close()
         self._codec_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ accounting
     def count(self, tenant: TenantContext | None, status: str, error: GatewayError | None, arrival: float) -> None:
-        metrics = self.metrics
+        """The request's outcome, once: here, or in the admission process that owns the counters."""
+        reason = error.code if error is not None and not isinstance(error, ClientDisconnected) else None
+        latency = asyncio.get_running_loop().time() - arrival if tenant is not None else None
+        if self.link is not None:
+            self.link.count(tenant, status, reason, latency)
+            return
         name, sla_class = (tenant.name, tenant.sla_class) if tenant else ("unknown", "none")
-        metrics.child(metrics.requests, self.model, name, sla_class, status).inc()
-        if error is not None and not isinstance(error, ClientDisconnected):
-            metrics.child(metrics.rejections, self.model, name, error.code).inc()
-        if tenant is not None:
-            loop = asyncio.get_running_loop()
-            metrics.child(metrics.request_latency, self.model, sla_class).observe(loop.time() - arrival)
+        self.metrics.outcome(self.model, name, sla_class, status, reason, latency)
 
     def refused(self, error: GatewayError) -> None:
         """A refusal of the protocol layer (431, 408, connection limit): counted like any other."""
@@ -320,7 +322,12 @@ class Gateway:
                 if model is not None and model != self.model:
                     raise UnknownModel(f"unknown model {model!r}; this gateway serves {self.model!r}")
                 check_content_type(headers)
-                self.tenancy.admit_request(tenant, arrival)
+                if self.link is None:
+                    self.tenancy.admit_request(tenant, arrival)
+                else:  # the bucket is the admission process's: a known-empty bucket is refused here
+                    waiter = self.link.first_look(tenant, arrival)
+                    if waiter is not None:
+                        await waiter
                 body = await self._read_body(request, receive)
                 response = await work(body, tenant, arrival)
             except GatewayError as error:
@@ -345,13 +352,13 @@ class Gateway:
                 self._idle.set()
             self.count(tenant, status, failure, arrival)
 
-    def _service(self) -> ModelService:
+    def _codec(self) -> Codec:
         if self.settings.engine == "vllm":
             raise UnknownModel(f"model {self.model!r} is served by vLLM; use /v1/completions or /v1/chat/completions")
-        if self.service is None:
+        if self.codec is None:
             reason = f"failed to load: {self.load_error}" if self.load_error else "is still loading"
             raise EngineUnavailable(f"model {self.model!r} {reason}", retry_after=self.limits.retry_after_s)
-        return self.service
+        return self.codec
 
     def _limit_texts(self, texts: list[str]) -> tuple[list[str], list[bool]]:
         """Hold each text to serving.max_text_chars: cut (and flag) or refuse, per text_limit_action."""
@@ -369,9 +376,9 @@ class Gateway:
             )
         return [text[:limit] if long else text for text, long in zip(texts, cut, strict=True)], cut
 
-    def _tokenize(self, service: ModelService, texts: list[str], offloaded: bool) -> tuple[list[Row], list[bool]]:
+    def _tokenize(self, codec: Codec, texts: list[str], offloaded: bool) -> tuple[list[Row], list[bool]]:
         texts, cut = self._limit_texts(texts)
-        rows, overflow = service.codec.encode(texts, release_gil=offloaded)
+        rows, overflow = codec.encode(texts, release_gil=offloaded)
         return rows, [a or b for a, b in zip(cut, overflow, strict=True)]
 
     async def _off_loop(self, offload: bool, function: Callable[..., Any], *args: Any) -> Any:
@@ -379,29 +386,31 @@ class Gateway:
             return function(*args)
         return await asyncio.get_running_loop().run_in_executor(self._codec_pool, function, *args)
 
-    async def _rows_to_logits(
-        self, rows: list[Row], tenant: TenantContext, arrival: float, service: ModelService
-    ) -> np.ndarray:
+    async def _rows_to_logits(self, rows: list[Row], tenant: TenantContext, arrival: float) -> np.ndarray:
+        if self.link is not None:  # the admission process charges the bucket, queues, batches, answers
+            return await self.link.infer(rows, tenant, arrival)
+        service = self.service
+        assert service is not None  # _codec() passed: loaded
         now = asyncio.get_running_loop().time()
         self.tenancy.admit_cost(tenant, len(rows), sum(len(ids) for ids, _ in rows), now)
         return await service.infer(rows, tenant, arrival)
 
     async def _infer(self, body: bytes, tenant: TenantContext, arrival: float, request: Request) -> Response:
-        service = self._service()
+        codec = self._codec()
         if "inference-header-content-length" in request.headers:
             raise BadRequest("the binary tensor extension is not supported; send JSON tensors (binary_data=False)")
         offload = len(body) > self.limits.offload_body_bytes
 
         def prepare() -> tuple[Any, list[Row], list[bool] | None]:
-            parsed = parse_infer(body, max_rows=service.max_rows)
+            parsed = parse_infer(body, max_rows=self.max_rows)
             if parsed.texts is not None:
-                rows, truncated = self._tokenize(service, parsed.texts, offload)
+                rows, truncated = self._tokenize(codec, parsed.texts, offload)
                 return parsed, rows, truncated
-            rows = service.codec.rows_from_tokens(parsed.input_ids, parsed.attention_mask)  # type: ignore[arg-type]
+            rows = codec.rows_from_tokens(parsed.input_ids, parsed.attention_mask)  # type: ignore[arg-type]
             return parsed, rows, None
 
         parsed, rows, truncated = await self._off_loop(offload, prepare)
-        logits = await self._rows_to_logits(rows, tenant, arrival, service)
+        logits = await self._rows_to_logits(rows, tenant, arrival)
 
         def encode() -> bytes:
             content = infer_response(
@@ -412,14 +421,14 @@ class Gateway:
         return Response(await self._off_loop(offload, encode), media_type=JSON)
 
     async def _classify(self, body: bytes, tenant: TenantContext, arrival: float) -> Response:
-        service = self._service()
+        codec = self._codec()
         offload = len(body) > self.limits.offload_body_bytes
 
         def prepare() -> tuple[list[Row], list[bool]]:
-            return self._tokenize(service, parse_classify(body, max_rows=service.max_rows), offload)
+            return self._tokenize(codec, parse_classify(body, max_rows=self.max_rows), offload)
 
         rows, truncated = await self._off_loop(offload, prepare)
-        logits = await self._rows_to_logits(rows, tenant, arrival, service)
+        logits = await self._rows_to_logits(rows, tenant, arrival)
         labels = self.settings.labels
 
         def encode() -> bytes:
@@ -444,8 +453,11 @@ class Gateway:
         if not isinstance(payload, dict):
             raise BadRequest(f"the body must be a JSON object, got {type(payload).__name__}", status=422)
         estimate = estimate_prompt_tokens(payload)
-        self.tenancy.admit_cost(tenant, prompt_rows(payload), estimate, arrival)  # rows/tokens request buckets
-        self.tenancy.admit_tokens(tenant, estimate, arrival)
+        if self.link is not None:  # the same two charges, on the buckets the admission process owns
+            await self.link.admit_llm(tenant, arrival, prompt_rows(payload), estimate)
+        else:
+            self.tenancy.admit_cost(tenant, prompt_rows(payload), estimate, arrival)  # rows/tokens request buckets
+            self.tenancy.admit_tokens(tenant, estimate, arrival)
         stream = bool(payload.get("stream"))
         if stream:
             payload.setdefault("stream_options", {"include_usage": True})
@@ -465,13 +477,16 @@ class Gateway:
         usage = usage if isinstance(usage, dict) else {}
         prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else estimate
         completion = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
+        if self.link is not None:
+            self.link.usage(tenant, estimate, prompt, completion)
+            return
         now = asyncio.get_running_loop().time()
         self.tenancy.charge_tokens(tenant, prompt - estimate + completion, now)
         self.metrics.child(self.metrics.tenant_tokens, tenant.name, "prompt").inc(prompt)
         self.metrics.child(self.metrics.tenant_tokens, tenant.name, "completion").inc(completion)
 
     async def _counted_stream(
-        self, chunks: AsyncIterator[Any], tenant: TenantContext, estimate: int
+        self, chunks: AsyncIterable[Any], tenant: TenantContext, estimate: int
     ) -> AsyncIterator[Any]:
         """Pass SSE chunks through and charge the usage of the final chunk once the stream ends."""
         usage: Any = None
@@ -545,9 +560,11 @@ def create_app(
     engines: Sequence[Engine] | None = None,
     engine_factory: EngineFactory = default_engine_factory,
     vllm_backend: Any | None = None,
+    link: AdmissionClient | None = None,
 ) -> Starlette:
-    """The gateway app; pass `engines` (already loaded) or let `engine_factory` load them in the background."""
-    gateway = Gateway(settings, engines=engines, engine_factory=engine_factory, vllm_backend=vllm_backend)
+    """The gateway app; pass `engines` (already loaded) or let `engine_factory` load them in the background,
+    or (an HTTP worker of serving.workers) a `link` to the admission process that owns them."""
+    gateway = Gateway(settings, engines=engines, engine_factory=engine_factory, vllm_backend=vllm_backend, link=link)
 
     async def server_metadata(request: Request) -> Response:
         return json_response({"name": "infopt-gateway", "version": "0.1.0", "extensions": ["classify", "openai"]})
@@ -602,6 +619,7 @@ def create_app(
         return route
 
     async def metrics(request: Request) -> Response:
+        waiting = None
         if gateway.backend is not None and gateway._loader is not None and gateway._loader.done():
             try:
                 async with asyncio.timeout(1.0):
@@ -609,6 +627,9 @@ def create_app(
                 gateway.metrics.vllm_waiting.labels(gateway.model).set(waiting)
             except (TimeoutError, OSError, GatewayError) as error:
                 log.warning("could not read vLLM's waiting requests: %s", error)
+        if gateway.link is not None:  # the counters live in the admission process (and see every worker)
+            return Response(await gateway.link.metrics(waiting), media_type=gateway.metrics.content_type)
+        if gateway.backend is not None and gateway._loader is not None and gateway._loader.done():
             # the HPA's metric for a vLLM deployment: per class, forwarded requests without a response byte yet
             for tenant in gateway.tenancy.tenants:
                 pending = gateway.backend.pending(tenant.priority)

@@ -33,6 +33,12 @@ class InternalError(GatewayError):
     """A bug or an unexpected failure: 500, logged with its traceback where it was caught."""
 
 
+class WorkerLost(InternalError):
+    """An HTTP worker process died with this request in flight; its client saw the connection drop."""
+
+    code = "worker_lost"
+
+
 class Unauthorized(GatewayError):
     status, code, metric_status = 401, "unauthorized", "unauthorized"
 

@@ -92,5 +92,16 @@ class GatewayMetrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
+    def outcome(
+        self, model: str, tenant: str, sla_class: str, status: str, reason: str | None, latency_s: float | None
+    ) -> None:
+        """One request's end, counted once: its status, its refusal reason (a GatewayError code; None for ok
+        and for a client that left) and, for an authenticated caller, its latency."""
+        self.child(self.requests, model, tenant, sla_class, status).inc()
+        if reason is not None:
+            self.child(self.rejections, model, tenant, reason).inc()
+        if latency_s is not None:
+            self.child(self.request_latency, model, sla_class).observe(latency_s)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -56,7 +56,8 @@ def limited_protocol(limits: ServingParams, gateway: Any) -> type[HttpToolsProto
     class GatewayProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._head_bytes = 0
+            self._head_bytes = 0  # raw bytes read while the head is incomplete
+            self._parsed_bytes = 0  # request line + header fields as parsed (a head that came in one read)
             self._head_fields = 0
             self._in_head = True
             self._head_timer: asyncio.TimerHandle | None = None
@@ -118,19 +119,32 @@ def limited_protocol(limits: ServingParams, gateway: Any) -> type[HttpToolsProto
                 return
             self._head_bytes += len(data)
             if self._head_bytes > limits.max_header_bytes:
-                self._refuse(
-                    HeaderTooLarge(
-                        f"request line and headers exceed {limits.max_header_bytes} bytes (serving.max_header_bytes)"
-                    )
+                self._head_too_large()
+
+        def _head_too_large(self) -> None:
+            self._refuse(
+                HeaderTooLarge(
+                    f"request line and headers exceed {limits.max_header_bytes} bytes (serving.max_header_bytes)"
                 )
+            )
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._head_bytes, self._head_fields, self._in_head = 0, 0, True
+            self._head_bytes, self._parsed_bytes, self._head_fields, self._in_head = 0, 0, 0, True
             self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            self._parsed_bytes += len(url) + 16  # + method, version and separators, roughly
+            if self._parsed_bytes > limits.max_header_bytes:
+                self._head_too_large()
 
         def on_header(self, name: bytes, value: bytes) -> None:
             if self._refused:
+                return
+            self._parsed_bytes += len(name) + len(value) + 4  # ": " and CRLF
+            if self._parsed_bytes > limits.max_header_bytes:
+                self._head_too_large()
                 return
             self._head_fields += 1
             if self._head_fields > limits.max_header_count:

@@ -92,12 +92,21 @@ class Tenancy:
             bucket = self._requests[tenant.name] = TokenBucket(config.rate_per_s, config.burst, now)
         return bucket
 
-    def _limited(self, tenant: TenantContext, bucket: TokenBucket, wait: float) -> RateLimited:
-        unit = tenant.charge
+    def rate_limited(self, tenant: TenantContext, wait: float) -> RateLimited:
+        """The 429 of `tenant`'s request bucket, retry after `wait` seconds."""
+        config = self._tenants[tenant.name]
         return RateLimited(
-            f"tenant {tenant.name!r} is over its rate of {bucket.rate_per_s:g} {unit}/s (burst {bucket.capacity:g})",
+            f"tenant {tenant.name!r} is over its rate of {config.rate_per_s:g} {tenant.charge}/s "
+            f"(burst {float(config.burst):g})",
             retry_after=wait,
         )
+
+    def empty_until(self, tenant: TenantContext, now: float) -> float | None:
+        """When the request bucket holds less than one unit now: the loop time before which refill alone
+        cannot bring it to one (takes only lower it), so a first look before then is a certain 429."""
+        bucket = self._request_bucket(tenant, now)
+        available = bucket.available(now)
+        return None if available >= 1 else now + (1 - available) / bucket.rate_per_s
 
     def admit_request(self, tenant: TenantContext, now: float) -> None:
         """Before the body is read. `requests`: take one unit or RateLimited with Retry-After. `rows` and
@@ -110,7 +119,7 @@ class Tenancy:
             available = bucket.available(now)
             wait = 0.0 if available >= 1 else (1 - available) / bucket.rate_per_s
         if wait:
-            raise self._limited(tenant, bucket, wait)
+            raise self.rate_limited(tenant, wait)
 
     def admit_cost(self, tenant: TenantContext, rows: int, tokens: int, now: float) -> None:
         """Charge a parsed request: `rows` rows holding `tokens` tokens (nothing more for `requests`)."""
@@ -126,7 +135,7 @@ class Tenancy:
             )
         wait = bucket.try_take(cost, now)
         if wait:
-            raise self._limited(tenant, bucket, wait)
+            raise self.rate_limited(tenant, wait)
 
     def _token_bucket(self, tenant: TenantContext, now: float) -> TokenBucket | None:
         bucket = self._tokens.get(tenant.name)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -268,3 +269,64 @@ async def serve(app: object, *, grace_s: float | None = None) -> AsyncIterator[s
             else:
                 raise RuntimeError(f"{url} never became ready")
         yield url
+
+
+@contextmanager
+def serve_workers(
+    settings: GatewaySettings,
+    *,
+    workers: int,
+    engines: list | None = None,
+    ready_timeout_s: float = 120.0,
+    admin: bool = False,
+    ready: bool = True,
+) -> Iterator[tuple[str, Any]]:
+    """A multi-process gateway (serving.supervisor: the admission process runs in a thread of this test
+    process with `engines`, its `workers` HTTP workers are real processes) on 127.0.0.1:<free port>; yields
+    (url, supervisor) once every worker serves (and, with `ready`, the gateway answers ready), and stops it
+    (the real drain) afterwards; the supervisor's thread has ended when the block is left."""
+    import httpx
+
+    from serving.supervisor import Supervisor, reuseport_sockets
+
+    sockets = reuseport_sockets("127.0.0.1", 0, workers)
+    admin_sockets = reuseport_sockets("127.0.0.1", 0, workers) if admin else None
+    if admin_sockets:
+        settings = replace(
+            settings, serving=settings.serving.model_copy(update={"admin_port": admin_sockets[0].getsockname()[1]})
+        )
+    supervisor = Supervisor(settings, workers=workers, sockets=sockets, admin_sockets=admin_sockets, engines=engines)
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["exit"] = asyncio.run(supervisor.run())
+        except BaseException as error:  # surfaced by the fixture, not lost in the thread
+            result["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{supervisor.port}"
+    deadline = time.monotonic() + ready_timeout_s
+    try:
+        while True:  # every worker up: each has its link attached and answers a ready probe
+            assert thread.is_alive(), f"supervisor stopped: {result}"
+            serving = [link for link in supervisor.admission.links if link.pid is not None]  # HELLO seen
+            if len(serving) == workers:
+                if not ready:
+                    break
+                try:
+                    if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            assert time.monotonic() < deadline, f"multi-process gateway not ready within {ready_timeout_s} s"
+            time.sleep(0.05)
+        yield url, supervisor
+    finally:
+        supervisor.stop()
+        thread.join(timeout=settings.serving.shutdown_grace_s + 20)
+        for sock in [*sockets, *(admin_sockets or [])]:
+            sock.close()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]

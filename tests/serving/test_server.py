@@ -74,6 +74,18 @@ async def test_oversized_headers_get_431_and_the_connection_closes_before_buffer
     assert counted(gateway, "bad_request", "header_too_large") == (2.0, 2.0)
 
 
+async def test_a_head_over_the_limit_that_arrives_in_one_read_gets_431_too(limited: tuple[int, Gateway]) -> None:
+    """A complete head of 4 KiB in one segment: the parser finishes it within one read, so the limit is held
+    on the parsed request line and fields as well as on the raw bytes read while the head is incomplete."""
+    port, gateway = limited
+    head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n"
+    long_url = b"GET /v2/health/live?" + b"q" * 4096 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    for request in (head, long_url):
+        status, body = status_and_body(await asyncio.to_thread(exchange, port, request))
+        assert status == 431 and body["code"] == "header_too_large" and "2048 bytes" in body["error"]
+    assert counted(gateway, "bad_request", "header_too_large") == (2.0, 2.0)
+
+
 async def test_slow_headers_and_a_silent_connection_get_408_after_the_header_timeout(
     limited: tuple[int, Gateway],
 ) -> None:

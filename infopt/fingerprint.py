@@ -99,4 +99,5 @@ def collect(device: str = "cpu", repo: Path | None = None) -> Fingerprint:
         gpu_count=gpu_count,
         cuda=cuda,
         libraries=library_versions(),
+        load_average=[round(value, 2) for value in os.getloadavg()],
     )

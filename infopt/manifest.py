@@ -51,6 +51,7 @@ class Fingerprint(_Record):
     gpu_count: int = 0
     cuda: str | None = None
     libraries: dict[str, str]
+    load_average: list[float] | None = None  # 1/5/15-minute load when measured: a shared box moves timings
 
 
 class Artifact(_Record):

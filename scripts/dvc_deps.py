@@ -78,8 +78,13 @@ def missing_deps(stage: str, spec: dict) -> list[str]:
     return sorted(p.relative_to(ROOT).as_posix() for p in closure(match.group(1)) if not covered(p, deps))
 
 
+def stale_deps(spec: dict) -> list[str]:
+    """Listed Python files that no longer exist (DVC refuses to run a stage whose dep is missing)."""
+    return [str(dep) for dep in spec.get("deps", []) if str(dep).endswith(".py") and not (ROOT / str(dep)).exists()]
+
+
 def write_missing() -> dict[str, list[str]]:
-    """Append each stage's missing deps to dvc.yaml (round-trip: comments and order kept)."""
+    """Append each stage's missing deps and drop its vanished ones, in dvc.yaml (round-trip: comments kept)."""
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -88,10 +93,13 @@ def write_missing() -> dict[str, list[str]]:
     document = yaml.load(path.read_text())
     added = {}
     for stage, spec in document["stages"].items():
+        for gone in stale_deps(spec):
+            spec["deps"].remove(gone)
+            added.setdefault(stage, []).append(f"-{gone}")
         missing = missing_deps(stage, spec)
         if missing:
             spec.setdefault("deps", []).extend(missing)
-            added[stage] = missing
+            added.setdefault(stage, []).extend(missing)
     with path.open("w") as handle:
         yaml.dump(document, handle)
     return added
@@ -102,7 +110,7 @@ if __name__ == "__main__":
         for stage, files in write_missing().items():
             print(f"{stage}: + {', '.join(files)}")
     else:
-        problems = {stage: missing_deps(stage, spec) for stage, spec in stages().items()}
+        problems = {stage: missing_deps(stage, spec) + stale_deps(spec) for stage, spec in stages().items()}
         for stage, files in problems.items():
             if files:
                 print(f"{stage}: missing {', '.join(files)}")

@@ -25,6 +25,14 @@ def test_every_imported_module_is_a_dependency_of_its_stage(stage: str) -> None:
     )
 
 
+@pytest.mark.parametrize("stage", sorted(dvc_deps.stages()))
+def test_every_listed_python_dependency_exists(stage: str) -> None:
+    gone = dvc_deps.stale_deps(dvc_deps.stages()[stage])
+    assert not gone, (
+        f"dvc.yaml stage {stage!r} lists {gone}, which do not exist (fix: python scripts/dvc_deps.py --write)"
+    )
+
+
 def test_the_closure_sees_imports_inside_functions() -> None:
     # model_builds/manifest.py imports infopt.tracking inside log_runs(); the closure must include it.
     assert ROOT / "infopt" / "tracking.py" in dvc_deps.closure("model_builds.manifest")

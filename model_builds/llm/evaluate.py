@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from infopt.device import resolve_device
+from infopt.fingerprint import collect
 from infopt.params import LlmParams, load_params
 from infopt.paths import LLM_DATA_DIR, LLM_TOKENIZER_DIR
 from infopt.stats import (
@@ -107,7 +108,8 @@ def main() -> None:
         QUALITY_JSON.write_text(json.dumps({"enabled": False}) + "\n")
         return
     torch.set_num_threads(llm.train.threads)
-    report = evaluate(llm, params.seed, resolve_device(params.device))
+    device = resolve_device(params.device)
+    report = {**evaluate(llm, params.seed, device), "fingerprint": collect(device).model_dump()}
     QUALITY_JSON.write_text(json.dumps(report, indent=2) + "\n")
     for name, entry in report["variants"].items():
         flat = {

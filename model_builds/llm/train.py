@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from infopt.device import resolve_device
+from infopt.fingerprint import collect
 from infopt.params import LlmParams, load_params
 from infopt.paths import LLM_DATA_DIR, LLM_METRICS_DIR, LLM_TEACHER_DIR, LLM_TOKENIZER_DIR
 from model_builds.llm.corpus import read_split
@@ -96,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(llm.train.threads)
     device = resolve_device(params.device)
     metrics = train_teacher(llm, params.seed, device, LLM_TEACHER_DIR, LLM_TOKENIZER_DIR)
-    TRAIN_JSON.write_text(json.dumps(metrics, indent=2) + "\n")
+    TRAIN_JSON.write_text(json.dumps({**metrics, "fingerprint": collect(device).model_dump()}, indent=2) + "\n")
     curve = metrics.pop("loss_curve", None)
     log_llm_stage(
         params, llm.baseline.name, "llm_train", metrics, curves={"loss": curve} if curve else None, prefix="train_"

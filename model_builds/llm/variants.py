@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from infopt.device import resolve_device
+from infopt.fingerprint import collect
 from infopt.hashing import tree_sha256, tree_size
 from infopt.manifest import Artifact, VariantBuild
 from infopt.params import (
@@ -165,7 +166,8 @@ def main() -> None:
         VARIANTS_JSON.write_text(json.dumps({"enabled": False}) + "\n")
         return
     torch.set_num_threads(llm.train.threads)
-    builds = build_all(llm, params.seed, resolve_device(params.device))
+    device = resolve_device(params.device)
+    builds = build_all(llm, params.seed, device)
     report = {
         build.name: {
             "status": build.status,
@@ -176,7 +178,9 @@ def main() -> None:
         }
         for build in builds
     }
-    VARIANTS_JSON.write_text(json.dumps({"variants": report}, indent=2) + "\n")
+    VARIANTS_JSON.write_text(
+        json.dumps({"variants": report, "fingerprint": collect(device).model_dump()}, indent=2) + "\n"
+    )
     for build in builds:
         if build.status == "built":
             log_llm_stage(params, build.name, "llm_variants", report[build.name], prefix="build_")

@@ -44,7 +44,10 @@ _load: Loader = from_commit
 
 def _machine(fingerprint: dict[str, Any]) -> str:
     where = fingerprint.get("gpu_name") or f"{fingerprint['cpu_model']}, {fingerprint['cpu_count']} cores"
-    return f"{where}, git {str(fingerprint['git_sha'])[:10]}, {fingerprint['timestamp'][:10]}"
+    load = fingerprint.get("load_average")
+    return f"{where}, git {str(fingerprint['git_sha'])[:10]}, {fingerprint['timestamp'][:10]}" + (
+        f", load {load[0]:g}" if load else ""
+    )
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -56,66 +59,87 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def summary_table(summary: dict[str, Any]) -> list[str]:
-    """A summary.json (the manifest stage's per-variant rows) as a markdown table, CPU and GPU runs alike."""
-    header = [
-        "variant",
-        "test accuracy",
-        "loss vs fp32 (pts)",
-        "p99 @1 (ms)",
-        "p99 @16 (ms)",
-        "best req/s (batch)",
-        "USD / 1k req",
-        "MB",
-    ]
+def _interval(entry: dict[str, Any] | None, scale: float = 1.0, digits: int = 3, signed: bool = False) -> str:
+    if not entry:
+        return "-"
+    sign = "+" if signed else ""
+    est, low, high = (scale * entry[key] for key in ("estimate", "low", "high"))
+    return f"{est:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+
+
+def _variant_rows(accuracy: dict[str, Any], summaries: dict[str, dict[str, Any] | None]) -> list[list[str]]:
     rows = []
-    for name, row in summary.items():
-        if not row:
-            rows.append([name, "skipped", *[""] * 6])
+    for name, entry in accuracy["variants"].items():
+        if entry.get("status") != "built":
+            rows.append([name, "skipped", *[""] * 5])
             continue
-        measured = [f"{row['accuracy']:.3f}", f"{100 * row['accuracy_loss']:+.1f}"]
-        if "best_throughput_rps" not in row:  # an engine this device could not time (reason in the run's files)
-            rows.append([name, *measured, "not timed", *[""] * 4])
-            continue
+        engine = entry["engines"][entry["primary_engine"]]
+        decision = engine.get("decision")
+        summary = summaries.get(name) or {}
+        verdict = "baseline" if decision is None else ("within" if decision["within_budget"] else "OUTSIDE")
         rows.append(
             [
                 name,
-                *measured,
-                _num(row["p99_ms_batch_1"]),
-                _num(row["p99_ms_batch_16"]),
-                f"{row['best_throughput_rps']:,.0f} ({row['best_batch_size']})",
-                f"{row['cost_per_1k_usd']:.2e}",
-                f"{row['size_mb']:.1f}",
+                _interval(engine["quality"]["accuracy"]),
+                "-" if decision is None else _interval(decision["loss"], 100, 2, signed=True),
+                verdict,
+                _num(summary.get("p99_ms_16")),
+                "-" if "req_per_s" not in summary else f"{summary['req_per_s']:,.0f}",
+                "-" if "usd_per_1k" not in summary else f"{summary['usd_per_1k']:.2e}",
             ]
         )
-    return _table(header, rows)
+    return rows
 
 
 def variants_section() -> list[str]:
-    summary = _load("metrics/summary.json")
-    if summary is None:
+    accuracy = _load("metrics/accuracy.json")
+    if accuracy is None or "variants" not in accuracy:
         return []
-    fingerprint = summary.pop("fingerprint")
+    summaries = {name: _load(f"metrics/summary/{name}.json") for name in accuracy["variants"]}
+    baselines = accuracy.get("baselines") or {}
     lines = [
-        f"**Variants** (default CPU run; `metrics/summary.json`, {_machine(fingerprint)}; onnxruntime where the",
-        "variant ships ONNX, else torch; cost = `cost.hourly_usd.cpu` / best throughput):",
+        f"**Variants** of the default CPU run (`metrics/accuracy.json`, `metrics/summary/<variant>.json`; "
+        f"{_machine(accuracy['fingerprint'])}). Test accuracy with its 95 % interval on {accuracy['n_test']:,} "
+        f"examples; loss vs {accuracy['baseline']} in points, paired bootstrap interval; the decision reads the "
+        f"interval's upper bound against the budget of {100 * accuracy['max_accuracy_loss']:g} points; "
+        "throughput is the best served-shape batch (median of rounds), cost = `cost.hourly_usd.cpu` / throughput:",
         "",
-        *summary_table(summary),
+        *_table(
+            [
+                "variant",
+                "accuracy [95 % CI]",
+                "loss vs baseline, pts [CI]",
+                "decision",
+                "p99 @16 (ms)",
+                "req/s",
+                "USD / 1k",
+            ],
+            _variant_rows(accuracy, summaries),
+        ),
     ]
+    if baselines:
+        said = ", ".join(
+            f"{name.replace('_', ' ')} {_interval(value)}"
+            for name, value in baselines.items()
+            if isinstance(value, dict) and "estimate" in value
+        )
+        if said:
+            lines += ["", f"Baselines on the same test split (`metrics/accuracy.json`): {said}."]
     builds = _load("metrics/variants.json")
     distilled = next((b for b in (builds or {}).get("variants", {}).values() if b.get("kind") == "distilled"), None)
     if distilled and distilled.get("status") == "built":
         details = distilled["details"]
-        verdict = "beats" if details["kd_beats_no_kd"] else "does NOT beat"
+        paired = details.get("kd_minus_no_kd")
         lines += [
             "",
-            f"Distillation (`metrics/variants.json`): the KD student ({details['kd_test_accuracy']:.3f} test accuracy) "
-            f"{verdict} the same student trained without the teacher ({details['no_kd_test_accuracy']:.3f}).",
+            f"Distillation (`metrics/variants.json`): the KD student {details['kd_test_accuracy']:.3f} test accuracy, "
+            f"the same student trained without the teacher {details['no_kd_test_accuracy']:.3f}"
+            + (f"; paired difference {_interval(paired, 100, 2, signed=True)} points." if paired else "."),
         ]
     profile = _load("metrics/profiles/fp32.json")
     if profile:
         split = ", ".join(f"{name} {part['percent']:.1f}%" for name, part in profile["split"].items())
-        lines += ["", f"Layer profile of fp32 (`metrics/profiles/fp32.txt`, batch {profile['batch_size']}): {split}."]
+        lines += ["", f"Layer profile of fp32 (`metrics/profiles/fp32.json`, batch {profile['batch_size']}): {split}."]
     return lines
 
 
@@ -270,27 +294,93 @@ def vllm_section() -> list[str]:
 
 
 def gpu_section() -> list[str]:
-    lines: list[str] = []
-    for preset in ("tiny", "bert-base"):
-        summary = _load(f"benchmarks/results/gpu/{preset}/summary.json")
-        if summary is None:
+    folder = "benchmarks/results/gpu/full-split-2026-11-30"
+    builds, train = _load(f"{folder}/variants.json"), _load(f"{folder}/train.json")
+    if builds is None or train is None:
+        return []
+    rows = []
+    for name, build in builds["variants"].items():
+        details = build.get("details", {})
+        if build["status"] != "built":
+            rows.append([name, "skipped", build.get("skip_reason") or ""])
             continue
-        fingerprint = summary.pop("fingerprint")
-        lines += [
-            f"**GPU run, preset {preset}**, same stage code with `device: cuda` (`benchmarks/results/gpu/{preset}/summary.json`, "
-            f"{_machine(fingerprint)}; torch engine; ONNX variants scored on CPU, not timed; "
-            "`benchmarks/results/gpu/README.md` says what ran):",
-            "",
-            *summary_table(summary),
+        notes = []
+        if "sparse_modules" in details:
+            notes.append(
+                f"{details['sparse_modules']} modules on 2:4 sparse kernels, max logit diff vs dense {details['sparse_vs_dense_max_abs_logit_diff']:.4f}"
+            )
+        if "kd_val_accuracy" in details:
+            notes.append(f"without KD: {details['no_kd_val_accuracy']:.3f}")
+        rows.append([name, _num(details.get("val_accuracy"), 3), "; ".join(notes)])
+    return [
+        f"**GPU**: the tiny teacher on the whole train split ({train['n_train']:,} examples) and its variants, same stage "
+        f"code with `device: cuda` (`{folder}/`, {_machine(train['fingerprint'])}); trained in {train['seconds']:.0f} s; "
+        "validation accuracy (the run's evaluate stage did not finish within the device budget; its README says why):",
+        "",
+        *_table(["variant", "val accuracy", "notes"], rows),
+    ]
+
+
+def llm_section() -> list[str]:
+    quality = _load("metrics/llm/quality.json")
+    comparison = _load("benchmarks/results/framework_comparison.json")
+    lines: list[str] = []
+    if quality and "variants" in quality:
+        where = f", {_machine(quality['fingerprint'])}" if "fingerprint" in quality else ""
+        rows = [
+            [
+                name,
+                _interval(entry["perplexity"], digits=1),
+                _interval(entry.get("perplexity_increase"), 100, 2, signed=True),
+                _interval(entry["next_token_accuracy"]),
+                "baseline" if "within_budget" not in entry else ("within" if entry["within_budget"] else "OUTSIDE"),
+            ]
+            for name, entry in quality["variants"].items()
         ]
-        lines.append("")
-    return lines[:-1]
+        lines += [
+            f"**LLM variants** (`metrics/llm/quality.json`{where}): held-out documents, 95 % bootstrap intervals over "
+            f"documents; budget: perplexity +{100 * quality['max_perplexity_increase']:g} %, next-token accuracy "
+            f"-{100 * quality['max_accuracy_loss']:g} points:",
+            "",
+            *_table(
+                ["variant", "perplexity [CI]", "perplexity change, % [CI]", "next-token accuracy [CI]", "decision"],
+                rows,
+            ),
+        ]
+    if comparison:
+        rows = [
+            [
+                row["framework"],
+                row["status"],
+                _num(row.get("output_tokens_per_s"), 1),
+                _num(row.get("ttft_p50_ms"), 0),
+                _num(row.get("e2e_p99_ms"), 0),
+                "-" if row.get("cost_per_1k_requests_usd") is None else f"{row['cost_per_1k_requests_usd']:.2e}",
+            ]
+            for row in comparison["rows"]
+        ]
+        goals = comparison["goals"]
+        if lines:
+            lines.append("")
+        lines += [
+            f"**Serving frameworks**, one LLM and one workload (`benchmarks/results/framework_comparison.json`, "
+            f"{_machine(comparison['fingerprint'])}):",
+            "",
+            *_table(["framework", "status", "output tok/s", "TTFT p50 (ms)", "e2e p99 (ms)", "USD / 1k req"], rows),
+            "",
+            f"vLLM behind the gateway vs naive transformers: {goals['gateway_vs_naive_output_tokens_ratio']:.1f}x output "
+            f"tokens/s (goal {goals['gateway_vs_naive_goal']:g}x: {'met' if goals['gateway_vs_naive_met'] else 'not met'}); "
+            f"TTFT the gateway adds: {goals['gateway_added_ttft_p50_ms']:.1f} ms p50 (goal {goals['gateway_added_ttft_goal_ms']:g} ms: "
+            f"{'met' if goals['gateway_added_ttft_met'] else 'not met'}).",
+        ]
+    return lines
 
 
 SECTIONS: list[Callable[[], list[str]]] = [
     variants_section,
     cold_repro_section,
     gpu_section,
+    llm_section,
     gateway_section,
     overload_section,
     infra_section,

@@ -27,7 +27,7 @@ from infopt.paths import MANIFEST_JSON, PREPARED_DIR, PROFILES_DIR
 from model_builds.benchmark import BENCHMARK_JSON, sweeps_of
 from model_builds.llm.record import llm_manifest
 from model_builds.measuring import read_json, write_json
-from model_builds.summary import pareto_rows, summary_metrics, summary_rows
+from model_builds.summary import llm_summary_metrics, pareto_rows, summary_metrics, summary_rows
 from model_builds.variants.record import enabled_builds
 
 ACCURACY_JSON = Path("metrics/accuracy.json")
@@ -176,6 +176,11 @@ def main() -> None:
     for row in rows:
         write_json(
             SUMMARY_DIR / f"{row.variant}.json", summary_metrics(row, manifest.device, manifest.fingerprint.git_sha)
+        )
+    for entry in manifest.llm.variants if manifest.llm else []:
+        write_json(
+            SUMMARY_DIR / f"{entry.name}.json",
+            llm_summary_metrics(entry, manifest.device, manifest.fingerprint.git_sha),
         )
     pareto = pareto_rows(rows)
     write_json(PARETO_JSON, {"pareto": pareto, "fingerprint": fingerprint})

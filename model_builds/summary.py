@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from infopt.manifest import BatchPoint, Manifest, Sweep, VariantEntry
+from infopt.manifest import BatchPoint, LlmVariantEntry, Manifest, Sweep, VariantEntry
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,23 @@ def summary_metrics(row: SummaryRow, device: str, git_sha: str) -> dict[str, flo
         values["usd_per_1k"] = float(f"{row.cost_per_1k_usd:.3g}")
     if row.within_accuracy_budget is not None:
         values["ok"] = row.within_accuracy_budget
+    values["device"] = device
+    values["git_sha"] = git_sha[:8]
+    return values
+
+
+def llm_summary_metrics(entry: LlmVariantEntry, device: str, git_sha: str) -> dict[str, float | bool | str]:
+    """An LLM variant's few numbers beside the classifier's in `dvc metrics show` (same column names where the
+    meaning carries: next-token accuracy, the upper bound of its paired loss, the decision; plus perplexity)."""
+    values: dict[str, float | bool | str] = {}
+    quality = entry.quality
+    if quality is not None:
+        values["accuracy"] = round(quality.next_token_accuracy.estimate, 4)
+        values["ppl"] = round(quality.perplexity.estimate, 2)
+        if quality.accuracy_loss is not None:
+            values["loss_high"] = round(quality.accuracy_loss.high, 4)
+        if quality.within_budget is not None:
+            values["ok"] = quality.within_budget
     values["device"] = device
     values["git_sha"] = git_sha[:8]
     return values

@@ -60,7 +60,8 @@ def test_metrics_files_carry_fingerprint_and_dvc_reads_them(pipeline: tuple[Path
         Fingerprint.model_validate(data["fingerprint"])
     table = _run(["dvc", "metrics", "show"], root, env, 60).stdout
     lines = [line for line in table.splitlines() if line.strip()]
-    assert len(lines) == 1 + len(VARIANTS) and max(map(len, lines)) <= 120, table  # one row per variant, 120 cols
+    rows = len(VARIANTS) + len(LLM_VARIANTS)
+    assert len(lines) == 1 + rows and max(map(len, lines)) <= 120, table  # one row per variant, 120 columns
     assert "metrics/summary/int8-dynamic.json" in table and "loss_high" in lines[0]
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], root, env, 60).stdout)
     assert {"plots/latency_vs_batch.json", "plots/pareto.json"} <= set(plots["data"])

@@ -172,7 +172,9 @@ def export_two_four(model: Any, ctx: BuildContext, variant: PrunedVariant, detai
     ids, mask, _ = next(ctx.split("val").batches(64))
     with torch.inference_mode():
         reference = (
-            dense_model(input_ids=torch.from_numpy(ids).to(ctx.device), attention_mask=torch.from_numpy(mask).to(ctx.device))
+            dense_model(
+                input_ids=torch.from_numpy(ids).to(ctx.device), attention_mask=torch.from_numpy(mask).to(ctx.device)
+            )
             .logits.float()
             .cpu()
             .numpy()

@@ -242,7 +242,8 @@ def gateway_ttft_overhead(
     headers = {"Authorization": f"Bearer {TENANT_KEY}"}
 
     async def measure() -> tuple[list[float], list[float]]:
-        direct, gateway = [], []
+        direct: list[float] = []
+        gateway: list[float] = []
         async with httpx.AsyncClient(timeout=120.0) as client:
             for index in range(pairs):
                 body = completion_bodies([prompts[index % len(prompts)]], 4, model=SERVED_NAME, stream=True)[0]

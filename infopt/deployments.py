@@ -189,7 +189,7 @@ def resolve_variant(params: Params, manifest: Manifest, variant: str, engine: st
 
 def _optional_sla(
     params: Params,
-    entry: VariantEntry,
+    entry: VariantEntry | LlmVariantEntry,
     engine: str,
     sla_class: str,
     batching: BatchingParams,

@@ -463,12 +463,17 @@ class LlmArchitecture(Strict):
         return self
 
 
+LlmSource = Literal["wordnet", "fortunes", "text", "jsonl"]
+
+
+def _default_llm_sources() -> list[LlmSource]:
+    return ["wordnet", "fortunes"]
+
+
 class LlmDataParams(Strict):
     """Offline text for the causal LM: Debian's WordNet glosses/examples and fortunes, or your own file."""
 
-    sources: list[Literal["wordnet", "fortunes", "text", "jsonl"]] = Field(
-        default_factory=lambda: ["wordnet", "fortunes"], min_length=1
-    )
+    sources: list[LlmSource] = Field(default_factory=_default_llm_sources, min_length=1)
     path: str | None = None  # text: paragraphs separated by blank lines; jsonl: one {"text": ...} per line
     max_documents: int = Field(24000, ge=100)  # after a seeded shuffle; keeps the CPU preset within budget
     max_chars: int = Field(600, ge=16)  # longer documents are cut (long fortunes are mostly ASCII art)

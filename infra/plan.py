@@ -138,9 +138,13 @@ def _duration_s(text: str) -> float:
 class RecordingMonitor(MockMonitor):
     """The mock resource monitor, also keeping what the engine would get besides the inputs: custom timeouts."""
 
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.timeouts = mocks.timeouts  # the record set_recording_mocks' caller reads
+
     def RegisterResource(self, request: Any) -> Any:
         timeouts = request.customTimeouts
-        self.mocks.timeouts[(request.type, request.name)] = (
+        self.timeouts[(request.type, request.name)] = (
             _duration_s(timeouts.create),
             _duration_s(timeouts.update),
             _duration_s(timeouts.delete),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infopt.manifest import Manifest
+from infopt.manifest import Manifest, VariantBuild
 from infra.decisions import deployable, llm_deployable
 from infra.stack_config import StackConfig
 
@@ -19,7 +19,7 @@ from infra.stack_config import StackConfig
 def artifact_decisions(manifest: Manifest) -> dict[str, dict[str, Any]]:
     """`<sha256> -> {variant, engine, deployable, reason}` for every artifact of every manifest variant
     (classifier and LLM)."""
-    verdicts = [(entry, *deployable(entry)) for entry in manifest.variants]
+    verdicts: list[tuple[VariantBuild, bool, str]] = [(entry, *deployable(entry)) for entry in manifest.variants]
     if manifest.llm is not None:
         verdicts += [(entry, *llm_deployable(manifest.llm, entry)) for entry in manifest.llm.variants]
     decisions: dict[str, dict[str, Any]] = {}

@@ -316,7 +316,7 @@ def hpa_metrics(plan: ServingPlan) -> list[dict[str, Any]]:
     """Pods metrics, each with the manifest's per-pod queue target; the HPA follows the largest demand.
     vLLM deployments add the requests waiting inside vLLM (the gateway re-exports vLLM's
     vllm:num_requests_waiting), since the gateway forwards to vLLM and its own queue then stays short."""
-    names = [plan.deployment.autoscaling.metric]
+    names: list[str] = [plan.deployment.autoscaling.metric]
     if plan.deployment.engine == "vllm":
         names.append(VLLM_WAITING[1])
     return [

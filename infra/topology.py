@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from infopt.deployments import DeploymentError, resolve_deployment
-from infopt.manifest import Artifact, Manifest, VariantEntry
+from infopt.manifest import Artifact, LlmVariantEntry, Manifest, VariantEntry
 from infopt.params import Deployment, Params, Tenant
 from infopt.quantity import format_cpu, format_memory, parse_quantity, pod_requests
 from infopt.sla import SlaPlan
@@ -69,7 +69,7 @@ class ServingPlan:
     namespace: str
     tenants: tuple[Tenant, ...]
     sla_class: str  # the highest class among its tenants
-    variant: VariantEntry
+    variant: VariantEntry | LlmVariantEntry  # an LLM variant for a vllm deployment
     artifact: Artifact
     queue_target: int  # the deployment's SLA plan (infopt/sla.py); vLLM: 1 (its HPA reads waiting requests)
     sla: SlaPlan | None

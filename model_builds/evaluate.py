@@ -314,7 +314,8 @@ def main() -> None:
     METRICS_PATH.parent.mkdir(parents=True, exist_ok=True)
     METRICS_PATH.write_text(json.dumps(report, indent=2) + "\n")
     PREDICTIONS.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(PREDICTIONS, **predictions)
+    # numpy's default, named: a variant called "allow_pickle" is then an error, not the flag
+    np.savez_compressed(PREDICTIONS, allow_pickle=True, **predictions)
     Console(width=120).print(_table(report))
     for name, row in report["variants"].items():  # the primary engine's unprefixed numbers are logged by `manifest`
         for engine, cell in row.get("engines", {}).items():

@@ -340,7 +340,7 @@ class Gateway:
                 response = error_response(failure)
             if not isinstance(failure, ClientDisconnected):
                 await response(scope, receive, send)
-                cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
+                cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION, {}).get("cycle")
                 if cycle is not None and cycle.disconnected:
                     status = "client_disconnected"
         except asyncio.CancelledError:

@@ -13,7 +13,7 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def _responses(*codes: int) -> dict[str, Any]:
-    described = {
+    described: dict[str, dict[str, Any]] = {
         "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
         "400": {"description": "Malformed request"},
         "401": {"description": "Missing or unknown API key"},
@@ -26,7 +26,7 @@ def _responses(*codes: int) -> dict[str, Any]:
         "429": {"description": "Tenant rate limit; see Retry-After"},
         "503": {"description": "Overloaded, deadline exceeded, not ready or shutting down; see Retry-After"},
     }
-    out = {}
+    out: dict[str, Any] = {}
     for code in codes:
         entry = dict(described[str(code)])
         if code != 200:
@@ -61,7 +61,7 @@ def openapi_document(model_name: str, version: str = "0.1.0") -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string", "example": model_name},
     }
-    secured = [{"bearer": []}, {"apiKey": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     body = lambda name: {  # noqa: E731 - a tiny local helper keeps the table below readable
         "required": True,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},

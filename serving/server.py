@@ -37,7 +37,7 @@ from serving.errors import (
 )
 
 SHUTDOWN_MARGIN_S = 3.0  # uvicorn's cancel comes this long after the gateway answered what was left
-CYCLE_EXTENSION = "infopt.cycle"  # read by serving.app after the answer: did the client leave?
+CYCLE_EXTENSION = "infopt.cycle"  # {"cycle": ...}, read by serving.app after the answer: did the client leave?
 
 
 def refusal_bytes(error: GatewayError) -> bytes:
@@ -161,7 +161,8 @@ def limited_protocol(limits: ServingParams, gateway: Any) -> type[HttpToolsProto
                 return
             super().on_headers_complete()
             if self.cycle is not None:
-                self.scope.setdefault("extensions", {})[CYCLE_EXTENSION] = self.cycle  # type: ignore[typeddict-item]
+                # ASGI extension values are dicts: {"cycle": the RequestResponseCycle}
+                self.scope.setdefault("extensions", {})[CYCLE_EXTENSION] = {"cycle": self.cycle}
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:
@@ -203,7 +204,8 @@ def build_server(app: Starlette, *, log_level: str = "warning", access_log: bool
         access_log=access_log,
         lifespan="on",
         proxy_headers=False,  # the gateway never reads the client address; the middleware costs per request
-        timeout_graceful_shutdown=limits.shutdown_grace_s + SHUTDOWN_MARGIN_S,
+        # uvicorn annotates int but only passes it to asyncio.wait_for, which takes a float
+        timeout_graceful_shutdown=limits.shutdown_grace_s + SHUTDOWN_MARGIN_S,  # type: ignore[arg-type]
     )
     return GatewayServer(config, gateway)
 

@@ -380,4 +380,4 @@ def _usage_of_event(event: bytes) -> Usage | None:
 
 def _is_usage_only(event: bytes) -> bool:
     data = _event_data(event)
-    return bool(data) and not data.get("choices")
+    return bool(data and not data.get("choices"))

@@ -31,7 +31,7 @@ from infopt.params import LlmBenchmarkParams, Params, load_params
 from infopt.paths import LLM_DATA_DIR, LLM_TOKENIZER_DIR
 from model_builds.benchmark import Round, batch_point
 from model_builds.llm.corpus import read_split
-from model_builds.llm.modeling import load_causal_lm, load_tokenizer
+from model_builds.llm.modeling import LlmBuildError, load_causal_lm, load_tokenizer
 from model_builds.llm.record import BENCHMARK_JSON, read_builds
 from model_builds.llm.tracking import log_llm_stage
 
@@ -65,6 +65,10 @@ def measure_generation(
     model: torch.nn.Module, prompts: torch.Tensor, settings: LlmBenchmarkParams, pad_id: int, hourly_usd: float
 ) -> dict[str, Any]:
     """One cell: latency percentiles of generating settings.output_tokens for the batch `prompts`."""
+    from transformers import GenerationMixin
+
+    if not isinstance(model, GenerationMixin):
+        raise LlmBuildError(f"{type(model).__name__} cannot generate: not a transformers causal LM")
     batch = len(prompts)
     mask = torch.ones_like(prompts)
     process = psutil.Process()
@@ -79,6 +83,8 @@ def measure_generation(
                 do_sample=False,
                 pad_token_id=pad_id,
             )
+        if not isinstance(out, torch.Tensor):  # only return_dict_in_generate=True gives an output object
+            raise RuntimeError(f"generate returned a {type(out).__name__}, not the token ids")
         if out.shape[1] != prompts.shape[1] + settings.output_tokens:
             raise RuntimeError(f"generated {out.shape[1] - prompts.shape[1]} tokens, wanted {settings.output_tokens}")
 
@@ -121,14 +127,15 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
         engine = ENGINE.get(build.kind, "torch")
         model = load_causal_lm(root / build.artifacts[0].path)
         if build.precision in ("bf16", "fp16"):
-            model = model.to(torch.bfloat16 if build.precision == "bf16" else torch.float16)
-        model.to(device).eval()
+            # PreTrainedModel.to is @wraps(Module.to), which mypy calls unbound (python/typeshed#10653)
+            model = model.to(torch.bfloat16 if build.precision == "bf16" else torch.float16)  # type: ignore[arg-type]
+        model.to(device).eval()  # type: ignore[arg-type]
         cells = [
             measure_generation(model, prompts[:batch].to(device), settings, tokenizer.pad_token_id, hourly)
             for batch in settings.batch_sizes
         ]
         points = [cell["point"] for cell in cells]
-        sweep = Sweep(engine=engine, threads=settings.threads, device=device, shape="generation", points=points)  # type: ignore[arg-type]
+        sweep = Sweep(engine=engine, threads=settings.threads, device=device, shape="generation", points=points)
         variants[build.name] = {
             "engine": engine,
             "sweeps": [sweep.model_dump()],

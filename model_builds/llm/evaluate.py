@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -35,6 +35,14 @@ from model_builds.llm.record import QUALITY_JSON, read_builds
 from model_builds.llm.tracking import log_llm_stage
 
 
+class Bootstrap(TypedDict):
+    """The keyword arguments every infopt.stats interval takes."""
+
+    resamples: int
+    confidence: float
+    seed: int
+
+
 def _round(interval: Any) -> dict[str, float]:
     return {key: round(value, 6) for key, value in interval.model_dump().items()}
 
@@ -43,7 +51,7 @@ def quality_report(
     scores: dict[str, DocumentScores], baseline: str, llm: LlmParams, seed: int
 ) -> dict[str, dict[str, Any]]:
     """Per variant: intervals, paired loss vs `baseline` and the decision (pure: scores in, report out)."""
-    settings = {"resamples": llm.evaluate.bootstrap_resamples, "confidence": llm.evaluate.confidence, "seed": seed}
+    settings = Bootstrap(resamples=llm.evaluate.bootstrap_resamples, confidence=llm.evaluate.confidence, seed=seed)
     base = scores[baseline]
     report: dict[str, dict[str, Any]] = {}
     for name, score in scores.items():

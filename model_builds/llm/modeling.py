@@ -24,7 +24,7 @@ from infopt.params import LlmArchitecture, LlmTrainParams
 MIN_CONTEXT = 512  # positions a served model accepts (prompt + output), at least the training window
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 class LlmBuildError(ValueError):
@@ -35,7 +35,9 @@ def context_length(max_seq_len: int) -> int:
     return max(MIN_CONTEXT, max_seq_len)
 
 
-def new_llama(arch: LlmArchitecture, tokenizer: PreTrainedTokenizerBase, max_seq_len: int, seed: int) -> nn.Module:
+def new_llama(
+    arch: LlmArchitecture, tokenizer: PreTrainedTokenizerBase, max_seq_len: int, seed: int
+) -> PreTrainedModel:
     """A randomly initialised LlamaForCausalLM (tied embeddings) sized by `arch`, seeded."""
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -68,7 +70,7 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def load_causal_lm(folder: Path) -> nn.Module:
+def load_causal_lm(folder: Path) -> PreTrainedModel:
     """Any variant folder in torch, float32 compute: plain HF weights, or W8A8 through its int8 arithmetic."""
     from transformers import AutoModelForCausalLM
 

@@ -25,7 +25,7 @@ INT8_MAX = 127.0
 QUANT_FORMAT = "int-quantized"
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 class QuantizeError(ValueError):
@@ -97,7 +97,7 @@ def _targets(model: nn.Module, ignore: set[str]) -> list[str]:
 
 
 def write_w8a8(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path, ignore: Iterable[str]
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, ignore: Iterable[str]
 ) -> dict[str, int]:
     """Save `model` (a float HF causal LM) as a W8A8 compressed-tensors folder with its tokenizer.
 
@@ -135,6 +135,10 @@ def write_w8a8(
 class W8A8Linear(nn.Module):
     """y = (q(x) * s_x) @ (W_q * s_w)^T + b, with q() the per-token int8 quantizer: the kernel's arithmetic."""
 
+    weight_q: torch.Tensor  # (out, in) int8
+    weight_scale: torch.Tensor  # (out, 1)
+    bias: torch.Tensor | None  # (out,)
+
     def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.register_buffer("weight_q", weight_q.to(torch.int8))
@@ -151,7 +155,7 @@ class W8A8Linear(nn.Module):
         return y.to(x.dtype)
 
 
-def load_w8a8(folder: Path) -> nn.Module:
+def load_w8a8(folder: Path) -> PreTrainedModel:
     """A torch model computing what vLLM computes for the W8A8 folder (see the module docstring)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM

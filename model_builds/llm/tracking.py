@@ -33,7 +33,9 @@ def log_llm_stage(
     with keyed_run(params, variant, stage, tags={MODEL_KIND_TAG: "causal-lm"}) as run:
         if metrics:
             mlflow.log_metrics(metrics)
-        logged = mlflow.active_run().data.params
+        active = mlflow.active_run()
+        assert active is not None  # keyed_run started it
+        logged = active.data.params  # params are immutable in MLflow: log only new keys
         fresh = {key: value for key, value in text.items() if key not in logged}
         if fresh:
             mlflow.log_params(fresh)

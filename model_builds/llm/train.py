@@ -65,7 +65,8 @@ def train_teacher(
     result = train_causal_lm(
         model, train_blocks, val_blocks, llm.train, steps=llm.train.steps, seed=seed, device=device
     )
-    model.to("cpu").save_pretrained(out)
+    # PreTrainedModel.to is @wraps(Module.to), which mypy calls unbound (python/typeshed#10653)
+    model.to("cpu").save_pretrained(out)  # type: ignore[arg-type]
     tokenizer.save_pretrained(out)
     return {
         "source": f"trained here from scratch, preset {llm.preset}",

@@ -54,7 +54,7 @@ def _artifact(folder: Path, precision: str, root: Path) -> Artifact:
     return Artifact(
         engine="torch",  # a Hugging Face folder: what vLLM (and transformers) load
         format="hf-safetensors",
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         path=folder.relative_to(root).as_posix() if folder.is_absolute() else folder.as_posix(),
         sha256=tree_sha256(folder),
         size_bytes=tree_size(folder),
@@ -88,7 +88,8 @@ def build_variant(
         details["ignored_modules"] = ",".join(variant.ignore)
         precision, model = "int8", load_causal_lm(folder)
     elif isinstance(variant, LlmDistilledVariant):
-        teacher = load_causal_lm(teacher_dir).to(device).eval()
+        # PreTrainedModel.to is @wraps(Module.to), which mypy calls unbound (python/typeshed#10653)
+        teacher = load_causal_lm(teacher_dir).to(device).eval()  # type: ignore[arg-type]
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
         train_blocks = blocks_of("train", tokenizer, llm.max_seq_len, root / LLM_DATA_DIR)
@@ -104,7 +105,8 @@ def build_variant(
             device=device,
             loss_fn=kd_loss(teacher, variant.temperature, variant.alpha),
         )
-        model.to("cpu").save_pretrained(folder)
+        # PreTrainedModel.to is @wraps(Module.to), which mypy calls unbound (python/typeshed#10653)
+        model.to("cpu").save_pretrained(folder)  # type: ignore[arg-type]
         tokenizer.save_pretrained(folder)
         precision = "fp32"
         details.update(
@@ -125,7 +127,7 @@ def build_variant(
     return VariantBuild(
         name=variant.name,
         kind=variant.kind,
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         status="built",
         artifacts=[_artifact(folder, precision, root)],
         parameters=parameter_count(model),

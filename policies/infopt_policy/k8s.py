@@ -140,12 +140,13 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> 
             return False
     for expression in as_seq(selector.get("matchExpressions")):
         expression = as_map(expression)
-        key, operator = expression.get("key"), expression.get("operator")
+        label, operator = expression.get("key"), expression.get("operator")
         values = [str(v) for v in as_seq(expression.get("values"))]
-        present = key in labels
-        if operator == "In" and not (present and str(labels[key]) in values):
+        actual = str(labels[label]) if isinstance(label, str) and label in labels else None  # None: absent
+        present = actual is not None
+        if operator == "In" and not (present and actual in values):
             return False
-        if operator == "NotIn" and present and str(labels[key]) in values:
+        if operator == "NotIn" and present and actual in values:
             return False
         if operator == "Exists" and not present:
             return False

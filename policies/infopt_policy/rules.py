@@ -295,7 +295,8 @@ def check_gpu_quota(args: StackValidationArgs, report: ReportViolation) -> None:
 
 
 def check_priority_classes(args: StackValidationArgs, report: ReportViolation) -> None:
-    declared = {metadata(r.props).get("name") for r in _by_kind(args.resources, "PriorityClass")}
+    names = (metadata(r.props).get("name") for r in _by_kind(args.resources, "PriorityClass"))
+    declared = {n for n in names if isinstance(n, str)}  # a nameless class is no target (and would break sorted)
     for resource, pod in _workloads(args.resources):
         name = pod.get("priorityClassName")
         if name is None:

@@ -295,6 +295,15 @@ def test_priority_class_must_exist_for_every_pod(analyzer: PolicyAnalyzer) -> No
     assert run(analyzer, [PRIORITY, *guardrails(), unset]) == [
         ("priority-class-exists", f"{SVC}: pod has no priorityClassName")
     ]
+    # A class left to Pulumi's auto-naming has no name in the inputs: it is no target and breaks no message.
+    batch = {**PRIORITY, "metadata": {"name": "infopt-batch"}}
+    auto_named = {**PRIORITY, "metadata": {"name": None}}
+    assert run(analyzer, [batch, auto_named, *guardrails(), server()]) == [
+        (
+            "priority-class-exists",
+            f"{SVC}: priorityClassName 'infopt-premium' does not exist (declared: ['infopt-batch'])",
+        )
+    ]
 
 
 def test_gpu_and_hpa_quota_rules(analyzer: PolicyAnalyzer) -> None:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from infopt.manifest import Manifest
+    from infra.plan import PlanResult
+    from infra.stack_config import StackConfig
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -14,6 +20,29 @@ console = Console()
 
 def _available(stacks_dir: Path) -> list[str]:
     return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in stacks_dir.glob("Pulumi.*.yaml"))
+
+
+def _plan_or_exit(
+    stack: str, params_path: Path, manifest_path: Path, stacks_dir: Path
+) -> tuple[Manifest, StackConfig, PlanResult]:
+    """Load the inputs and plan `stack`; bad input (unknown stack, params, manifest, stack config, topology)
+    is printed by name and exits 2 before anything is declared."""
+    from infopt.manifest import ManifestError, load_manifest
+    from infopt.params import ParamsError, load_params
+    from infra.plan import plan
+    from infra.stack_config import StackConfigError, load_stack_config, stack_file
+    from infra.topology import TopologyError
+
+    if stack not in _available(stacks_dir):
+        console.print(f"[red]unknown stack {stack!r}; {stacks_dir} has {_available(stacks_dir)}[/red]")
+        raise typer.Exit(2)
+    try:
+        manifest = load_manifest(manifest_path)
+        stack_config = load_stack_config(stack_file(stack, stacks_dir))
+        return manifest, stack_config, plan(load_params(params_path), manifest, stack_config, stack)
+    except (ParamsError, ManifestError, StackConfigError, TopologyError) as error:
+        console.print(f"[red]{type(error).__name__}: {error}[/red]")
+        raise typer.Exit(2) from None
 
 
 @app.callback()
@@ -30,23 +59,9 @@ def plan_command(
     stacks_dir: Path = typer.Option(Path("stacks"), help="folder of the Pulumi.<stack>.yaml files"),
 ) -> None:
     """PLAN (never apply) a stack: exits 2 on bad input, 1 on a schema error or policy violation."""
-    from infopt.manifest import ManifestError, load_manifest
-    from infopt.params import ParamsError, load_params
-    from infra.plan import plan, write_plan
-    from infra.stack_config import StackConfigError, load_stack_config, stack_file
-    from infra.topology import TopologyError
+    from infra.plan import write_plan
 
-    if stack not in _available(stacks_dir):
-        console.print(f"[red]unknown stack {stack!r}; {stacks_dir} has {_available(stacks_dir)}[/red]")
-        raise typer.Exit(2)
-    try:
-        params = load_params(params_path)
-        manifest = load_manifest(manifest_path)
-        stack_config = load_stack_config(stack_file(stack, stacks_dir))
-        result = plan(params, manifest, stack_config, stack)
-    except (ParamsError, ManifestError, StackConfigError, TopologyError) as error:
-        console.print(f"[red]{type(error).__name__}: {error}[/red]")
-        raise typer.Exit(2) from None
+    _, _, result = _plan_or_exit(stack, params_path, manifest_path, stacks_dir)
     manifests, summary = write_plan(result, out)
 
     table = Table(title=f"PLAN for stack {stack} (offline; nothing applied) - Kubernetes {result.kubernetes_version}")
@@ -113,23 +128,8 @@ def run_command(
         run_stack,
     )
     from infopt.artifact_store import ArtifactError, pack
-    from infopt.manifest import ManifestError, load_manifest
-    from infopt.params import ParamsError, load_params
-    from infra.plan import plan
-    from infra.stack_config import StackConfigError, load_stack_config, stack_file
-    from infra.topology import TopologyError
 
-    if stack not in _available(stacks_dir):
-        console.print(f"[red]unknown stack {stack!r}; {stacks_dir} has {_available(stacks_dir)}[/red]")
-        raise typer.Exit(2)
-    try:
-        params = load_params(params_path)
-        manifest = load_manifest(manifest_path)
-        stack_config = load_stack_config(stack_file(stack, stacks_dir))
-        result = plan(params, manifest, stack_config, stack)
-    except (ParamsError, ManifestError, StackConfigError, TopologyError) as error:
-        console.print(f"[red]{type(error).__name__}: {error}[/red]")
-        raise typer.Exit(2) from None
+    manifest, stack_config, result = _plan_or_exit(stack, params_path, manifest_path, stacks_dir)
     if not result.ok:
         console.print(f"[red]the plan of {stack} is not clean; see `infopt infra plan --stack {stack}`[/red]")
         raise typer.Exit(1)

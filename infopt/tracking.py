@@ -337,18 +337,26 @@ def log_stage(
     """
     if not tracking_enabled():
         return
+
+    with variant_run(params, variant_name, stage=stage):
+        log_values(values, curves, prefix)
+
+
+def log_values(
+    values: Mapping[str, Any], curves: Mapping[str, Iterable[float]] | None = None, prefix: str = ""
+) -> None:
+    """Into the active run: numbers as metrics, strings as params (only new keys: MLflow params are
+    immutable), and each curve as a per-step metric; every name gets `prefix`."""
     import mlflow
 
     metrics, text = split_for_mlflow({f"{prefix}{key}": value for key, value in values.items()})
-    with variant_run(params, variant_name, stage=stage):
-        if metrics:
-            mlflow.log_metrics(metrics)
-        active = mlflow.active_run()
-        assert active is not None  # variant_run started it
-        logged = active.data.params  # params are immutable in MLflow: log only new keys
-        fresh = {key: value for key, value in text.items() if key not in logged}
-        if fresh:
-            mlflow.log_params(fresh)
-        for name, series in (curves or {}).items():
-            for step, value in enumerate(series, start=1):
-                mlflow.log_metric(f"{prefix}{name}", float(value), step=step)
+    if metrics:
+        mlflow.log_metrics(metrics)
+    active = mlflow.active_run()
+    assert active is not None, "log_values needs an active run"
+    fresh = {key: value for key, value in text.items() if key not in active.data.params}
+    if fresh:
+        mlflow.log_params(fresh)
+    for name, series in (curves or {}).items():
+        for step, value in enumerate(series, start=1):
+            mlflow.log_metric(f"{prefix}{name}", float(value), step=step)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from infopt.params import Params
-from infopt.tracking import keyed_run, split_for_mlflow, tracking_enabled
+from infopt.tracking import keyed_run, log_values, tracking_enabled
 
 MODEL_KIND_TAG = "infopt.model_kind"
 
@@ -25,21 +25,8 @@ def log_llm_stage(
     returns the run id (None when tracking is off)."""
     if not tracking_enabled():
         return None
-    import mlflow
-
     if params.llm is not None:
         params.llm.variant(variant)  # KeyError naming the LLM variants if the name is unknown
-    metrics, text = split_for_mlflow({f"{prefix}{key}": value for key, value in values.items()})
     with keyed_run(params, variant, stage, tags={MODEL_KIND_TAG: "causal-lm"}) as run:
-        if metrics:
-            mlflow.log_metrics(metrics)
-        active = mlflow.active_run()
-        assert active is not None  # keyed_run started it
-        logged = active.data.params  # params are immutable in MLflow: log only new keys
-        fresh = {key: value for key, value in text.items() if key not in logged}
-        if fresh:
-            mlflow.log_params(fresh)
-        for name, series in (curves or {}).items():
-            for step, value in enumerate(series, start=1):
-                mlflow.log_metric(f"{prefix}{name}", float(value), step=step)
+        log_values(values, curves, prefix)
         return run.info.run_id

@@ -90,7 +90,7 @@ def test_mlflow_has_one_run_per_variant(pipeline: tuple[Path, dict[str, str], fl
         "int8_accuracy_loss",
     ):
         assert name in metrics, name
-    assert "torch_batch_1_latency_p99_ms" in by_variant["fp32"][0].data.metrics
+    assert "torch_1t_batch_1_latency_p99_ms" in by_variant["fp32"][0].data.metrics  # <engine>_<threads>t_...
 
 
 def test_second_repro_is_a_quick_noop(pipeline: tuple[Path, dict[str, str], float]) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -125,6 +126,10 @@ def loadgen(
         )
     console.print(table)
     console.print(f"report: {out}")
+    if report.streams and all(item.sent and item.errors == item.sent for item in report.streams):
+        samples = [sample for item in report.streams for sample in item.error_samples][:1]
+        console.print(f"[red]every request failed to reach {url} (e.g. {samples or 'connection refused'})[/red]")
+        raise typer.Exit(1)
 
 
 @app.command("cost")
@@ -187,16 +192,22 @@ def cost(
         "share",
         "device s",
         "equal",
-        "by requests",
-        "by device s",
+        "by req",
+        "by dev s",
+        box=box.SIMPLE_HEAD,  # no vertical rules and collapsed padding: the columns fit 80 terminal columns
+        collapse_padding=True,
+        pad_edge=False,
         title=f"{report.device_hours:.4g} device-h x {report.hourly_rate} {report.currency}/h = "
         f"{report.total_cost:.4g} {report.currency}; {report.tenants_sharing} tenants sharing",
-        caption=f"costs in {report.currency}; equal = the spec's split (cost / tenants sharing)",
+        caption=f"costs in {report.currency}; equal = the spec's split (cost / tenants sharing); by req = by requests, "
+        "by dev s = by device seconds",
     )
     with_tokens = any(row.tokens for row in report.tenants)  # LLM deployments: tokens and cost per 1k tokens
     if with_tokens:
         table.add_column("tokens")
         table.add_column("per 1k tok")
+    for column in table.columns[:2]:
+        column.no_wrap = True  # names are never cut
     for column in table.columns[2:]:
         column.justify, column.no_wrap = "right", True
     for row in report.tenants:

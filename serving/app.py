@@ -14,7 +14,7 @@ serving.max_text_chars. The model loads in the background so /v2/health/live ans
 /v2/health/ready turns 200 once the engine is loaded and while a replica is healthy, and says why not.
 
 With serving.workers >= 2 the same app runs in each HTTP worker process with a `link` to the admission
-process (serving.worker.AdmissionClient): the worker authenticates, checks and tokenizes, and the link
+process (serving.admission_link.AdmissionClient): the worker authenticates, checks and tokenizes, and the link
 carries the rows, the first look at the bucket, the outcome to count, readiness and /metrics to the one
 process that owns the buckets, the queue, the batcher, the engines and the counters (serving.admission).
 For a vLLM deployment each worker forwards completions to vLLM itself (vLLM batches and queues); the
@@ -70,7 +70,7 @@ from serving.settings import GatewaySettings
 from serving.tenancy import Tenancy, TenantContext
 
 if TYPE_CHECKING:
-    from serving.worker import AdmissionClient
+    from serving.admission_link import AdmissionClient
 
 __all__ = ["Gateway", "create_app", "default_engine_factory"]
 

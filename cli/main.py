@@ -74,12 +74,14 @@ def artifact_verify(path: Path, sha256: str) -> None:
 
 def _register_subcommands() -> None:
     """Each part owns its sub-app; their modules import heavy libraries only inside commands."""
+    from cli.agent import app as agent_app
     from cli.infra import app as infra_app
     from cli.pipeline import app as pipeline_app
     from cli.serve import app as serving_app
 
     app.add_typer(pipeline_app, name="pipeline", help="The model pipeline: summary table, stage helpers.")
     app.add_typer(infra_app, name="infra", help="Offline Pulumi plan of the Kubernetes deployment.")
+    app.add_typer(agent_app, name="agent", help="Evidence-backed pull requests that change params.yaml.")
     for command in serving_app.registered_commands:
         app.registered_commands.append(command)
 

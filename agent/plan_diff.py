@@ -173,21 +173,18 @@ def markdown(diff: PlanDiff, *, max_rows: int = 40) -> str:
     changed = sum(1 for c in diff.changes if c.change == "changed")
     lines += [f"Resources: {changed} changed, {added} added, {removed} removed.", ""]
     lines += ["| resource | change | field | base | proposal |", "|---|---|---|---|---|"]
-    rows = 0
-    for change in diff.changes:
-        for item in change.fields or (FieldChange("", None, None),):
-            if rows == max_rows:
-                lines.append(f"| ... | | {sum(len(c.fields) or 1 for c in diff.changes) - rows} more rows | | |")
-                break
-            before, after = item.before, item.after
-            if isinstance(before, str) and isinstance(after, str) and "\n" in before + after:
-                before, after = _lines_changed(before, after)
-            lines.append(
-                f"| {change.resource} | {change.change} | `{item.path}` | {_short(before)} | {_short(after)} |"
-                if item.path
-                else f"| {change.resource} | {change.change} | | | |"
-            )
-            rows += 1
+    rows = [(change, item) for change in diff.changes for item in (change.fields or (FieldChange("", None, None),))]
+    for change, item in rows[:max_rows]:
+        old_value, new_value = item.before, item.after
+        if isinstance(old_value, str) and isinstance(new_value, str) and "\n" in old_value + new_value:
+            old_value, new_value = _lines_changed(old_value, new_value)
+        lines.append(
+            f"| {change.resource} | {change.change} | `{item.path}` | {_short(old_value)} | {_short(new_value)} |"
+            if item.path
+            else f"| {change.resource} | {change.change} | | | |"
+        )
+    if len(rows) > max_rows:
+        lines.append(f"| ... | | {len(rows) - max_rows} more rows | | |")
     for violation in after.violations:
         lines.append(f"\n- policy `{violation.get('policy')}`: {violation.get('message')}")
     return "\n".join(lines)

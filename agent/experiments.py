@@ -123,14 +123,15 @@ class ExperimentRunner:
 
     # ------------------------------------------------------------------ experiments
     def show(self) -> list[ExperimentResult]:
-        """Every experiment of the workspace's baseline commit, newest first (dvc's order)."""
+        """Every finished experiment of the workspace's baseline commit, newest first (dvc's order)."""
         rows = json.loads(self._dvc("exp", "show", "--json", timeout_s=300) or "[]")
         found = []
         for row in rows:
             for experiment in row.get("experiments") or []:
                 revs = experiment.get("revs") or []
-                if not revs or revs[0].get("error"):
-                    continue
+                state = (experiment.get("executor") or {}).get("state")  # None or "success" once finished
+                if state not in (None, "success") or not revs or revs[0].get("error"):
+                    continue  # queued, running or failed: no results yet
                 data = revs[0].get("data") or {}
                 found.append(
                     ExperimentResult(
@@ -166,7 +167,7 @@ class ExperimentRunner:
         name = name or self.name_for(changes)
         if self.find(name) is None:
             self._dvc("exp", "run", "--queue", "-n", name, *self.set_args(changes), *targets)
-        return name
+        return name  # finished or queued now
 
     def run_queued(self, jobs: int = 1) -> None:
         self._dvc("exp", "run", "--run-all", "-j", str(jobs))

@@ -53,7 +53,9 @@ def test_missing_key_is_inserted_into_a_flow_mapping_and_a_block_mapping() -> No
         PARAMS,
         [
             ParamChange(path="deployments[textcls-shared].batching.preferred_batch_sizes", old=None, new=[8, 16]),
-            ParamChange(path="deployments[textcls-shared].autoscaling", old=None, new={"scale_down_stabilization_s": 120}),
+            ParamChange(
+                path="deployments[textcls-shared].autoscaling", old=None, new={"scale_down_stabilization_s": 120}
+            ),
         ],
     )
     removed, added = changed_lines(result.diff)
@@ -95,9 +97,7 @@ def test_unknown_paths_and_nested_creation_are_refused() -> None:
     with pytest.raises(ParamsEditError, match=r"no item named 'nope'"):
         apply_changes(PARAMS, [ParamChange(path="deployments[nope].replicas.min", old=None, new=1)])
     with pytest.raises(ParamsEditError, match=r"deployments\[textcls-premium\]\.autoscaling is absent"):
-        apply_changes(
-            PARAMS, [ParamChange(path="deployments[textcls-premium].autoscaling.metric", old=None, new="x")]
-        )
+        apply_changes(PARAMS, [ParamChange(path="deployments[textcls-premium].autoscaling.metric", old=None, new="x")])
 
 
 def test_key_paths_parse_and_map_to_dvc_indexes() -> None:

@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 
 from agent.context import AgentContext
-from agent.contract import AccuracyDecision, Interval, Metric, NoChange, ParamChange, Recommendation, Refusal, SlaPrediction, Target
+from agent.contract import (
+    AccuracyDecision,
+    Interval,
+    Metric,
+    NoChange,
+    ParamChange,
+    Recommendation,
+    Refusal,
+    SlaPrediction,
+    Target,
+)
 from agent.proposal import Proposal, branch_name, build_proposal, marker_of, metrics_table, propose
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +95,9 @@ def test_accuracy_guardrail_refuses_anything_but_within_budget(context: AgentCon
     assert isinstance(refusal, Refusal) and refusal.guardrail == "accuracy"
     assert "int8-static vs fp32: inconclusive (budget 0.0200)" in refusal.reason
     assert "95% interval [-0.0040, +0.0280]" in refusal.reason
-    passing = build_proposal(context, rec([change], accuracy=decision.model_copy(update={"decision": "within_budget"})), plan=False)
+    passing = build_proposal(
+        context, rec([change], accuracy=decision.model_copy(update={"decision": "within_budget"})), plan=False
+    )
     assert isinstance(passing, Proposal)
 
 

@@ -51,7 +51,12 @@ def test_open_pr_pushes_a_branch_that_changes_only_params_and_opens_one_pr(
 ) -> None:
     proposal = proposal_for(repo, 3)
     result = publish(
-        proposal, repo=repo.work, remote="origin", base="main", body_path=tmp_path / "body.md", github=client(github_server)
+        proposal,
+        repo=repo.work,
+        remote="origin",
+        base="main",
+        body_path=tmp_path / "body.md",
+        github=client(github_server),
     )
     assert result.action == "created" and result.pushed
     assert proposal.branch == "agent/scaling-textcls-premium"
@@ -153,9 +158,7 @@ def test_a_proposal_the_reviewer_closed_is_not_reopened(
     assert len(pulls(github_server)) == 1
 
 
-def test_a_concurrent_pr_422_falls_back_to_updating_it(
-    repo: Repo, github_server: GitHubServer, tmp_path: Path
-) -> None:
+def test_a_concurrent_pr_422_falls_back_to_updating_it(repo: Repo, github_server: GitHubServer, tmp_path: Path) -> None:
     proposal = proposal_for(repo, 3)
 
     class RacingClient(GitHubClient):
@@ -175,7 +178,9 @@ def test_a_concurrent_pr_422_falls_back_to_updating_it(
     assert result.action == "updated"
     (pull,) = pulls(github_server)
     assert pull["title"] == proposal.title and marker_of(pull["body"]) == (proposal.id, proposal.branch)
-    with pytest.raises(PullRequestExists, match="A pull request already exists for acme-ml:agent/scaling-textcls-premium"):
+    with pytest.raises(
+        PullRequestExists, match="A pull request already exists for acme-ml:agent/scaling-textcls-premium"
+    ):
         github.create_pull(title="t", head=proposal.branch, base="main", body="b")
 
 
@@ -197,7 +202,9 @@ def test_rate_limits_are_waited_out_and_retried(repo: Repo, github_server: GitHu
         {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now) + 42)},
     )
     github_server.state.fail_next(
-        429, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", {"retry-after": "7"}
+        429,
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        {"retry-after": "7"},
     )
     slept: list[float] = []
     github = client(github_server, sleep=slept.append, clock=lambda: now)
@@ -212,7 +219,9 @@ def test_rate_limits_are_waited_out_and_retried(repo: Repo, github_server: GitHu
 def test_a_rate_limit_past_the_wait_budget_says_when_to_retry(github_server: GitHubServer) -> None:
     now = 1_800_000_000.0
     github_server.state.fail_next(
-        403, "API rate limit exceeded for user ID 1.", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now) + 3000)}
+        403,
+        "API rate limit exceeded for user ID 1.",
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now) + 3000)},
     )
     slept: list[float] = []
     github = client(github_server, sleep=slept.append, clock=lambda: now, max_wait_s=120)
@@ -241,7 +250,11 @@ def test_server_answers_with_githubs_shapes(repo: Repo, github_server: GitHubSer
     assert invalid.json()["errors"] == [{"resource": "PullRequest", "field": "head", "code": "invalid"}]
     unauthorized = httpx.get(f"{base}/pulls", headers={"Authorization": "Bearer wrong"})
     assert unauthorized.status_code == 401
-    assert unauthorized.json() == {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}
+    assert unauthorized.json() == {
+        "message": "Bad credentials",
+        "documentation_url": "https://docs.github.com/rest",
+        "status": "401",
+    }
     listed = httpx.get(f"{base}/pulls", params={"head": "acme-ml:main", "state": "all"}, headers=headers)
     assert listed.status_code == 200 and listed.json() == []
     assert int(listed.headers["x-ratelimit-remaining"]) == 5000 - int(listed.headers["x-ratelimit-used"])

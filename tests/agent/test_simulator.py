@@ -87,9 +87,7 @@ def test_queued_rows_expire_at_their_deadline_and_leave_the_queue() -> None:
 
 def test_full_queue_refuses_or_evicts_the_newest_lower_class_row() -> None:
     slow = fixed({1: 50.0})
-    capped = GatewayModel(
-        classes=CLASSES, batching=BatchingSpec("dynamic", 1, 0.0, ()), curve=slow, queue_capacity=2
-    )
+    capped = GatewayModel(classes=CLASSES, batching=BatchingSpec("dynamic", 1, 0.0, ()), curve=slow, queue_capacity=2)
     arrivals = [(0.0, "batch"), (0.001, "batch"), (0.002, "batch"), (0.003, "batch"), (0.004, "premium")]
     result = simulate(capped, arrivals)
     # t=0: first batch row runs; 2 more fill the queue; the 4th batch row is refused; the premium row evicts

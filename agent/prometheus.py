@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,4 +140,18 @@ def traffic_from_prometheus(
                 detail=f"{client.base_url}, range {window}; peak queue {peak_queue:g} requests",
             ),
         ],
+    )
+
+
+def adapter_metrics_query(rule: Mapping[str, Any], *, namespace: str, pods: Sequence[str]) -> str:
+    """The PromQL prometheus-adapter runs for an HPA's Pods metric under `rule` (infra/metrics.py
+    `adapter_rules`): its metricsQuery template with `<<.Series>>` the series the rule's seriesQuery names,
+    `<<.LabelMatchers>>` the HPA's namespace and pods, `<<.GroupBy>>` the pod label."""
+    series = str(rule["seriesQuery"]).split("{", 1)[0]
+    matchers = f'namespace="{namespace}",pod=~"{"|".join(pods)}"'
+    return (
+        str(rule["metricsQuery"])
+        .replace("<<.Series>>", series)
+        .replace("<<.LabelMatchers>>", matchers)
+        .replace("<<.GroupBy>>", "pod")
     )

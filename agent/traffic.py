@@ -11,8 +11,9 @@ Two sources give the same `TrafficTrace`:
       0,premium,41.5
 
   `t` is the start of the step in seconds from the start of the trace; steps are regular (the step is the
-  smallest gap between distinct `t`), a class missing at a step has rate 0. `deployment` is optional: rows
-  without it belong to whichever deployment serves that SLA class.
+  smallest gap between distinct `t`, every gap a multiple of it), a class missing at a step has rate 0 (a
+  row with rps 0 marks a step with no traffic). `deployment` is optional: rows without it belong to whichever
+  deployment serves that SLA class.
 - A Prometheus server (agent.prometheus.traffic_from_prometheus): the gateway's
   `sum(rate(infopt_requests_total{model="<deployment>"}[1m])) by (sla_class)` over a time range.
 """
@@ -128,7 +129,8 @@ def read_trace(
         if classes is not None and sla_class not in classes:
             continue
         step = points.setdefault(t, {})
-        step[sla_class] = step.get(sla_class, 0.0) + rps
+        if rps > 0:  # a zero row only marks the step as present (rates are 0 unless given)
+            step[sla_class] = step.get(sla_class, 0.0) + rps
     if not points:
         raise TrafficError(f"{path}: no rows for deployment {deployment!r} and classes {classes}")
     times = sorted(points)
@@ -155,6 +157,7 @@ def write_trace(trace: TrafficTrace, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
         for index, step in enumerate(trace.rates):
-            for name, rate in sorted(step.items()):
+            rows = sorted(step.items()) or [(trace.classes[0] if trace.classes else "premium", 0.0)]
+            for name, rate in rows:
                 handle.write(json.dumps({"t": round(index * trace.step_s, 6), "sla_class": name, "rps": rate}) + "\n")
     return path

@@ -73,6 +73,9 @@ def propose_command(
     from agent.proposal import propose
     from infopt.params import ParamsError
 
+    if open_pr and no_plan:
+        console.print("[red]--open-pr needs the infra plan: the policy guardrail must pass before a PR opens[/red]")
+        raise typer.Exit(2)
     if trace is not None and prometheus_url:
         console.print("[red]give --trace or --prometheus-url, not both[/red]")
         raise typer.Exit(2)

@@ -303,6 +303,35 @@ async def measure_overhead(url: str, count: int) -> list[float]:
     return latencies
 
 
+def calibrate(model_dir: Path, url: str, args: argparse.Namespace, batching: Any) -> dict[str, Any]:
+    """The engine curve and the per-request overhead, measured now."""
+    points = calibrate_engine(model_dir, args, batching.max_batch_size)
+    latencies = asyncio.run(measure_overhead(url, args.overhead_requests))
+    curve = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
+    base = batching.max_wait_ms / 1000.0 + curve.p50(1)
+    overhead = tuple(max(0.0, latency - base) for latency in latencies)
+    return {
+        "curve": curve,
+        "overhead": overhead,
+        "summary": {
+            "load_average": load_average(),
+            "engine_curve_ms": {
+                point.batch_size: {"p50": point.latency_p50_ms, "p99": point.latency_p99_ms, "n": point.iterations}
+                for point in points
+            },
+            "single_request_ms": {
+                "p50": round(float(np.percentile(latencies, 50)) * 1000, 3),
+                "p99": round(float(np.percentile(latencies, 99)) * 1000, 3),
+                "n": len(latencies),
+            },
+            "overhead_ms": {
+                "p50": round(float(np.percentile(overhead, 50)) * 1000, 3),
+                "p99": round(float(np.percentile(overhead, 99)) * 1000, 3),
+            },
+        },
+    }
+
+
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -369,6 +398,8 @@ def main() -> None:
     batching = params.deployment(args.deployment).batching or params.serving.batching
     load_before = load_average()
     started = time.monotonic()
+    levels = [float(part) for part in args.loads.split(",")]
+    measured = []
     with tempfile.TemporaryDirectory(prefix="infopt-simval-") as folder:
         model_dir = build_model(
             Path(folder) / "model", hidden=args.hidden, layers=args.layers, heads=args.heads, max_len=args.max_len
@@ -378,16 +409,11 @@ def main() -> None:
         gateway = start_gateway(args, model_dir, port)
         try:
             wait_ready(gateway, f"{url}/v2/health/ready", timeout_s=120.0)
-            load_calibration = load_average()
-            points = calibrate_engine(model_dir, args, batching.max_batch_size)
-            latencies = asyncio.run(measure_overhead(url, args.overhead_requests))
-            curve = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
-            base = batching.max_wait_ms / 1000.0 + curve.p50(1)
-            overhead = tuple(max(0.0, latency - base) for latency in latencies)
-            capacity = curve.throughput(batching.max_batch_size)
-            levels = [float(part) for part in args.loads.split(",")]
-            measured = []
+            # The rates: fractions of the engine's capacity at max batch, from a first calibration.
+            first = calibrate(model_dir, url, args, batching)
+            capacity = first["curve"].throughput(batching.max_batch_size)
             for index, level in enumerate(levels):
+                calibration = calibrate(model_dir, url, args, batching)  # just before this load (shared box)
                 rate = round(capacity * level, 1)
                 streams = [
                     Stream(
@@ -403,22 +429,22 @@ def main() -> None:
                 ]
                 before = load_average()
                 report = asyncio.run(run_load(url, streams, model="validation", seed=10 * index, timeout_s=30))
-                measured.append((level, rate, before, report))
+                measured.append((level, rate, before, load_average(), calibration, report))
         finally:
             stop(gateway)
     load_after = load_average()
 
-    model = GatewayModel(
-        classes=class_specs(params.sla_classes),
-        batching=batching_spec(batching),
-        curve=curve,
-        queue_capacity=params.serving.queue_capacity,
-        engine_replicas=1,
-        overhead_s=overhead,
-    )
     rows = []
     errors = []
-    for level, rate, before, report in measured:
+    for level, rate, before, after, calibration, report in measured:
+        model = GatewayModel(
+            classes=class_specs(params.sla_classes),
+            batching=batching_spec(batching),
+            curve=calibration["curve"],
+            queue_capacity=params.serving.queue_capacity,
+            engine_replicas=1,
+            overhead_s=calibration["overhead"],
+        )
         predicted = predict(model, rate, duration_s=args.sim_seconds, seeds=args.seeds)
         classes = {}
         for stream in report.streams:
@@ -451,6 +477,8 @@ def main() -> None:
                 "load_fraction_of_capacity": level,
                 "offered_rps": rate,
                 "load_average_before": before,
+                "load_average_after": after,
+                "calibration": calibration["summary"],
                 "predicted_mean_queue": predicted["_mean_queue"]["value"],
                 "classes": classes,
             }
@@ -467,26 +495,16 @@ def main() -> None:
             "client": "harness.loadgen, open-loop Poisson per class, in the benchmark's process",
             "mix": MIX,
             "duration_s_per_load": args.duration,
+            "rates": f"fractions {levels} of the engine's throughput at max_batch_size from a first calibration "
+            f"({capacity:.1f} req/s)",
             "simulation": f"{args.seeds} seeds x {args.sim_seconds} simulated seconds per load; median of the "
             "per-seed p99",
-            "calibration": "engine curve measured in this run just before the loads (batch 1..max, the gateway's "
-            "codec shapes); overhead = single-request end-to-end latency minus max_wait minus batch-1 median",
+            "calibration": "before EACH load: the engine's batch-time curve (batch 1..max, the gateway's codec "
+            "shapes, engine alone in this process) and the per-request overhead (single requests through the "
+            "gateway, end-to-end latency minus max_wait minus the batch-1 median)",
         },
-        "load_average": {"before": load_before, "at_calibration": load_calibration, "after": load_after},
+        "load_average": {"before": load_before, "after": load_after},
         "wall_s": round(time.monotonic() - started, 1),
-        "calibration": {
-            "engine_curve": [point.model_dump() for point in points],
-            "overhead_ms": {
-                "samples": len(overhead),
-                "p50": round(float(np.percentile(overhead, 50)) * 1000, 3),
-                "p99": round(float(np.percentile(overhead, 99)) * 1000, 3),
-            },
-            "single_request_latency_ms": {
-                "p50": round(float(np.percentile(latencies, 50)) * 1000, 3),
-                "p99": round(float(np.percentile(latencies, 99)) * 1000, 3),
-            },
-            "capacity_rps_at_max_batch": round(capacity, 1),
-        },
         "loads": rows,
         "max_abs_relative_error_p99": round(max(errors), 4) if errors else None,
         "all_within_goal": bool(errors) and max(errors) <= GOAL,

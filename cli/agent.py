@@ -68,6 +68,7 @@ def propose_command(
 ) -> None:
     """Run the agent's nodes and write ONE proposal (dry run by default: print it, write the PR body)."""
     from agent.context import AgentContext, PrometheusTraffic, TraceFileTraffic, TrafficSource
+    from agent.experiments import ExperimentRunner
     from agent.nodes import run_nodes
     from agent.prometheus import PrometheusClient
     from agent.proposal import propose
@@ -91,7 +92,12 @@ def propose_command(
         )
     try:
         context = AgentContext.load(
-            Path("."), params_path=params_path, manifest_path=manifest_path, traffic=traffic, deployments=deployment
+            Path("."),
+            params_path=params_path,
+            manifest_path=manifest_path,
+            traffic=traffic,
+            deployments=deployment,
+            experiments=ExperimentRunner(Path("."), params_file=str(params_path)),
         )
     except (ParamsError, KeyError, OSError) as error:
         console.print(f"[red]{error}[/red]")

@@ -212,3 +212,12 @@ def test_manifest_adapter_reads_the_deployments_engine_sweep() -> None:
         )
     ]
     assert curve_from_points(points, "x").p99(2) == pytest.approx(0.005)
+
+
+def test_static_batching_waits_for_a_full_batch_but_not_past_the_deadline_margin() -> None:
+    static = model(fixed({1: 1.0, 4: 2.0}), mode="static", max_batch_size=4, preferred_batch_sizes=())
+    lone = simulate(static, [(0.0, "premium")])
+    # no batch time measured yet: flush at the deadline (250 ms) minus the 10 ms margin, then 1 ms of service
+    assert lone.classes["premium"].latencies_s == pytest.approx([0.240 + 0.001])
+    full = simulate(static, [(0.0, "standard"), (0.001, "standard"), (0.002, "standard"), (0.003, "standard")])
+    assert sorted(full.classes["standard"].latencies_s) == pytest.approx([0.002, 0.003, 0.004, 0.005])

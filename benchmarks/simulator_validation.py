@@ -1,7 +1,7 @@
 """Validate the agent's gateway simulator (agent/simulator.py) against real load tests of the real gateway.
 
 One run, on this machine:
-1. Build a BERT-family classifier (random weights, the `small` preset's shape: hidden 256, 4 layers; a
+1. Build a BERT-family classifier (random weights, hidden 256 and 2 layers by default; a
    locally trained WordPiece tokenizer), export it to ONNX, and start the real gateway on it in its own
    process on 127.0.0.1 (serving.app, uvicorn + uvloop + httptools) with textcls-premium's batching from
    params.yaml (dynamic, max 8, wait 2 ms, preferred 4/8), one engine replica on one thread, the repo's
@@ -106,7 +106,7 @@ VOCABULARY = [
     "before",
     "during",
 ]
-MIX = {"premium": 0.6, "standard": 0.3, "batch": 0.1}  # share of the total rate per SLA class
+MIX = {"premium": 0.5, "standard": 0.3, "batch": 0.2}  # share of the total rate per SLA class
 KEYS = {"premium": "premium-validation-key", "standard": "standard-validation-key", "batch": "batch-validation-key"}
 GOAL = 0.15  # predicted p99 within 15% of measured
 
@@ -376,16 +376,19 @@ def main() -> None:
     child.add_argument("--model-dir", type=Path, required=True)
     child.add_argument("--port", type=int, required=True)
     parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument(
         "--loads", default="0.2,0.4,0.6,0.75", help="total rates as fractions of the engine's batch capacity"
     )
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per level")
+    parser.add_argument("--duration", type=float, default=90.0, help="seconds of load per level")
     parser.add_argument("--calibration-seconds", type=float, default=1.5, help="per batch size")
-    parser.add_argument("--overhead-requests", type=int, default=300)
+    parser.add_argument("--overhead-requests", type=int, default=200)
     parser.add_argument("--sim-seconds", type=float, default=120.0, help="simulated seconds per seed")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--min-samples", type=int, default=500, help="judge a class's p99 only with at least this many responses"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulator_validation.json"))
     args = parser.parse_args()
     if args.command == "serve":
@@ -451,8 +454,9 @@ def main() -> None:
             got = predicted.get(stream.name)
             p99 = stream.latency_ms.p99
             error = None if got is None or p99 is None else round((got["p99_ms"] - p99) / p99, 4)
-            if error is not None:
-                errors.append(abs(error))
+            judged = error is not None and stream.ok >= args.min_samples
+            if judged:
+                errors.append(abs(error))  # type: ignore[arg-type]
             classes[stream.name] = {
                 "sent": stream.sent,
                 "ok": stream.ok,
@@ -466,7 +470,8 @@ def main() -> None:
                 "predicted_p99_ms": got["p99_ms"] if got else None,
                 "predicted_p99_ms_seed_range": got["p99_ms_seed_range"] if got else None,
                 "relative_error_p99": error,
-                "within_goal": error is not None and abs(error) <= GOAL,
+                "judged": judged,
+                "within_goal": judged and abs(error) <= GOAL,  # type: ignore[arg-type]
             }
             print(
                 f"load {level:.2f} ({rate:7.1f} req/s) {stream.name:8}: measured p99 {p99} ms, "
@@ -495,6 +500,8 @@ def main() -> None:
             "client": "harness.loadgen, open-loop Poisson per class, in the benchmark's process",
             "mix": MIX,
             "duration_s_per_load": args.duration,
+            "judged": f"a class at a load counts toward the goal when it has >= {args.min_samples} responses (a p99 "
+            "from fewer samples carries a sampling error of the order of the goal itself)",
             "rates": f"fractions {levels} of the engine's throughput at max_batch_size from a first calibration "
             f"({capacity:.1f} req/s)",
             "simulation": f"{args.seeds} seeds x {args.sim_seconds} simulated seconds per load; median of the "

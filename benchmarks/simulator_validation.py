@@ -6,8 +6,8 @@ One run, on this machine:
    process on 127.0.0.1 (serving.app, uvicorn + uvloop + httptools) with textcls-premium's batching from
    params.yaml (dynamic, max 8, wait 2 ms, preferred 4/8), one engine replica on one thread, the repo's
    SLA classes and three tenants (premium, standard, batch).
-2. Calibrate, just before the load tests: (a) the engine's batch-time curve, batch 1..8, on batches built
-   by the gateway's own codec from the texts the load generator sends (recorded as BatchPoints and read
+2. Calibrate, just before each load test (the machine is shared, so its speed drifts): (a) the engine's
+   batch-time curve, batch 1..8, on batches built by the gateway's own codec from the texts the load generator sends (recorded as BatchPoints and read
    through the same adapter as the manifest's sweep); (b) the per-request overhead outside the engine (HTTP,
    JSON, tokenisation, client): closed-loop single requests through the gateway, minus the batch window and
    the median batch-1 engine time.

@@ -192,10 +192,13 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
     )
     probe = _Probe(inputs, options, mix, model)
     per_pod = _capacity(probe)
-    slas = ", ".join(
-        f"{name} p99 <= {inputs.sla_classes[name].p99_ms:g} ms"
-        for name in mix
-        if inputs.sla_classes[name].p99_ms is not None
+    slas = (
+        ", ".join(
+            f"{name} p99 <= {inputs.sla_classes[name].p99_ms:g} ms"
+            for name in mix
+            if inputs.sla_classes[name].p99_ms is not None
+        )
+        or f"no p99 SLA; at most {options.max_failed_fraction:.0%} failed"
     )
     if per_pod <= 0:
         trickle = probe.run(inputs.curve.throughput(inputs.batching.max_batch_size) * 0.01)

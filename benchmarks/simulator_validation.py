@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import random
 import statistics
@@ -37,12 +38,13 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent.capacity import curve_from_points
+from agent.capacity import ServiceCurve, curve_from_points
 from agent.simulator import GatewayModel, batching_spec, class_specs, poisson_arrivals, simulate
 from harness.child_server import free_port, stop, wait_ready
 from harness.loadgen import Stream, run_load
@@ -332,6 +334,32 @@ def calibrate(model_dir: Path, url: str, args: argparse.Namespace, batching: Any
     }
 
 
+def engine_totals(url: str) -> dict[str, float]:
+    """The gateway's own engine counters: device seconds (all tenants), batches and rows."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"device_s": 0.0, "batches": 0.0, "rows": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "infopt_tenant_device_seconds_total":
+                totals["device_s"] += sample.value
+            elif sample.name == "infopt_batch_size_count":
+                totals["batches"] += sample.value
+            elif sample.name == "infopt_batch_size_sum":
+                totals["rows"] += sample.value
+    return totals
+
+
+def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    batches = after["batches"] - before["batches"]
+    return {
+        "batches": batches,
+        "mean_batch_size": round((after["rows"] - before["rows"]) / batches, 3) if batches else 0.0,
+        "engine_s_per_batch": round((after["device_s"] - before["device_s"]) / batches, 6) if batches else 0.0,
+    }
+
+
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -431,15 +459,17 @@ def main() -> None:
                     for name, share in MIX.items()
                 ]
                 before = load_average()
+                engine_before = engine_totals(url)
                 report = asyncio.run(run_load(url, streams, model="validation", seed=10 * index, timeout_s=30))
-                measured.append((level, rate, before, load_average(), calibration, report))
+                in_load = engine_delta(engine_before, engine_totals(url))
+                measured.append((level, rate, before, load_average(), calibration, report, in_load))
         finally:
             stop(gateway)
     load_after = load_average()
 
     rows = []
     errors = []
-    for level, rate, before, after, calibration, report in measured:
+    for level, rate, before, after, calibration, report, in_load in measured:
         model = GatewayModel(
             classes=class_specs(params.sla_classes),
             batching=batching_spec(batching),
@@ -449,6 +479,21 @@ def main() -> None:
             overhead_s=calibration["overhead"],
         )
         predicted = predict(model, rate, duration_s=args.sim_seconds, seeds=args.seeds)
+        # Diagnostic only (not the prediction): how much slower the engine ran during the load than in the
+        # calibration, from the gateway's own counters, and what the simulator says with that slowdown.
+        curve = calibration["curve"]
+        mu, sigma = curve.lognormal(max(1, round(in_load["mean_batch_size"])))
+        expected_s = math.exp(mu + sigma**2 / 2)  # the calibrated lognormal's mean at the load's mean batch size
+        slowdown = in_load["engine_s_per_batch"] / expected_s if expected_s > 0 and in_load["batches"] else None
+        posthoc = None
+        if slowdown is not None:
+            scaled = ServiceCurve(
+                curve.batch_sizes,
+                tuple(v * slowdown for v in curve.p50_s),
+                tuple(v * slowdown for v in curve.p99_s),
+                source="calibration x in-load slowdown",
+            )
+            posthoc = predict(replace(model, curve=scaled), rate, duration_s=args.sim_seconds, seeds=args.seeds)
         classes = {}
         for stream in report.streams:
             got = predicted.get(stream.name)
@@ -470,6 +515,9 @@ def main() -> None:
                 "predicted_p99_ms": got["p99_ms"] if got else None,
                 "predicted_p99_ms_seed_range": got["p99_ms_seed_range"] if got else None,
                 "relative_error_p99": error,
+                "posthoc_p99_ms_with_in_load_engine_time": posthoc[stream.name]["p99_ms"]
+                if posthoc and stream.name in posthoc
+                else None,
                 "judged": judged,
                 "within_goal": judged and abs(error) <= GOAL,  # type: ignore[arg-type]
             }
@@ -484,6 +532,8 @@ def main() -> None:
                 "load_average_before": before,
                 "load_average_after": after,
                 "calibration": calibration["summary"],
+                "engine_during_load": in_load
+                | {"slowdown_vs_calibration": None if slowdown is None else round(slowdown, 3)},
                 "predicted_mean_queue": predicted["_mean_queue"]["value"],
                 "classes": classes,
             }

@@ -1,8 +1,9 @@
 """Service-time curves: how long one engine replica takes for a batch of each size.
 
-`service_curve` is the ONE adapter from the pipeline's measured sweep to the simulator. Today it reads the
-manifest's v1 sweep (`VariantEntry.benchmark[engine] -> list[BatchPoint]`, p50/p95/p99 per batch size);
-when the manifest's served-shape sweep (issue #8) lands, only this function changes.
+`service_curve` is the ONE adapter from the pipeline's measured sweep to the simulator: it reads the
+manifest's served-shape sweep (schema 2, `VariantEntry.sweeps`) for the deployment's engine, device and
+intra-op threads, the same sweep `infopt.sla.plan_sla` plans from. The p99 is the WORST round's p99 of each
+cell (`latency_p99_ms_max`), as plan_sla uses it: a decision on the spread, not on one lucky round.
 
 A curve holds, per measured batch size, the median and the p99 of one batch's engine time. Between
 measured sizes both are interpolated linearly in the batch size; past the largest measured size they are
@@ -18,7 +19,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from infopt.manifest import BatchPoint, VariantEntry
+from infopt.manifest import BatchPoint, Sweep, VariantEntry
 
 Z99 = 2.3263478740408408  # standard normal quantile of 0.99
 
@@ -87,17 +88,37 @@ def curve_from_points(points: Sequence[BatchPoint], source: str) -> ServiceCurve
     return ServiceCurve(
         batch_sizes=tuple(point.batch_size for point in ordered),
         p50_s=tuple(point.latency_p50_ms / 1000.0 for point in ordered),
-        p99_s=tuple(max(point.latency_p99_ms, point.latency_p50_ms) / 1000.0 for point in ordered),
+        p99_s=tuple(max(point.latency_p99_ms_max, point.latency_p50_ms) / 1000.0 for point in ordered),
         source=source,
     )
 
 
-def service_curve(entry: VariantEntry, engine: str, *, manifest_path: str = "artifacts/manifest.json") -> ServiceCurve:
-    """The adapter: the manifest's sweep for the engine a deployment serves `entry` with."""
-    points = entry.benchmark.get(engine)
-    if not points:
+def find_sweep(entry: VariantEntry, engine: str, threads: int, device: str) -> Sweep | None:
+    """The served-shape sweep of `engine` with `threads` on `device` (on a GPU, any thread count)."""
+    sweeps = [s for s in entry.sweeps if s.engine == engine and s.device == device and s.shape == "served"]
+    return next((s for s in sweeps if s.threads == threads), None) or (sweeps[0] if device == "cuda" and sweeps else None)
+
+
+def sweep_ref(entry: VariantEntry, sweep: Sweep) -> str:
+    """How a PR names the sweep: the manifest key of the variant's sweep."""
+    return f"variants[{entry.name}].sweeps[engine={sweep.engine},threads={sweep.threads},device={sweep.device}]"
+
+
+def service_curve(
+    entry: VariantEntry,
+    engine: str,
+    threads: int,
+    device: str = "cpu",
+    *,
+    manifest_path: str = "artifacts/manifest.json",
+) -> ServiceCurve:
+    """The adapter: the manifest's sweep for the engine, threads and device a deployment serves `entry` with."""
+    sweep = find_sweep(entry, engine, threads, device)
+    if sweep is None or not sweep.points:
+        measured = sorted({(s.engine, s.threads, s.device) for s in entry.sweeps})
         raise CurveError(
-            f"manifest {manifest_path}: variant {entry.name!r} has no benchmark sweep for engine {engine!r} "
-            f"(it has {sorted(entry.benchmark)}); the benchmark stage measures torch and onnxruntime only"
+            f"manifest {manifest_path}: variant {entry.name!r} has no served-shape sweep for engine {engine!r} with "
+            f"{threads} thread(s) on {device} (it has (engine, threads, device) {measured}); the benchmark stage "
+            "measures torch and onnxruntime with benchmark.threads"
         )
-    return curve_from_points(points, f"{manifest_path}: variants[{entry.name}].benchmark[{engine}]")
+    return curve_from_points(sweep.points, f"{manifest_path}: {sweep_ref(entry, sweep)}")

@@ -129,7 +129,7 @@ def plan_change(
 
     config = load_stack_config(stack_file(stack, stacks_dir))
     return diff_results(
-        plan(before, manifest, manifest_path, config, stack), plan(after, manifest, manifest_path, config, stack)
+        plan(before, manifest, config, stack), plan(after, manifest, config, stack)
     )
 
 

@@ -11,7 +11,7 @@ and its per-replica capacity at the SLA.
 3. Both are checked by simulating the pods at those loads: the SLA predictions the guardrail reads.
 4. The HPA queue target: the time-averaged queue per pod when a pod runs at its SLA capacity; above it,
    the pods are past what meets the SLA. It is reported beside the target the plan uses today (the
-   manifest's SLA knee): params.yaml has no field for it, so it is advice, not an edit.
+   infopt.sla plan of the manifest's sweep): params.yaml has no field for it, so it is advice, not an edit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.capacity import ServiceCurve, service_curve
+from agent.capacity import CurveError, ServiceCurve, service_curve
 from agent.context import AgentContext
 from agent.contract import (
     Evidence,
@@ -38,8 +38,8 @@ from agent.simulator import GatewayModel, SimResult, batching_spec, class_specs,
 from agent.traffic import TrafficError, TrafficTrace
 from infopt.cost import cost_per_1k
 from infopt.deployments import resolve_deployment
+from infopt.manifest import VariantEntry
 from infopt.params import BatchingParams, SlaClass
-from infopt.quantity import cpu_threads
 
 NODE = "scaling"
 
@@ -76,7 +76,7 @@ class ScalingInputs:
     hourly_usd: float  # one replica's price
     curve: ServiceCurve
     traffic: TrafficTrace
-    plan_queue_target: int | None = None  # what the HPA uses today (manifest SLA knee)
+    plan_queue_target: int | None = None  # what the HPA uses today (infopt.sla plan)
     evidence: Sequence[Evidence] = ()
     risks: Sequence[str] = ()
     overhead_s: tuple[float, ...] = ()
@@ -282,14 +282,14 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
         f"HPA queue target: at its SLA capacity a replica holds {capacity_probe.mean_queue_per_pod:.2f} queued "
         f"requests on average, so a target of {queue_target} per pod"
         + (
-            f" (the plan uses {inputs.plan_queue_target}, from the manifest's SLA knee)"
+            f" (the plan uses {inputs.plan_queue_target}, from the infopt.sla plan of the manifest's sweep)"
             if inputs.plan_queue_target is not None
             else ""
         ),
     ]
     if inputs.plan_queue_target is not None and inputs.plan_queue_target > 2 * queue_target:
         risks.append(
-            f"the HPA scales at {inputs.plan_queue_target} queued requests per pod (manifest SLA knee) but the "
+            f"the HPA scales at {inputs.plan_queue_target} queued requests per pod (infopt.sla plan) but the "
             f"simulator puts the SLA limit at about {queue_target}: the HPA may add replicas only after p99 has "
             "passed the SLA (params.yaml has no field for the target; infopt/sla.py derives it)"
         )
@@ -395,30 +395,31 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
     manifest = context.manifest()
     resolved = resolve_deployment(params, manifest, deployment)
     manifest_name = context.relative(context.manifest_path)
-    curve = service_curve(resolved.variant, resolved.engine, manifest_path=manifest_name)
+    if not isinstance(resolved.variant, VariantEntry):
+        raise CurveError(
+            f"deployments[{deployment}] serves the LLM variant {resolved.variant.name!r} with vLLM: the gateway "
+            "simulator models the classifier's dynamic batcher, not vLLM's continuous batching"
+        )
+    device = "cuda" if resolved.gpus else "cpu"
+    curve = service_curve(
+        resolved.variant, resolved.engine, resolved.engine_threads, device, manifest_path=manifest_name
+    )
     served = sorted({tenant.sla_class for tenant in resolved.tenants}, key=lambda n: params.sla_classes[n].priority)
     if context.traffic is None:
         raise TrafficError("no traffic source: give a trace file (--trace) or a Prometheus URL (--prometheus-url)")
     trace = context.traffic(deployment, served)
     spec = params.deployment(deployment)
-    device = "cuda" if spec.resources.gpu else "cpu"
-    risks = []
-    if device == "cpu" and params.benchmark.threads != cpu_threads(spec.resources.cpu):
-        risks.append(
-            f"the manifest's sweep was measured with {params.benchmark.threads} engine thread(s) "
-            f"(benchmark.threads); the pod has {cpu_threads(spec.resources.cpu)} (resources.cpu "
-            f"{spec.resources.cpu}): the per-replica capacity may be off by that ratio"
-        )
+    risks: list[str] = []
     risks.append(
         "service times are the engine's batch times from the sweep: HTTP, JSON and tokenisation in the gateway "
         "are not in them (benchmarks/results/simulator_validation.json measures the gap on this machine)"
     )
-    knee = resolved.variant.sla_knees.get(resolved.sla_class)
     evidence = [
         Evidence(
             kind="file",
             ref=manifest_name,
-            detail=f"variants[{resolved.variant.name}].benchmark[{resolved.engine}]: "
+            detail=curve.source.split(": ", 1)[-1]
+            + ": "
             + ", ".join(
                 f"batch {b}: p50 {p * 1000:.2f} ms" for b, p in zip(curve.batch_sizes, curve.p50_s, strict=True)
             ),
@@ -443,7 +444,7 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
         hourly_usd=params.cost.hourly_usd[device] * max(1, spec.resources.gpu),
         curve=curve,
         traffic=trace,
-        plan_queue_target=knee.queue_target if knee else None,
+        plan_queue_target=resolved.sla.queue_target if resolved.sla else None,
         evidence=evidence,
         risks=risks,
     )

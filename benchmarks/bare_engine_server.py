@@ -109,7 +109,7 @@ def create_bare_app(settings: GatewaySettings) -> Starlette:
 
     async def classify(request: Request) -> Response:
         texts = json.loads(await request.body())["texts"]
-        logits = await state["batcher"].submit(codec.encode(texts))
+        logits = await state["batcher"].submit(codec.encode(texts)[0])
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
         results = [

@@ -1,8 +1,8 @@
 """Gateway overhead: the full gateway vs the bare engine server, both over HTTP, same client, one run.
 
 (a) gateway: `serving.app.create_app` (auth, token bucket, priority queue, dynamic batcher, metrics)
-    served by `serving.app.run_server`, the same uvicorn setup as `infopt serve` (uvloop, httptools,
-    no access log), one unthrottled benchmark tenant;
+    served by `serving.server.run_server`, the same server as `infopt serve` (uvloop, httptools with
+    the gateway's pre-auth limits, no access log), one unthrottled benchmark tenant;
 (b) bare:    benchmarks/bare_engine_server.py: a minimal Starlette app that tokenizes and calls the same
     engine (same variant, engine_threads) with the same dynamic batching settings and nothing else,
     under the same uvicorn setup: the engine "called directly" as a user without the gateway deploys it.
@@ -41,9 +41,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import child_server
 from harness.child_server import free_port
 from infopt.params import Tenant, load_params
-from serving import child_server
 from serving.settings import GatewaySettings
 
 RESULTS = Path("benchmarks/results/gateway_overhead.json")
@@ -130,17 +130,29 @@ def build_settings(params_path: Path, manifest_path: Path, variant: str, model_d
 
 
 def serve(args: argparse.Namespace) -> None:
-    """The child process: one of the two servers on 127.0.0.1:args.port."""
-    from serving.app import create_app, run_server
-
+    """The child process: one of the two servers on 127.0.0.1:args.port. The gateway runs under its own
+    server (serving.server.run_server: limits, drain, as `infopt serve`); the bare app under plain uvicorn
+    with the same loop, parser and logging (uvloop, httptools, no access log)."""
     settings = build_settings(args.params, args.manifest, args.variant, args.model_dir)
     if args.serve == "gateway":
-        app = create_app(settings)
-    else:
-        from benchmarks.bare_engine_server import create_bare_app
+        from serving.app import create_app
+        from serving.server import run_server
 
-        app = create_bare_app(settings)
-    run_server(app, host="127.0.0.1", port=args.port, log_level="warning", grace_s=5.0)
+        run_server(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
+        return
+    import uvicorn
+
+    from benchmarks.bare_engine_server import create_bare_app
+
+    uvicorn.run(
+        create_bare_app(settings),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
 
 
 # ---------------------------------------------------------------------- measurement helpers
@@ -353,8 +365,9 @@ def main() -> None:
         "batching": settings.batching.model_dump(),
         "engine_threads": settings.engine_threads,
         "method": {
-            "gateway": "serving.app.create_app under serving.app.run_server (as `infopt serve`): auth, token bucket, "
-            "priority queue, dynamic batcher, metrics; one unthrottled tenant",
+            "gateway": "serving.app.create_app under serving.server.run_server (as `infopt serve`): pre-auth limits, "
+            "auth, token bucket, priority queue, dynamic batcher, engine output checks, metrics; one unthrottled "
+            "tenant; one process",
             "bare": "benchmarks/bare_engine_server.py: tokenize + same engine + same dynamic batching settings, "
             "no auth/buckets/priorities/metrics",
             "server": {

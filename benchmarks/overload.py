@@ -169,6 +169,7 @@ def main() -> None:
             sla_class="batch",
         ),
     ]
+    load_start = [round(value, 2) for value in os.getloadavg()]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     gateway = start_gateway(args, port)
@@ -223,7 +224,11 @@ def main() -> None:
         "gateway_rejections_by_reason": rejections(metrics_text),
         "cost": cost.model_dump(),
         "load": report.model_dump(),
-        "fingerprint": report.fingerprint.model_dump(),
+        "fingerprint": {
+            **report.fingerprint.model_dump(),
+            "load_average_start": load_start,
+            "load_average_end": [round(value, 2) for value in os.getloadavg()],
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

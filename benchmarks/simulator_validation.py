@@ -259,6 +259,7 @@ def calibrate_engine(model_dir: Path, args: argparse.Namespace, max_batch: int) 
     points = []
     for batch in range(1, max_batch + 1):
         samples: list[float] = []
+        widths: list[int] = []
         for _ in range(3):
             engine.infer(*codec.collate(rng.sample(rows, batch)))  # warm-up
         stop_at = time.perf_counter() + args.calibration_seconds
@@ -267,18 +268,25 @@ def calibrate_engine(model_dir: Path, args: argparse.Namespace, max_batch: int) 
             began = time.perf_counter()
             engine.infer(ids, mask)
             samples.append(time.perf_counter() - began)
+            widths.append(int(ids.shape[1]))
         ms = np.asarray(samples) * 1000.0
         p50, p95, p99 = np.percentile(ms, [50, 95, 99])
         points.append(
             BatchPoint(
                 batch_size=batch,
                 throughput_rps=round(batch / (p50 / 1000.0), 1),
+                throughput_rps_min=round(batch / (p50 / 1000.0), 1),
+                throughput_rps_max=round(batch / (p50 / 1000.0), 1),
                 latency_p50_ms=round(float(p50), 4),
                 latency_p95_ms=round(float(p95), 4),
                 latency_p99_ms=round(float(p99), 4),
+                latency_p99_ms_min=round(float(p99), 4),
+                latency_p99_ms_max=round(float(p99), 4),  # one round: its p99 is the worst round's
+                mean_tokens=round(float(np.mean(widths)), 2),
                 peak_memory_mb=0.0,
                 cost_per_1k_usd=0.0,
                 iterations=len(samples),
+                rounds=1,
             )
         )
     engine.close()

@@ -1,4 +1,4 @@
-"""`infopt infra` sub-commands: the offline plan of the Kubernetes deployment."""
+"""`infopt infra` sub-commands: the offline plan of the Kubernetes deployment, and the policy pack's config."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def plan_command(
         params = load_params(params_path)
         manifest = load_manifest(manifest_path)
         stack_config = load_stack_config(stack_file(stack, stacks_dir))
-        result = plan(params, manifest, manifest_path, stack_config, stack)
+        result = plan(params, manifest, stack_config, stack)
     except (ParamsError, ManifestError, StackConfigError, TopologyError) as error:
         console.print(f"[red]{type(error).__name__}: {error}[/red]")
         raise typer.Exit(2) from None
@@ -76,3 +76,31 @@ def plan_command(
     console.print(f"wrote {manifests} and {summary}", soft_wrap=True)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command("policy-config")
+def policy_config_command(
+    stack: str = typer.Option(..., help="stack name: a stacks/Pulumi.<stack>.yaml file"),
+    manifest_path: Path = typer.Option(Path("artifacts/manifest.json"), "--manifest", help="pipeline manifest"),
+    out: Path = typer.Option(
+        ..., help="JSON file for `pulumi up --policy-pack-config` / `pulumi policy enable --config`"
+    ),
+    stacks_dir: Path = typer.Option(Path("stacks"), help="folder of the Pulumi.<stack>.yaml files"),
+) -> None:
+    """Write the policy pack's config for a stack: the manifest's deployable artifacts and the digest flag."""
+    import json
+
+    from infopt.manifest import ManifestError, load_manifest
+    from infra.policy_config import policy_config
+    from infra.stack_config import StackConfigError, load_stack_config, stack_file
+
+    try:
+        config = policy_config(load_manifest(manifest_path), load_stack_config(stack_file(stack, stacks_dir)))
+    except (ManifestError, StackConfigError) as error:
+        console.print(f"[red]{type(error).__name__}: {error}[/red]")
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    artifacts = config["artifact-is-deployable"]["artifacts"]
+    allowed = sum(1 for decision in artifacts.values() if decision["deployable"])
+    console.print(f"wrote {out}: {allowed} of {len(artifacts)} manifest artifacts deployable", soft_wrap=True)

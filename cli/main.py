@@ -44,15 +44,16 @@ def artifact_pack(
 
 @artifact_app.command("fetch")
 def artifact_fetch(
-    url: str = typer.Option(..., help="http(s)/file URL or path of <sha256>.tar.gz"),
+    url: str = typer.Option(..., help="s3://, gs://, https://, http://, file:// URL or path of <sha256>.tar.gz"),
     sha256: str = typer.Option(..., help="the content hash the manifest records"),
     dest: Path = typer.Option(..., help="folder to unpack into"),
+    timeout_s: float | None = typer.Option(None, "--timeout-s", help="download timeout (default: the store's)"),
 ) -> None:
     """Download, unpack and verify an artifact (the serving pod's init step); exits 1 on any mismatch."""
     from infopt.artifact_store import ArtifactError, fetch
 
     try:
-        fetch(url, sha256, dest)
+        fetch(url, sha256, dest, **({"timeout_s": timeout_s} if timeout_s is not None else {}))
     except ArtifactError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
@@ -76,12 +77,14 @@ def _register_subcommands() -> None:
     """Each part owns its sub-app; their modules import heavy libraries only inside commands."""
     from cli.agent import app as agent_app
     from cli.infra import app as infra_app
+    from cli.llm import app as llm_app
     from cli.pipeline import app as pipeline_app
     from cli.serve import app as serving_app
 
     app.add_typer(pipeline_app, name="pipeline", help="The model pipeline: summary table, stage helpers.")
     app.add_typer(infra_app, name="infra", help="Offline Pulumi plan of the Kubernetes deployment.")
     app.add_typer(agent_app, name="agent", help="Evidence-backed pull requests that change params.yaml.")
+    app.add_typer(llm_app, name="llm", help="The causal-LM path: the serving-framework comparison.")
     for command in serving_app.registered_commands:
         app.registered_commands.append(command)
 

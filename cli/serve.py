@@ -34,7 +34,8 @@ def serve(
     """Run the inference gateway for one deployment (or one variant) with uvicorn (uvloop + httptools)."""
     from infopt.manifest import ManifestError, load_manifest
     from infopt.params import ParamsError, load_params
-    from serving.app import create_app, run_server
+    from serving.app import create_app
+    from serving.server import run_server
     from serving.settings import SettingsError, settings_from_params
 
     try:
@@ -58,14 +59,7 @@ def serve(
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     console.print(f"serving {settings.model_name} ({settings.variant}, {settings.engine}) on http://{host}:{port}")
-    run_server(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level,
-        grace_s=settings.serving.shutdown_grace_s,
-        access_log=access_log,
-    )
+    run_server(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log)
 
 
 @app.command("loadgen")
@@ -74,14 +68,22 @@ def loadgen(
     model: str = typer.Option(..., help="model name (deployment or variant) as the gateway serves it"),
     stream: list[str] = typer.Option(
         ...,
-        help="name=acme,key=KEY,mode=closed|open,concurrency=8,rate=50,count=500,duration=10,class=premium (repeatable)",
+        help="one load stream, repeatable: comma-separated key=value pairs of name, key (API key), "
+        "mode (closed | open), concurrency, rate (req/s, open loop), count, duration (s), class",
     ),
     endpoint: str = typer.Option("classify", help="classify (/v1/classify) or v2 (/v2/models/{model}/infer)"),
     timeout_s: float = typer.Option(60.0, help="client timeout per request"),
     seed: int = typer.Option(0, help="seed of the Poisson arrivals"),
-    out: Path = typer.Option(Path("metrics/loadgen.json"), help="JSON report"),
+    out: Path = typer.Option(Path("runs/loadgen.json"), help="JSON report (runs/ is git-ignored)"),
 ) -> None:
-    """Drive the gateway with closed- or open-loop load; per-tenant counts, throughput and latency to JSON."""
+    """Drive the gateway with closed- or open-loop load; per-tenant counts, throughput and latency to JSON.
+
+    Example: two tenants of textcls-shared, standard closed-loop and batch open-loop at 50 req/s, for 20 s:
+
+        infopt loadgen --model textcls-shared \\
+          --stream name=globex,key=globex-demo-key,mode=closed,concurrency=4,duration=20 \\
+          --stream name=initech,key=initech-demo-key,mode=open,rate=50,duration=20
+    """
     from harness.loadgen import parse_stream, run_load, write_report
 
     if endpoint not in ("classify", "v2"):
@@ -126,7 +128,8 @@ def cost(
     deployment: str | None = typer.Option(None, help="tenants_sharing = this deployment's tenant count"),
     out: Path | None = typer.Option(None, help="write the report as JSON"),
 ) -> None:
-    """Per-tenant chargeback: the spec's equal split plus request- and device-time-proportional splits."""
+    """Per-tenant chargeback: the spec's equal split plus request-, device-time- and token-proportional splits
+    (and each tenant's cost per 1k LLM tokens)."""
     from infopt.cost import CostError, chargeback, usage_from_loadgen, usage_from_metrics
     from infopt.params import ParamsError, load_params
 
@@ -166,26 +169,38 @@ def cost(
         raise typer.Exit(2) from None
     table = Table(
         "tenant",
-        "cost center",
+        "center",
         "requests",
         "share",
         "device s",
-        f"equal split ({report.currency})",
-        f"by requests ({report.currency})",
-        f"by device time ({report.currency})",
-        title=f"{report.device_hours:.6f} device-h x {report.hourly_rate} {report.currency}/h = "
-        f"{report.total_cost:.6f} {report.currency}, {report.tenants_sharing} tenants sharing",
+        "equal",
+        "by requests",
+        "by device s",
+        title=f"{report.device_hours:.4g} device-h x {report.hourly_rate} {report.currency}/h = "
+        f"{report.total_cost:.4g} {report.currency}; {report.tenants_sharing} tenants sharing",
+        caption=f"costs in {report.currency}; equal = the spec's split (cost / tenants sharing)",
     )
+    with_tokens = any(row.tokens for row in report.tenants)  # LLM deployments: tokens and cost per 1k tokens
+    if with_tokens:
+        table.add_column("tokens")
+        table.add_column("per 1k tok")
+    for column in table.columns[2:]:
+        column.justify, column.no_wrap = "right", True
     for row in report.tenants:
         table.add_row(
             row.tenant,
             row.cost_center or "-",
             str(row.requests),
             f"{row.request_share:.3f}",
-            f"{row.device_seconds:.3f}",
-            f"{row.equal_split:.6f}",
-            f"{row.request_split:.6f}",
-            "-" if row.device_time_split is None else f"{row.device_time_split:.6f}",
+            f"{row.device_seconds:.3g}",
+            f"{row.equal_split:.3g}",
+            f"{row.request_split:.3g}",
+            "-" if row.device_time_split is None else f"{row.device_time_split:.3g}",
+            *(
+                [str(row.tokens), "-" if row.cost_per_1k_tokens is None else f"{row.cost_per_1k_tokens:.3g}"]
+                if with_tokens
+                else []
+            ),
         )
     console.print(table)
     if out is not None:

@@ -59,7 +59,7 @@ def vllm_command(settings: VllmServerSettings, port: int) -> list[str]:
     """The server command line: eager mode (start-up ~22 s instead of 30-50 s), priority scheduling."""
     return [
         str(settings.python), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(settings.model),
+        "--model", str(settings.model.resolve()),  # the server runs in a temporary folder
         "--served-model-name", settings.served_model_name,
         "--host", settings.host, "--port", str(port),
         "--max-model-len", str(settings.max_model_len),
@@ -85,6 +85,11 @@ class VllmProcess:
     @property
     def base_url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The API server's pid (its process group holds the engine core too); None when not running."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:

@@ -3,8 +3,9 @@ shared deployment from the gateway's metrics or a load-test report.
 
 Cost per 1k requests = hourly rate / 3600 / throughput x 1000 (`cost_per_1k`): the benchmark, the agent,
 the challenge ladder and the LLM comparison all price throughput through it. The spec's formula splits the device cost evenly: tenant_cost = device_hours_used * hourly_rate /
-tenants_sharing. Beside it, two usage-based splits of the same total: by served requests, and by the
-engine time the gateway attributed to each tenant (infopt_tenant_device_seconds_total).
+tenants_sharing. Beside it, usage-based splits of the same total: by served requests, by the engine time
+the gateway attributed to each tenant (infopt_tenant_device_seconds_total) and, for LLM deployments, by
+tokens (infopt_tenant_tokens_total, prompt + completion), with each tenant's cost per 1k tokens.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class CostError(ValueError):
 class Usage:
     requests: int  # served (ok) requests
     device_seconds: float = 0.0
+    tokens: int = 0  # LLM tokens (prompt + completion) the gateway charged the tenant
 
 
 class TenantCost(BaseModel):
@@ -44,6 +46,11 @@ class TenantCost(BaseModel):
     equal_split: float  # the spec's formula
     request_split: float
     device_time_split: float | None  # None when no engine time was recorded
+    tokens: int = 0
+    token_split: float | None = None  # None when no LLM tokens were recorded
+    cost_per_1k_tokens: float | None = None  # token_split / tokens * 1000 (the same for every tenant of a split
+    # by tokens); equal_cost_per_1k_tokens prices the spec's equal split per tenant instead
+    equal_cost_per_1k_tokens: float | None = None
 
 
 class CostReport(BaseModel):
@@ -79,6 +86,7 @@ def chargeback(
     total = device_hours * rate
     all_requests = sum(item.requests for item in usage.values())
     all_seconds = sum(item.device_seconds for item in usage.values())
+    all_tokens = sum(item.tokens for item in usage.values())
     rows = []
     for name in sorted(usage):
         item = usage[name]
@@ -93,6 +101,10 @@ def chargeback(
                 equal_split=round(total / sharing, 8),
                 request_split=round(total * share, 8),
                 device_time_split=round(total * item.device_seconds / all_seconds, 8) if all_seconds else None,
+                tokens=item.tokens,
+                token_split=round(total * item.tokens / all_tokens, 8) if all_tokens else None,
+                cost_per_1k_tokens=round(total / all_tokens * 1000, 10) if item.tokens else None,
+                equal_cost_per_1k_tokens=round(total / sharing / item.tokens * 1000, 10) if item.tokens else None,
             )
         )
     return CostReport(
@@ -127,6 +139,7 @@ def usage_from_metrics(text: str) -> dict[str, Usage]:
 
     requests: dict[str, float] = {}
     seconds: dict[str, float] = {}
+    tokens: dict[str, float] = {}
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as error:
@@ -140,7 +153,13 @@ def usage_from_metrics(text: str) -> dict[str, Usage]:
                 requests[tenant] = requests.get(tenant, 0.0) + sample.value
             elif sample.name == "infopt_tenant_device_seconds_total":
                 seconds[tenant] = seconds.get(tenant, 0.0) + sample.value
+            elif sample.name == "infopt_tenant_tokens_total":
+                tokens[tenant] = tokens.get(tenant, 0.0) + sample.value
     return {
-        name: Usage(requests=int(requests.get(name, 0)), device_seconds=seconds.get(name, 0.0))
-        for name in sorted(set(requests) | set(seconds))
+        name: Usage(
+            requests=int(requests.get(name, 0)),
+            device_seconds=seconds.get(name, 0.0),
+            tokens=int(tokens.get(name, 0)),
+        )
+        for name in sorted(set(requests) | set(seconds) | set(tokens))
     }

@@ -2,6 +2,11 @@
 
 The `manifest` DVC stage writes it; the gateway, the Pulumi program, the agent and the dashboard read it
 through `load_manifest`. Bump SCHEMA_VERSION on any incompatible change.
+
+Schema 2: accuracy and macro-F1 carry confidence intervals, each variant carries its paired
+non-inferiority decision against the baseline (the only thing a gate may read), and benchmark sweeps are
+served-shape, per (engine, threads), with the median and spread over repeated rounds. SLA plans are not
+stored: `infopt.deployments.resolve_deployment` derives each deployment's plan from these sweeps.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+from infopt.stats import Interval
+
+SCHEMA_VERSION = 2
 
 
 class ManifestError(ValueError):
@@ -58,33 +65,76 @@ class Artifact(_Record):
 
 
 class BatchPoint(_Record):
-    """One measured cell of the (engine, batch size) sweep."""
+    """One measured (engine, threads, batch size) cell: medians over the repeated rounds, and their spread.
 
-    batch_size: int
-    throughput_rps: float  # requests (sequences) per second
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float
-    peak_memory_mb: float
-    cost_per_1k_usd: float
-    iterations: int
-
-
-class SlaKnee(_Record):
-    """The largest measured batch whose p99 meets the class's SLA: where throughput stops being free.
-
-    `queue_target` is the HPA's request_queue_length target: how many requests may wait per replica
-    so that queueing plus one batch still fits the SLA.
+    Each round times at least `min_iters` batches; a round's p50/p95/p99 are over its batches, and the
+    point reports the median of the rounds' values with the smallest and largest round beside it.
     """
 
-    sla_class: str
-    engine: str
     batch_size: int
-    latency_p99_ms: float
-    throughput_rps: float
-    cost_per_1k_usd: float
-    queue_target: int
-    meets_sla: bool  # False when even batch 1 misses the SLA; the point is then the fastest one
+    throughput_rps: float  # median over rounds of requests (sequences) per second
+    throughput_rps_min: float
+    throughput_rps_max: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float  # median over rounds of the round's p99
+    latency_p99_ms_min: float
+    latency_p99_ms_max: float
+    mean_tokens: (
+        float  # mean padded width of the timed batches: the served shape (each batch padded to its longest row)
+    )
+    peak_memory_mb: float
+    cost_per_1k_usd: float  # at the median throughput
+    iterations: int  # timed batches over all rounds
+    rounds: int
+
+
+class Sweep(_Record):
+    """One engine's latency sweep over batch sizes with a given number of intra-op threads on one device."""
+
+    engine: str  # torch | onnxruntime (LLM sweeps: torch, or torch-w8a8-reference, see model_builds/llm)
+    threads: int
+    device: Literal["cpu", "cuda"]
+    shape: Literal["served", "generation"] = "served"  # classifier: real texts padded to the longest row
+    points: list[BatchPoint]
+
+    def point(self, batch_size: int) -> BatchPoint | None:
+        return next((point for point in self.points if point.batch_size == batch_size), None)
+
+
+class AccuracyReport(_Record):
+    """Accuracy and macro-F1 of one engine's predictions on the test split, with confidence intervals."""
+
+    engine: str
+    execution_device: str
+    n: int
+    accuracy: Interval  # Wilson
+    macro_f1: Interval  # Poisson bootstrap
+
+
+class Decision(_Record):
+    """The paired non-inferiority decision against the baseline, on the same test examples and engine.
+
+    loss = baseline accuracy - variant accuracy, with its bootstrap interval; within_budget is True only when
+    loss.high <= budget. Deployment gates (policy pack, agent) read `within_budget`, never a point estimate.
+    """
+
+    baseline: str
+    engine: str
+    loss: Interval
+    mcnemar_p: float
+    baseline_only: int  # examples the baseline gets right and the variant wrong
+    variant_only: int
+    budget: float
+    within_budget: bool
+
+
+class Baselines(_Record):
+    """Reference classifiers on the same test split: how good the task makes a trivial and a classic model."""
+
+    majority: Interval  # always the most frequent train label
+    tfidf_logreg: Interval  # TF-IDF word+bigram features, multinomial logistic regression, fit on the train split
+    majority_label: str
 
 
 class VariantBuild(_Record):
@@ -118,20 +168,71 @@ class VariantBuild(_Record):
 
 
 class VariantEntry(VariantBuild):
-    """A variant in the manifest: its build record plus accuracy, benchmark sweeps, SLA knees and profile."""
+    """A variant in the manifest: its build record plus quality, the non-inferiority decision, latency sweeps
+    and its profile."""
 
-    accuracy: float | None = None
-    macro_f1: float | None = None
-    accuracy_loss: float | None = None  # baseline accuracy - this accuracy, as a fraction
-    within_accuracy_budget: bool | None = None
-    benchmark: dict[str, list[BatchPoint]] = Field(default_factory=dict)  # engine -> sweep
-    sla_knees: dict[str, SlaKnee] = Field(default_factory=dict)  # SLA class -> knee
+    quality: AccuracyReport | None = None  # the primary engine's (onnxruntime where shipped, else torch)
+    quality_by_engine: dict[str, AccuracyReport] = Field(default_factory=dict)
+    decision: Decision | None = None  # None for the baseline itself and for skipped variants
+    sweeps: list[Sweep] = Field(default_factory=list)
     profile: str | None = None  # path of the profile JSON
     mlflow_run_id: str | None = None
 
+    @property
+    def deployable(self) -> bool:
+        """Built and non-inferior to the baseline (the baseline is deployable by definition)."""
+        return self.status == "built" and (self.decision is None or self.decision.within_budget)
+
+    def sweep(self, engine: str, threads: int, device: str) -> Sweep | None:
+        return next(
+            (s for s in self.sweeps if s.engine == engine and s.threads == threads and s.device == device), None
+        )
+
+
+class LlmQuality(_Record):
+    """Held-out quality of one LLM variant, and its paired comparison with the baseline on the same documents."""
+
+    documents: int
+    tokens: int
+    perplexity: Interval
+    next_token_accuracy: Interval
+    perplexity_increase: Interval | None = None  # exp(mean NLL difference) - 1; None for the baseline
+    accuracy_loss: Interval | None = None  # baseline accuracy - variant accuracy (fraction)
+    within_budget: bool | None = None  # non-inferiority on both upper bounds; None for the baseline
+
+
+class LlmVariantEntry(VariantBuild):
+    """An LLM variant: its build record (a Hugging Face folder vLLM loads) plus quality and the in-process
+    generation sweep (a BatchPoint's request = one generation of the benchmark's fixed shape)."""
+
+    quality: LlmQuality | None = None
+    sweeps: list[Sweep] = Field(default_factory=list)  # in-process generation; a request = one generation
+    mlflow_run_id: str | None = None
+
+
+class LlmManifest(_Record):
+    """The causal-LM part of the manifest (optional: absent when params has no enabled `llm` section)."""
+
+    model_name: str
+    task: Literal["text-generation"] = "text-generation"
+    architecture: str  # e.g. LlamaForCausalLM
+    max_seq_len: int
+    vocab_size: int
+    baseline: str
+    max_perplexity_increase: float
+    max_accuracy_loss: float
+    corpus: str  # sources and licences, in words
+    variants: list[LlmVariantEntry]
+
+    def variant(self, name: str) -> LlmVariantEntry:
+        for entry in self.variants:
+            if entry.name == name:
+                return entry
+        raise ManifestError(f"manifest has no LLM variant {name!r}; it has {[v.name for v in self.variants]}")
+
 
 class Manifest(_Record):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = 2
     model_name: str
     task: Literal["text-classification"] = "text-classification"
     labels: list[str]
@@ -139,8 +240,10 @@ class Manifest(_Record):
     device: Literal["cpu", "cuda"]
     baseline: str
     max_accuracy_loss: float
+    baselines: Baselines
     fingerprint: Fingerprint
     variants: list[VariantEntry]
+    llm: LlmManifest | None = None  # the causal-LM variants (model_builds/llm/), when params enables them
 
     def variant(self, name: str) -> VariantEntry:
         for entry in self.variants:

@@ -1,78 +1,114 @@
-"""The SLA knee of a latency sweep, and the HPA queue target that follows from it.
+"""One SLA plan per deployment: the batch size its batcher and its HPA agree on, and the HPA queue target.
 
-Pure functions over measured `BatchPoint`s: the benchmark stage, the manifest, the agent and the infra
-program all derive knees the same way from the same numbers.
+`plan_sla` is the only place this is computed. It reads the served-shape sweep measured for the deployment's
+own engine, device and intra-op threads, and takes the deployment's own `max_batch_size` and `max_wait_ms`:
+
+- A request may wait up to `max_wait_ms` for its batch to fill, then runs in a batch of up to
+  `max_batch_size`. Its p99 is predicted as `max_wait_ms + p99(batch)`, where p99(batch) is the WORST round's
+  p99 of that measured cell (a decision on the spread, not on one lucky round).
+- The plan's batch size is the largest measured batch <= max_batch_size whose predicted p99 meets the class's
+  SLA. A class without a latency SLA (batch) takes the measured batch <= max_batch_size with the highest
+  median throughput.
+- The HPA's `request_queue_length` target per replica is how many requests may wait so that queueing plus one
+  batch still fits the SLA: a replica drains `b / p99(b)` requests per ms, so
+
+      queue_target = floor((p99_sla - max_wait - p99(b)) / p99(b) * b), at least 1
+
+  and, without a latency SLA, `b * BATCH_CLASS_QUEUE_FACTOR`.
+- When even the smallest batch misses the SLA, the plan says so (`meets_sla` False, queue target 1).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 
-from infopt.manifest import BatchPoint, SlaKnee
-from infopt.params import SlaClass
+from pydantic import BaseModel, ConfigDict
+
+from infopt.manifest import BatchPoint, Sweep
+from infopt.params import BatchingParams, SlaClass
 
 BATCH_CLASS_QUEUE_FACTOR = 4  # a class without a latency SLA may queue this many full batches per replica
 
 
-class KneeError(ValueError):
-    """The sweep is empty, so no knee can be derived."""
+class SlaError(ValueError):
+    """No plan can be made from the sweep; the message names the deployment setting and what was measured."""
 
 
-def queue_target(p99_sla_ms: float, p99_at_knee_ms: float, knee_batch: int) -> int:
-    """Requests that may queue per replica so that queue wait + one batch still meets the SLA.
+class SlaPlan(BaseModel):
+    """How one deployment holds its SLA class on one replica."""
 
-    A replica serving batches of `knee_batch` at `p99_at_knee_ms` drains `knee_batch / p99_at_knee_ms`
-    requests per ms. The slack left by one batch is `p99_sla_ms - p99_at_knee_ms`, so the queue it may
-    hold is
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-        floor((p99_sla_ms - p99_at_knee_ms) / p99_at_knee_ms * knee_batch), clamped to >= 1
+    sla_class: str
+    p99_sla_ms: float | None
+    engine: str
+    device: str
+    threads: int
+    max_batch_size: int
+    max_wait_ms: float
+    batch_size: int  # the measured batch the plan holds at
+    latency_p99_ms: float  # worst round's engine p99 at batch_size
+    predicted_p99_ms: float  # max_wait_ms + latency_p99_ms
+    throughput_rps: float  # median per-replica throughput at batch_size
+    cost_per_1k_usd: float
+    queue_target: int  # HPA request_queue_length target per replica
+    meets_sla: bool
+    larger_batch_fits: bool  # a measured batch above max_batch_size would also meet the SLA
 
-    (the clamp keeps the HPA target meaningful when the knee batch alone uses up the SLA).
-    """
-    slack = (p99_sla_ms - p99_at_knee_ms) / p99_at_knee_ms * knee_batch
+    def describe(self) -> str:
+        """One line for tables and PR bodies."""
+        sla = f"SLA p99 {self.p99_sla_ms:g} ms" if self.p99_sla_ms is not None else "no latency SLA"
+        verdict = "meets" if self.meets_sla else "MISSES"
+        return (
+            f"batch {self.batch_size}: {self.throughput_rps:,.0f} req/s, p99 {self.predicted_p99_ms:.1f} ms "
+            f"(wait {self.max_wait_ms:g} + engine {self.latency_p99_ms:.1f}), ${self.cost_per_1k_usd:.2e}/1k, "
+            f"queue target {self.queue_target}; {verdict} {self.sla_class} ({sla})"
+        )
+
+
+def queue_target(p99_sla_ms: float, max_wait_ms: float, p99_at_batch_ms: float, batch: int) -> int:
+    """Requests that may wait per replica so that the wait + one batch still meets the SLA (see module doc)."""
+    slack = (p99_sla_ms - max_wait_ms - p99_at_batch_ms) / p99_at_batch_ms * batch
     return max(1, math.floor(slack))
 
 
-def sla_knee(points: Sequence[BatchPoint], sla_class: str, p99_sla_ms: float | None, engine: str) -> SlaKnee:
-    """The knee of one engine's sweep for one SLA class.
-
-    - With a p99 SLA: the largest measured batch whose p99 <= the SLA (meets_sla True). If even the
-      smallest batch misses it, that batch-1 point with meets_sla False and queue_target 1.
-    - Without one (the batch class): the max-throughput batch, queue_target = that batch x 4.
-    """
-    if not points:
-        raise KneeError(f"no measured points for engine {engine!r}; cannot derive the {sla_class} knee")
-    ordered = sorted(points, key=lambda point: point.batch_size)
-    if p99_sla_ms is None:
-        best = max(ordered, key=lambda point: (point.throughput_rps, -point.batch_size))
-        return _knee(best, sla_class, engine, best.batch_size * BATCH_CLASS_QUEUE_FACTOR, meets=True)
-    meeting = [point for point in ordered if point.latency_p99_ms <= p99_sla_ms]
-    if not meeting:
-        return _knee(ordered[0], sla_class, engine, 1, meets=False)
-    knee = meeting[-1]
-    return _knee(knee, sla_class, engine, queue_target(p99_sla_ms, knee.latency_p99_ms, knee.batch_size), meets=True)
-
-
-def knees_for_engine(points: Sequence[BatchPoint], classes: Mapping[str, SlaClass], engine: str) -> dict[str, SlaKnee]:
-    return {name: sla_knee(points, name, sla.p99_ms, engine) for name, sla in classes.items()}
-
-
-def best_knee(candidates: Sequence[SlaKnee]) -> SlaKnee:
-    """Across engines: a knee that meets the SLA beats one that does not; then the higher throughput."""
+def plan_sla(sweep: Sweep, sla_class: str, sla: SlaClass, batching: BatchingParams) -> SlaPlan:
+    """The SLA plan of a deployment whose engine was measured by `sweep` (see the module docstring)."""
+    ordered = sorted(sweep.points, key=lambda point: point.batch_size)
+    candidates = [point for point in ordered if point.batch_size <= batching.max_batch_size]
     if not candidates:
-        raise KneeError("no knees to choose from")
-    return max(candidates, key=lambda knee: (knee.meets_sla, knee.throughput_rps))
+        raise SlaError(
+            f"max_batch_size {batching.max_batch_size} is below every measured batch size "
+            f"{[p.batch_size for p in ordered]} of the {sweep.engine} sweep ({sweep.threads} threads, {sweep.device})"
+        )
+    wait = batching.max_wait_ms
 
+    def fits(point: BatchPoint) -> bool:
+        return sla.p99_ms is not None and wait + point.latency_p99_ms_max <= sla.p99_ms
 
-def _knee(point: BatchPoint, sla_class: str, engine: str, target: int, *, meets: bool) -> SlaKnee:
-    return SlaKnee(
+    if sla.p99_ms is None:
+        chosen = max(candidates, key=lambda point: (point.throughput_rps, -point.batch_size))
+        target, meets = chosen.batch_size * BATCH_CLASS_QUEUE_FACTOR, True
+    else:
+        meeting = [point for point in candidates if fits(point)]
+        chosen = meeting[-1] if meeting else candidates[0]
+        meets = bool(meeting)
+        target = queue_target(sla.p99_ms, wait, chosen.latency_p99_ms_max, chosen.batch_size) if meets else 1
+    larger = [point for point in ordered if point.batch_size > batching.max_batch_size]
+    return SlaPlan(
         sla_class=sla_class,
-        engine=engine,
-        batch_size=point.batch_size,
-        latency_p99_ms=point.latency_p99_ms,
-        throughput_rps=point.throughput_rps,
-        cost_per_1k_usd=point.cost_per_1k_usd,
+        p99_sla_ms=sla.p99_ms,
+        engine=sweep.engine,
+        device=sweep.device,
+        threads=sweep.threads,
+        max_batch_size=batching.max_batch_size,
+        max_wait_ms=wait,
+        batch_size=chosen.batch_size,
+        latency_p99_ms=chosen.latency_p99_ms_max,
+        predicted_p99_ms=wait + chosen.latency_p99_ms_max,
+        throughput_rps=chosen.throughput_rps,
+        cost_per_1k_usd=chosen.cost_per_1k_usd,
         queue_target=target,
         meets_sla=meets,
+        larger_batch_fits=sla.p99_ms is not None and any(fits(point) for point in larger),
     )

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infopt.manifest import Artifact, BatchPoint, Fingerprint
+from infopt.manifest import AccuracyReport, Artifact, BatchPoint, Decision, Fingerprint, Sweep
 from infopt.params import Params
 
 if TYPE_CHECKING:
@@ -145,6 +145,33 @@ def variant_run(
         yield active
 
 
+@contextmanager
+def keyed_run(
+    params: Params,
+    run_key: str,
+    stage: str,
+    tags: Mapping[str, str] | None = None,
+    params_path: str | Path = "params.yaml",
+) -> Iterator[mlflow.ActiveRun]:
+    """`variant_run` for what is not a classifier variant (an LLM variant, a benchmark): the run is found
+    again by the same two tags, {infopt.variant: run_key, infopt.params_sha}, plus any extra `tags`."""
+    import mlflow
+
+    experiment_id = configure(params)
+    sha = params_sha(params_path)
+    run_id = find_run_id(experiment_id, run_key, sha)
+    if run_id is None:
+        run = mlflow.MlflowClient().create_run(
+            experiment_id,
+            tags={VARIANT_TAG: run_key, PARAMS_SHA_TAG: sha, "mlflow.runName": f"{run_key}-{sha}", **(tags or {})},
+            run_name=f"{run_key}-{sha}",
+        )
+        run_id = run.info.run_id
+    with mlflow.start_run(run_id=run_id) as active:
+        mlflow.set_tag(f"{STAGE_TAG_PREFIX}{stage}", "done")
+        yield active
+
+
 def log_fingerprint(fp: Fingerprint | Mapping[str, Any]) -> None:
     """Fingerprint as tags of the active run (fingerprint.<field>, fingerprint.lib.<library>)."""
     import mlflow
@@ -182,34 +209,46 @@ def primary_engine(engines: Iterable[str]) -> str | None:
     return engines[0] if engines else None
 
 
-def log_benchmark(sweeps: Mapping[str, Iterable[BatchPoint]]) -> None:
-    """Log engine -> sweep into the active run: unprefixed for the primary engine, `<engine>_` for each."""
+def log_benchmark(sweeps: Iterable[Sweep]) -> None:
+    """Log every sweep into the active run as `<engine>_<threads>t_batch_<n>_...`; the primary engine's sweep with
+    the most threads also gets the spec's unprefixed names (`batch_16_throughput_req_sec`)."""
     import mlflow
 
-    primary = primary_engine(sweeps)
+    sweeps = list(sweeps)
+    primary = primary_engine(sweep.engine for sweep in sweeps)
+    main = max((s for s in sweeps if s.engine == primary), key=lambda s: s.threads, default=None)
     metrics: dict[str, float] = {}
-    for engine, points in sweeps.items():
-        for point in points:
-            metrics.update(batch_metrics(point, prefix=f"{engine}_"))
-            if engine == primary:
+    for sweep in sweeps:
+        for point in sweep.points:
+            metrics.update(batch_metrics(point, prefix=f"{sweep.engine}_{sweep.threads}t_"))
+            if sweep is main:
                 metrics.update(batch_metrics(point))
     if metrics:
         mlflow.log_metrics(metrics)
 
 
-def log_accuracy(kind: str, accuracy: float, macro_f1: float, accuracy_loss: float) -> None:
-    """accuracy, macro_f1, accuracy_loss and `<kind>_accuracy_loss` (e.g. int8_accuracy_loss)."""
+def log_accuracy(kind: str, quality: AccuracyReport, decision: Decision | None) -> None:
+    """accuracy and macro_f1 with their interval bounds; accuracy_loss (paired, vs the baseline) with its
+    upper bound and `<kind>_accuracy_loss` (e.g. int8_accuracy_loss), as the spec names it."""
     import mlflow
 
-    short_kind = {"int8_onnx": "int8"}.get(kind, kind)
-    mlflow.log_metrics(
-        {
-            "accuracy": accuracy,
-            "macro_f1": macro_f1,
-            "accuracy_loss": accuracy_loss,
-            f"{short_kind}_accuracy_loss": accuracy_loss,
+    metrics = {
+        "accuracy": quality.accuracy.estimate,
+        "accuracy_ci_low": quality.accuracy.low,
+        "accuracy_ci_high": quality.accuracy.high,
+        "macro_f1": quality.macro_f1.estimate,
+        "macro_f1_ci_low": quality.macro_f1.low,
+        "macro_f1_ci_high": quality.macro_f1.high,
+    }
+    if decision is not None:
+        short_kind = {"int8_onnx": "int8"}.get(kind, kind)
+        metrics |= {
+            "accuracy_loss": decision.loss.estimate,
+            "accuracy_loss_ci_high": decision.loss.high,
+            f"{short_kind}_accuracy_loss": decision.loss.estimate,
+            "within_accuracy_budget": float(decision.within_budget),
         }
-    )
+    mlflow.log_metrics(metrics)
 
 
 def log_variant_params(params: Params, variant_name: str) -> None:
@@ -304,7 +343,9 @@ def log_stage(
     with variant_run(params, variant_name, stage=stage):
         if metrics:
             mlflow.log_metrics(metrics)
-        logged = mlflow.active_run().data.params  # params are immutable in MLflow: log only new keys
+        active = mlflow.active_run()
+        assert active is not None  # variant_run started it
+        logged = active.data.params  # params are immutable in MLflow: log only new keys
         fresh = {key: value for key, value in text.items() if key not in logged}
         if fresh:
             mlflow.log_params(fresh)

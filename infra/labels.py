@@ -16,10 +16,9 @@ SHARED = "shared"
 
 TENANTS_ANNOTATION = "infopt.dev/tenants"  # comma-separated, on a shared namespace
 COST_CENTERS_ANNOTATION = "infopt.dev/cost-centers"
-ARTIFACT_SHA256 = "infopt.dev/artifact-sha256"  # on serving Deployments: what the init container fetches
+ARTIFACT_SHA256 = "infopt.dev/artifact-sha256"  # informational, for people: the policy pack reads the fetch itself
 VARIANT = "infopt.dev/variant"
 STACK = "infopt.dev/stack"
-REQUIRE_DIGESTS = "infopt.dev/require-image-digests"
 CONFIG_SHA256 = "infopt.dev/config-sha256"  # on the pod template: a config change rolls the pods
 
 

@@ -1,10 +1,11 @@
 """Offline plan: run the Pulumi program under mocks, validate every object, run the policy pack.
 
 This is a PLAN, not an apply: nothing talks to a cluster or a Pulumi backend. The mock monitor records each
-resource's type, name and inputs (camelCase, numbers as floats, converted back), each Kubernetes resource
-becomes a manifest dict, built-in kinds are validated with `kubernetes_validate` (strict: unknown fields
-fail) for the stack's Kubernetes version, and every policy of the pack runs on every resource, then every
-stack policy on the whole set, the way `pulumi preview --policy-pack policies` would.
+resource's type, name, inputs (camelCase, numbers as floats, converted back) and custom timeouts; each
+Kubernetes resource becomes a manifest dict, built-in kinds are validated with `kubernetes_validate`
+(strict: unknown fields fail) for the stack's Kubernetes version, and the policy pack, started as its own
+analyzer server (`infra.policy_analyzer`), analyzes every resource and then the whole stack over gRPC with
+the stack's policy config, the way `pulumi preview --policy-pack policies --policy-pack-config <file>` does.
 """
 
 from __future__ import annotations
@@ -18,35 +19,37 @@ from typing import Any
 
 import kubernetes_validate
 import pulumi
-from pulumi_policy import (
-    PolicyCustomTimeouts,
-    PolicyResource,
-    PolicyResourceOptions,
-    ResourceValidationArgs,
-    StackValidationArgs,
-)
-from pulumi_policy.proxy import unknown_checking_proxy
+from pulumi.runtime.mocks import MockMonitor
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from infopt.manifest import Manifest
 from infopt.params import Params
+from infra.policy_analyzer import AnalyzedResource, PolicyAnalyzer
+from infra.policy_config import policy_config
 from infra.program import build
 from infra.stack_config import PROJECT, StackConfig
 from infra.topology import resolve
-from policies.rules import RESOURCE_POLICIES, STACK_POLICIES
 
 K8S_PREFIX = "kubernetes:"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
 @dataclass(frozen=True)
 class PlannedResource:
     type: str  # Pulumi type token, e.g. kubernetes:apps/v1:Deployment
     name: str  # Pulumi logical name
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # the inputs: a Kubernetes manifest, or a Helm release's arguments
+    custom_timeouts_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # create, update, delete
+
+    @property
+    def is_helm_release(self) -> bool:
+        return self.type == HELM_RELEASE
 
     @property
     def key(self) -> tuple[str, str, str]:
+        if self.is_helm_release:
+            return "HelmRelease", str(self.manifest.get("namespace", "")), str(self.manifest.get("name", self.name))
         meta = self.manifest["metadata"]
         return self.manifest["kind"], meta.get("namespace", ""), meta["name"]
 
@@ -54,14 +57,18 @@ class PlannedResource:
     def urn(self) -> str:
         return f"urn:pulumi:{pulumi.get_stack()}::{PROJECT}::{self.type}::{self.name}"
 
+    def analyzed(self) -> AnalyzedResource:
+        return AnalyzedResource(self.type, self.name, self.urn, self.manifest, self.custom_timeouts_s)
+
 
 @dataclass
 class PlanResult:
     stack: str
     kubernetes_version: str
     resources: list[PlannedResource]
+    policies: list[str] = field(default_factory=list)  # the pack's policies, as its analyzer lists them
     schema_errors: list[dict[str, str]] = field(default_factory=list)
-    schema_skipped: list[str] = field(default_factory=list)  # custom resources: no schema shipped
+    schema_skipped: list[str] = field(default_factory=list)  # custom resources and Helm releases: no schema
     violations: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -69,7 +76,7 @@ class PlanResult:
         return not self.schema_errors and not self.violations
 
     def counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(r.manifest["kind"] for r in self.resources).items()))
+        return dict(sorted(Counter(r.key[0] for r in self.resources).items()))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -81,17 +88,23 @@ class PlanResult:
             "schema_validated": len(self.resources) - len(self.schema_skipped),
             "schema_skipped_custom_resources": self.schema_skipped,
             "schema_errors": self.schema_errors,
-            "policies": [p.name for p in (*RESOURCE_POLICIES, *STACK_POLICIES)],
+            "policies": self.policies,
             "violations": self.violations,
             "ok": self.ok,
         }
 
 
+SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")  # Pulumi's wire format
+
+
 def _numbers(value: Any) -> Any:
-    """Mock inputs carry every number as a float; Kubernetes integers must be ints again."""
+    """Mock inputs carry every number as a float and secret values (a Secret's stringData) wrapped in
+    Pulumi's secret signature; the manifest gets integers and the plain value back."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
+        if value.get(SECRET_SIG[0]) == SECRET_SIG[1]:
+            return _numbers(value.get("value"))
         return {key: _numbers(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_numbers(item) for item in value]
@@ -103,6 +116,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str, dict[str, Any]]] = []
+        self.timeouts: dict[tuple[str, str], tuple[float, float, float]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         if args.custom:
@@ -113,6 +127,41 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+def _duration_s(text: str) -> float:
+    """A Pulumi custom timeout ("960s", "16m", "1h") in seconds; empty = the provider's default (0)."""
+    if not text:
+        return 0.0
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]]
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock resource monitor, also keeping what the engine would get besides the inputs: custom timeouts."""
+
+    def RegisterResource(self, request: Any) -> Any:
+        timeouts = request.customTimeouts
+        self.mocks.timeouts[(request.type, request.name)] = (
+            _duration_s(timeouts.create),
+            _duration_s(timeouts.update),
+            _duration_s(timeouts.delete),
+        )
+        return super().RegisterResource(request)
+
+
+def set_recording_mocks(project: str, stack: str, preview: bool = True) -> RecordingMocks:
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=RecordingMonitor(mocks))
+    return mocks
+
+
+def planned(mocks: RecordingMocks) -> list[PlannedResource]:
+    return [
+        PlannedResource(typ, name, inputs, mocks.timeouts.get((typ, name), (0.0, 0.0, 0.0)))
+        for typ, name, inputs in mocks.records
+        if typ.startswith(K8S_PREFIX)
+    ]
+
+
 def run_program(params: Params, manifest: Manifest, stack_config: StackConfig, stack: str) -> list[PlannedResource]:
     """Run `program.build` under mocks for `stack`; returns the Kubernetes resources it declared, in order."""
     resolve(params, manifest, stack_config)  # fail on bad input before the runtime declares anything
@@ -120,8 +169,7 @@ def run_program(params: Params, manifest: Manifest, stack_config: StackConfig, s
     # since a caller (pytest-asyncio, an earlier async task) may have left the thread with none set.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=True)
+    mocks = set_recording_mocks(PROJECT, stack)
 
     def program() -> pulumi.Output:
         import pulumi_kubernetes as kubernetes
@@ -135,11 +183,14 @@ def run_program(params: Params, manifest: Manifest, stack_config: StackConfig, s
     finally:
         asyncio.set_event_loop(None)
         loop.close()
-    return [PlannedResource(typ, name, inputs) for typ, name, inputs in mocks.records if typ.startswith(K8S_PREFIX)]
+    return planned(mocks)
 
 
 def validate_schemas(result: PlanResult) -> None:
     for resource in result.resources:
+        if resource.is_helm_release:
+            result.schema_skipped.append("/".join(resource.key))
+            continue
         try:
             kubernetes_validate.validate(resource.manifest, result.kubernetes_version, strict=True)
         except kubernetes_validate.SchemaNotFoundError:
@@ -149,51 +200,37 @@ def validate_schemas(result: PlanResult) -> None:
             result.schema_errors.append({"resource": "/".join(resource.key), "path": where, "message": error.message})
 
 
-def _options() -> PolicyResourceOptions:
-    return PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
-
-
-def run_policies(result: PlanResult, policy_config: dict[str, dict[str, Any]]) -> None:
-    """Every resource policy on every resource, then every stack policy on all of them."""
-
-    def reporter(policy: str, fallback: str):
-        def report(message: str, urn: str | None = None) -> None:
-            result.violations.append({"policy": policy, "resource": urn or fallback, "message": message})
-
-        return report
-
+def run_policies(result: PlanResult, analyzer: PolicyAnalyzer, config: dict[str, dict[str, Any]]) -> None:
+    """Configure the pack, analyze every resource, then the stack, through the analyzer's gRPC interface."""
+    analyzer.configure(config)
+    result.policies = analyzer.policy_names
+    diagnostics = []
     for resource in result.resources:
-        for policy in RESOURCE_POLICIES:
-            args = ResourceValidationArgs(
-                resource.type,
-                unknown_checking_proxy(resource.manifest),
-                resource.urn,
-                resource.name,
-                _options(),
-                None,
-                policy_config.get(policy.name, {}),
-            )
-            policy.validate(args, reporter(policy.name, resource.urn))
-    stack_resources = [
-        PolicyResource(r.type, unknown_checking_proxy(r.manifest), r.urn, r.name, _options(), None, None, [], {})
-        for r in result.resources
+        diagnostics += analyzer.analyze(resource.analyzed())
+    stack_urn = f"urn:pulumi:{result.stack}::{PROJECT}::pulumi:pulumi:Stack::{PROJECT}-{result.stack}"
+    diagnostics += analyzer.analyze_stack([r.analyzed() for r in result.resources], stack_urn)
+    result.violations = [
+        {"policy": d.policy, "resource": d.urn, "message": d.message, "enforcement": d.enforcement} for d in diagnostics
     ]
-    for policy in STACK_POLICIES:
-        args = StackValidationArgs(stack_resources, policy_config.get(policy.name, {}))
-        policy.validate(args, reporter(policy.name, f"stack {result.stack}"))
 
 
-def plan(params: Params, manifest: Manifest, manifest_path: Path, stack_config: StackConfig, stack: str) -> PlanResult:
+def plan(
+    params: Params,
+    manifest: Manifest,
+    stack_config: StackConfig,
+    stack: str,
+    analyzer: PolicyAnalyzer | None = None,
+) -> PlanResult:
+    """Plan `stack`; pass a running `analyzer` to reuse one policy pack process across several plans."""
     resources = run_program(params, manifest, stack_config, stack)
     result = PlanResult(stack, stack_config.kubernetes_version, resources)
     validate_schemas(result)
-    run_policies(
-        result,
-        {
-            "artifact-within-accuracy-budget": {"manifestPath": str(Path(manifest_path).resolve())},
-            "images-pinned-by-digest": {"requireImageDigests": stack_config.require_image_digests},
-        },
-    )
+    config = policy_config(manifest, stack_config)
+    if analyzer is None:
+        with PolicyAnalyzer() as started:
+            run_policies(result, started, config)
+    else:
+        run_policies(result, analyzer, config)
     return result
 
 
@@ -212,6 +249,13 @@ def _readable(value: Any) -> Any:
     return value
 
 
+def _document(resource: PlannedResource) -> dict[str, Any]:
+    """A Helm release is written as the arguments Pulumi passes to Helm, under a comment-like header."""
+    if resource.is_helm_release:
+        return {"pulumiHelmRelease": resource.type, **resource.manifest}
+    return resource.manifest
+
+
 def write_plan(result: PlanResult, out_dir: Path) -> tuple[Path, Path]:
     """`<out>/<stack>.yaml` (multi-document manifests) and `<out>/<stack>.summary.json`."""
     out_dir = Path(out_dir)
@@ -225,7 +269,7 @@ def write_plan(result: PlanResult, out_dir: Path) -> tuple[Path, Path]:
             f"# {result.summary()['title']}\n# {len(result.resources)} objects; summary in "
             f"{result.stack}.summary.json\n"
         )
-        yaml.dump_all([_readable(r.manifest) for r in result.resources], handle)
+        yaml.dump_all([_readable(_document(r)) for r in result.resources], handle)
     summary = out_dir / f"{result.stack}.summary.json"
     summary.write_text(json.dumps(result.summary(), indent=2) + "\n")
     return manifests, summary

@@ -1,9 +1,12 @@
-"""One params deployment as Kubernetes objects: ConfigMap, Deployment, Service, PDB and HPA.
+"""One params deployment as Kubernetes objects: Secret, ConfigMap, Deployment, Service, PDB, HPA and route.
 
 The pod fetches its model at start: an init container runs `infopt artifact fetch` against the stack's
 artifact store with the manifest's content hash, so a pod never serves a model other than the one the
-manifest names. The HPA scales on the gateway's `request_queue_length` with the manifest's SLA-knee
-`queue_target` as the per-pod target. The HPA owns the replica count, so the Deployment sets none.
+manifest names; it runs as the namespace's workload-identity ServiceAccount, so a private S3/GCS bucket can
+be read. The HPA scales on the gateway's `request_queue_length` (and, for vLLM, on the waiting requests vLLM
+reports) with the manifest's SLA-knee `queue_target` as the per-pod target. The HPA owns the replica
+count, so the Deployment sets none. params.yaml (with the tenants' API-key hashes) is a Secret, which the
+tenant-viewer Role cannot read; the manifest is a ConfigMap.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from infra.labels import (
     COST_CENTER,
     DEPLOYMENT,
     MODEL_SERVER,
-    REQUIRE_DIGESTS,
     SHARED,
     SLA_CLASS,
     STACK,
@@ -34,9 +36,17 @@ from infra.labels import (
     VARIANT,
     server_selector,
 )
+from infra.metrics import VLLM_WAITING
 from infra.resources import declare
 from infra.stack_config import StackConfig
-from infra.topology import GATEWAY_PORT, VLLM_PORT, ServingPlan, priority_class_name
+from infra.topology import (
+    GATEWAY_PORT,
+    VLLM_PORT,
+    VLLM_STARTUP_FAILURES,
+    VLLM_STARTUP_PERIOD_S,
+    ServingPlan,
+    priority_class_name,
+)
 
 CONFIG_DIR = "/etc/infopt"
 MODELS_DIR = "/models"
@@ -70,11 +80,19 @@ def scoped_params(params: Params, plan: ServingPlan) -> Params:
 
 
 def config_data(params: Params, manifest: Manifest, plan: ServingPlan) -> dict[str, str]:
+    """The pod's /etc/infopt: params.yaml (goes into a Secret) and manifest.json (a ConfigMap)."""
     buffer = io.StringIO()
     yaml = YAML(typ="safe")
     yaml.default_flow_style = False
     yaml.dump(scoped_params(params, plan).model_dump(mode="json"), buffer)
     return {"params.yaml": buffer.getvalue(), "manifest.json": manifest.model_dump_json(indent=1) + "\n"}
+
+
+def await_seconds(plan: ServingPlan, stack: StackConfig) -> int:
+    """Pulumi's wait for the rollout: image pull, the artifact download, the slowest start-up, and slack.
+    Pulumi's default (10 minutes) is shorter than a vLLM pod's 600 s startup probe plus its fetch."""
+    budget = stack.deploy_await
+    return budget.image_pull_s + stack.artifact_store.fetch_timeout_s + plan.startup_budget_s + budget.slack_s
 
 
 def _labels(plan: ServingPlan) -> dict[str, str]:
@@ -94,10 +112,73 @@ def _probe(path: str, port: str | int, period_s: int, failures: int) -> dict[str
     return {"httpGet": {"path": path, "port": port}, "periodSeconds": period_s, "failureThreshold": failures}
 
 
+def fetch_env(stack: StackConfig) -> list[dict[str, str]]:
+    """The fetch container's environment: a writable HOME, and the S3 client's region/endpoint if set."""
+    store = stack.artifact_store
+    env = [{"name": "HOME", "value": "/tmp"}]
+    if store.region:
+        env.append({"name": "AWS_REGION", "value": store.region})
+    if store.endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": store.endpoint_url})
+    return env
+
+
+def route_doc(plan: ServingPlan, stack: StackConfig, labels: dict[str, str]) -> dict[str, Any] | None:
+    """The Ingress or HTTPRoute that sends `<deployment>.<domain>` to the gateway Service (none: no route)."""
+    ingress, name, ns = stack.ingress, plan.deployment.name, plan.namespace
+    if ingress.mode == "none":
+        return None
+    host = ingress.host(name)
+    meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": labels}
+    if ingress.mode == "gatewayApi":
+        assert ingress.gateway is not None  # the stack config model guarantees it for this mode
+        parent: dict[str, Any] = {"name": ingress.gateway.name, "namespace": ingress.gateway.namespace}
+        if ingress.gateway.section_name:
+            parent["sectionName"] = ingress.gateway.section_name
+        return {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": meta,
+            "spec": {
+                "parentRefs": [parent],
+                "hostnames": [host],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                        "backendRefs": [{"name": name, "port": GATEWAY_PORT}],
+                    }
+                ],
+            },
+        }
+    if ingress.annotations:
+        meta["annotations"] = dict(ingress.annotations)
+    spec: dict[str, Any] = {
+        "ingressClassName": ingress.class_name,
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": name, "port": {"number": GATEWAY_PORT}}},
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    if ingress.tls:
+        spec["tls"] = [{"hosts": [host], "secretName": f"{name}-tls"}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
+
+
 def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str, Any]:
     name, variant = plan.deployment.name, plan.variant.name
     model_dir = f"{MODELS_DIR}/{variant}"
     mounts = [{"name": "models", "mountPath": MODELS_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    store = stack.artifact_store
     gateway_args = [
         "serve",
         "--params",
@@ -147,11 +228,13 @@ def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str,
                 ],
                 "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
                 "ports": [{"name": "vllm", "containerPort": VLLM_PORT, "protocol": "TCP"}],
-                "startupProbe": _probe("/health", "vllm", 10, 60),  # model load and CUDA graph capture take minutes
+                # model load and CUDA graph capture take minutes
+                "startupProbe": _probe("/health", "vllm", VLLM_STARTUP_PERIOD_S, VLLM_STARTUP_FAILURES),
                 "readinessProbe": _probe("/health", "vllm", 5, 2),
                 "resources": plan.resources["vllm"],
                 "securityContext": CONTAINER_SECURITY,
-                "volumeMounts": mounts,
+                # NCCL and PyTorch's shared-memory tensors need more than the runtime's 64 MiB /dev/shm
+                "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
             }
         )
     fetch = {
@@ -162,12 +245,15 @@ def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str,
             "artifact",
             "fetch",
             "--url",
-            f"{stack.artifact_base_url}/{plan.artifact.sha256}.tar.gz",
+            f"{store.base_url}/{plan.artifact.sha256}.tar.gz",
             "--sha256",
             plan.artifact.sha256,
             "--dest",
             model_dir,
+            "--timeout-s",
+            str(store.fetch_timeout_s),
         ],
+        "env": fetch_env(stack),
         "resources": plan.resources["fetch"],
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": mounts,
@@ -176,6 +262,7 @@ def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str,
     models_mib = max(1, math.ceil(2 * plan.artifact.size_bytes / 2**20))
     spec: dict[str, Any] = {
         "priorityClassName": priority_class_name(plan.sla_class),
+        "serviceAccountName": stack.workload_identity.service_account,
         "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY,
         "terminationGracePeriodSeconds": math.ceil(params.serving.shutdown_grace_s) + TERMINATION_SLACK_S,
@@ -184,9 +271,39 @@ def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str,
         "volumes": [
             {"name": "models", "emptyDir": {"sizeLimit": f"{models_mib}Mi"}},
             {"name": "tmp", "emptyDir": {}},
-            {"name": "config", "configMap": {"name": f"{name}-config"}},
+            {
+                "name": "config",
+                "projected": {
+                    "sources": [
+                        {
+                            "secret": {
+                                "name": f"{name}-params",
+                                "items": [{"key": "params.yaml", "path": "params.yaml"}],
+                            }
+                        },
+                        {
+                            "configMap": {
+                                "name": f"{name}-config",
+                                "items": [{"key": "manifest.json", "path": "manifest.json"}],
+                            }
+                        },
+                    ]
+                },
+            },
+        ],
+        "topologySpreadConstraints": [
+            {
+                "topologyKey": key,
+                "maxSkew": 1,
+                "whenUnsatisfiable": stack.topology_spread,
+                "labelSelector": {"matchLabels": server_selector(name)},
+                "matchLabelKeys": ["pod-template-hash"],  # spread each rollout's ReplicaSet on its own
+            }
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
         ],
     }
+    if plan.deployment.engine == "vllm":
+        spec["volumes"].append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": stack.vllm_shm_size}})
     if plan.uses_gpu:
         if stack.gpu_node_selector:
             spec["nodeSelector"] = dict(stack.gpu_node_selector)
@@ -195,28 +312,50 @@ def pod_spec(plan: ServingPlan, params: Params, stack: StackConfig) -> dict[str,
     return spec
 
 
+def hpa_metrics(plan: ServingPlan) -> list[dict[str, Any]]:
+    """Pods metrics, each with the manifest's per-pod queue target; the HPA follows the largest demand.
+    vLLM deployments add the requests waiting inside vLLM (the gateway re-exports vLLM's
+    vllm:num_requests_waiting), since the gateway forwards to vLLM and its own queue then stays short."""
+    names = [plan.deployment.autoscaling.metric]
+    if plan.deployment.engine == "vllm":
+        names.append(VLLM_WAITING[1])
+    return [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": metric},
+                "target": {"type": "AverageValue", "averageValue": str(plan.queue_target)},
+            },
+        }
+        for metric in names
+    ]
+
+
 def service_docs(
     plan: ServingPlan, params: Params, manifest: Manifest, stack: StackConfig, stack_name: str
 ) -> list[dict[str, Any]]:
-    """ConfigMap, Deployment, Service, PodDisruptionBudget (when min replicas > 1) and HPA, as manifests."""
+    """Secret, ConfigMap, Deployment, Service, PodDisruptionBudget, HPA and (unless ingress mode none) the
+    route, as manifests."""
     name, ns = plan.deployment.name, plan.namespace
     labels = _labels(plan)
     data = config_data(params, manifest, plan)
     config_sha = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    provenance = {
-        ARTIFACT_SHA256: plan.artifact.sha256,
-        VARIANT: plan.variant.name,
-        STACK: stack_name,
-        REQUIRE_DIGESTS: "true" if stack.require_image_digests else "false",
-    }
+    provenance = {ARTIFACT_SHA256: plan.artifact.sha256, VARIANT: plan.variant.name, STACK: stack_name}
     selector = {"matchLabels": server_selector(name)}
     auto = plan.deployment.autoscaling
     docs: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-params", "namespace": ns, "labels": labels},
+            "type": "Opaque",
+            "stringData": {"params.yaml": data["params.yaml"]},
+        },
+        {
+            "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": f"{name}-config", "namespace": ns, "labels": labels},
-            "data": data,
+            "data": {"manifest.json": data["manifest.json"]},
         },
         {
             "apiVersion": "apps/v1",
@@ -226,7 +365,7 @@ def service_docs(
                 "selector": selector,
                 "strategy": {
                     "type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": plan.max_surge, "maxUnavailable": 0 if plan.max_surge else 1},
+                    "rollingUpdate": {"maxSurge": plan.max_surge, "maxUnavailable": plan.max_unavailable},
                 },
                 "template": {
                     "metadata": {"labels": labels, "annotations": {**provenance, CONFIG_SHA256: config_sha}},
@@ -253,17 +392,15 @@ def service_docs(
                 "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}],
             },
         },
-    ]
-    if plan.min_replicas > 1:
-        docs.append(
-            {
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": {"name": name, "namespace": ns, "labels": labels},
-                "spec": {"minAvailable": 1, "selector": selector},
-            }
-        )
-    docs.append(
+        {
+            # One pod at a time for every deployment: a drain never takes all replicas at once; with one
+            # replica the drain still proceeds (a stack that cannot accept that sets highAvailability).
+            # Crash-looping pods may always be evicted, so they never block a node upgrade.
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"maxUnavailable": 1, "selector": selector, "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+        },
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -272,15 +409,7 @@ def service_docs(
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                 "minReplicas": plan.min_replicas,
                 "maxReplicas": plan.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Pods",
-                        "pods": {
-                            "metric": {"name": auto.metric},
-                            "target": {"type": "AverageValue", "averageValue": str(plan.queue_target)},
-                        },
-                    }
-                ],
+                "metrics": hpa_metrics(plan),
                 "behavior": {
                     "scaleUp": {
                         "stabilizationWindowSeconds": auto.scale_up_stabilization_s,
@@ -294,8 +423,11 @@ def service_docs(
                     },
                 },
             },
-        }
-    )
+        },
+    ]
+    route = route_doc(plan, stack, labels)
+    if route is not None:
+        docs.append(route)
     return docs
 
 
@@ -319,7 +451,14 @@ class ServingDeployment(pulumi.ComponentResource):
         )
         super().__init__("infopt:infra:ServingDeployment", name, None, aliased)
         self.plan = plan
+        self.host = stack.ingress.host(plan.deployment.name) if stack.ingress.mode != "none" else None
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends_on)
+        wait = f"{await_seconds(plan, stack)}s"
+        rollout = pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(create=wait, update=wait))
+        )
         self.docs = service_docs(plan, params, manifest, stack, pulumi.get_stack())
-        self.resources = {doc["kind"]: declare(doc, child) for doc in self.docs}
+        self.resources = {
+            doc["kind"]: declare(doc, rollout if doc["kind"] == "Deployment" else child) for doc in self.docs
+        }
         self.register_outputs({"namespace": plan.namespace, "deployment": plan.deployment.name})

@@ -29,7 +29,12 @@ from infra.stack_config import StackConfig
 from infra.topology import GATEWAY_PORT, ServingPlan, tenant_namespace, tenant_quota_hard
 
 RBAC = "rbac.authorization.k8s.io"
-VIEW_RULES = [  # what a tenant's people may see of their serving: no secrets, no writes
+DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+POD_SECURITY = {  # Pod Security Admission: the API server itself rejects pods that are not `restricted`
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+VIEW_RULES = [  # what a tenant's people may see of their serving: no secrets (params.yaml with key hashes), no writes
     {
         "apiGroups": [""],
         "resources": ["pods", "pods/log", "services", "endpoints", "configmaps", "events"],
@@ -48,6 +53,15 @@ class NamespaceSpec:
     annotations: dict[str, str]
     quota_hard: dict[str, str]
     groups: tuple[str, ...]  # identity-provider groups bound to the read-only Role
+    shared: bool = False  # several tenants' groups: their logs would show each other's traffic
+
+
+def view_rules(shared: bool) -> list[dict[str, Any]]:
+    """The tenant-viewer Role; in a shared namespace without pods/log, which carry every tenant's requests."""
+    if not shared:
+        return VIEW_RULES
+    core = {**VIEW_RULES[0], "resources": [r for r in VIEW_RULES[0]["resources"] if r != "pods/log"]}
+    return [core, *VIEW_RULES[1:]]
 
 
 def tenant_group(tenant: TenantParams) -> str:
@@ -79,12 +93,26 @@ def shared_spec(plan: ServingPlan, quota_hard: dict[str, str]) -> NamespaceSpec:
         },
         quota_hard=quota_hard,
         groups=tuple(tenant_group(t) for t in plan.tenants),
+        shared=True,
     )
 
 
 def namespace_docs(spec: NamespaceSpec, stack: StackConfig) -> list[dict[str, Any]]:
-    """Namespace, ResourceQuota, LimitRange, two NetworkPolicies, Role and RoleBinding, as manifests."""
+    """Namespace, ResourceQuota, LimitRange, two NetworkPolicies, ServiceAccount, Role and RoleBinding."""
     ns = spec.namespace
+    dns = stack.dns
+    dns_peers: list[dict[str, Any]] = [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": dns.namespace}},
+            "podSelector": {"matchLabels": dict(dns.pod_labels)},
+        },
+        *({"ipBlock": {"cidr": cidr}} for cidr in dns.node_local_cidrs),
+    ]
+    store_egress = [
+        {"to": [rule.peer()], "ports": [{"protocol": "TCP", "port": port} for port in rule.ports]}
+        for rule in stack.artifact_store.egress
+    ]
+    identity = stack.workload_identity
     size = {"cpu": stack.default_container.cpu, "memory": stack.default_container.memory}
     servers = {"matchLabels": {PART_OF: PROJECT_LABEL, COMPONENT: MODEL_SERVER}}
 
@@ -97,7 +125,7 @@ def namespace_docs(spec: NamespaceSpec, stack: StackConfig) -> list[dict[str, An
             "kind": "Namespace",
             "metadata": {
                 "name": ns,
-                "labels": spec.labels,
+                "labels": {**spec.labels, **POD_SECURITY},
                 **({"annotations": spec.annotations} if spec.annotations else {}),
             },
         },
@@ -128,27 +156,36 @@ def namespace_docs(spec: NamespaceSpec, stack: StackConfig) -> list[dict[str, An
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [
                     {
-                        "from": [from_namespace(stack.ingress_namespace), from_namespace(stack.monitoring_namespace)],
+                        "from": [
+                            *(
+                                [from_namespace(stack.ingress.controller_namespace)]
+                                if stack.ingress.controller_namespace
+                                else []
+                            ),
+                            *({"ipBlock": {"cidr": cidr}} for cidr in stack.ingress.source_cidrs),
+                            from_namespace(stack.monitoring_namespace),
+                        ],
                         "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
                     }
                 ],
-                "egress": [
-                    {
-                        "to": [from_namespace("kube-system")],
-                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                    },
-                    {
-                        "to": [{"ipBlock": {"cidr": stack.artifact_store_cidr}}],
-                        "ports": [{"protocol": "TCP", "port": stack.artifact_store_port}],
-                    },
-                ],
+                "egress": [{"to": dns_peers, "ports": DNS_PORTS}, *store_egress],
             },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": identity.service_account,
+                "namespace": ns,
+                **({"annotations": identity.annotations()} if identity.annotations() else {}),
+            },
+            "automountServiceAccountToken": False,  # the pods never call the API server
         },
         {
             "apiVersion": f"{RBAC}/v1",
             "kind": "Role",
             "metadata": {"name": "tenant-viewer", "namespace": ns},
-            "rules": VIEW_RULES,
+            "rules": view_rules(spec.shared),
         },
         {
             "apiVersion": f"{RBAC}/v1",

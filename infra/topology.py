@@ -21,11 +21,15 @@ from infopt.deployments import DeploymentError, resolve_deployment
 from infopt.manifest import Artifact, Manifest, VariantEntry
 from infopt.params import Deployment, Params, Tenant
 from infopt.quantity import format_cpu, format_memory, parse_quantity, pod_requests
+from infopt.sla import SlaPlan
 from infra.stack_config import StackConfig
 
 GPU = "nvidia.com/gpu"
 GATEWAY_PORT = 8000  # the gateway's --port; Service, probes and NetworkPolicy follow it
 VLLM_PORT = 8001  # vLLM's --port inside the pod; only the gateway (127.0.0.1) talks to it
+VLLM_STARTUP_PERIOD_S = 10
+VLLM_STARTUP_FAILURES = 60  # 600 s for model load and CUDA graph capture before the kubelet restarts vLLM
+GATEWAY_STARTUP_S = 60  # an in-process ONNX/torch model loads in seconds; a minute of margin
 
 
 class TopologyError(ValueError):
@@ -67,10 +71,12 @@ class ServingPlan:
     sla_class: str  # the highest class among its tenants
     variant: VariantEntry
     artifact: Artifact
-    queue_target: int  # manifest sla_knees[sla_class].queue_target
+    queue_target: int  # the deployment's SLA plan (infopt/sla.py); vLLM: 1 (its HPA reads waiting requests)
+    sla: SlaPlan | None
     min_replicas: int
     max_replicas: int
-    max_surge: int  # 0 for GPU pods: a rollout must not need a spare GPU
+    max_surge: int  # pods a rollout may add; 0 only for GPU pods rolled in place (stack gpuRollout: inPlace)
+    max_unavailable: int  # 0 whenever a surge pod exists: a rollout never drops below the current count
     images: dict[str, str]  # role (gateway, vllm) -> image reference
     resources: dict[str, dict[str, Any]]  # container role (gateway, vllm, fetch) -> resources block
 
@@ -81,6 +87,13 @@ class ServingPlan:
     @property
     def uses_gpu(self) -> bool:
         return self.deployment.resources.gpu > 0
+
+    @property
+    def startup_budget_s(self) -> int:
+        """How long the slowest container may take to become ready once the init container is done."""
+        if self.deployment.engine == "vllm":
+            return VLLM_STARTUP_PERIOD_S * VLLM_STARTUP_FAILURES
+        return GATEWAY_STARTUP_S
 
     @property
     def pod_requests(self) -> dict[str, Decimal]:
@@ -111,6 +124,13 @@ class Topology:
     def serving_namespaces(self) -> list[str]:
         return sorted({plan.namespace for plan in self.services})
 
+    @property
+    def workload_identity_subjects(self) -> list[str]:
+        """The Kubernetes identities the cloud must trust to read the artifact store (IRSA trust policy
+        `sub`, GKE `roles/iam.workloadIdentityUser` members `PROJECT.svc.id.goog[<ns>/<sa>]`)."""
+        account = self.stack.workload_identity.service_account
+        return [f"system:serviceaccount:{ns}:{account}" for ns in self.serving_namespaces]
+
 
 def quota_hard(cpu: Decimal, memory: Decimal, gpu: Decimal, pods: Decimal) -> dict[str, str]:
     """ResourceQuota `hard`. Extended resources (GPUs) only take the `requests.` prefix in a quota, since
@@ -136,18 +156,24 @@ def _check_subset(kind: str, chosen: list[str], known: list[str]) -> None:
         raise TopologyError(f"stack config infopt:{kind}: unknown {kind} {unknown}; params.yaml has {known}")
 
 
+def _queue_target(deployment: Deployment, sla: SlaPlan | None) -> int:
+    """The HPA's per-pod queue target: params' explicit one, else the deployment's SLA plan."""
+    if deployment.autoscaling.queue_target is not None:
+        return deployment.autoscaling.queue_target
+    if sla is None:
+        raise TopologyError(
+            f"deployments[{deployment.name}].autoscaling.queue_target is required for engine {deployment.engine}: "
+            "there is no classifier sweep to derive the HPA target from"
+        )
+    return sla.queue_target
+
+
 def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, deployment: Deployment) -> ServingPlan:
     try:
         resolved = resolve_deployment(params, manifest, deployment.name)
     except DeploymentError as error:
         raise TopologyError(str(error)) from None
     tenants, sla_class, entry, artifact = resolved.tenants, resolved.sla_class, resolved.variant, resolved.artifact
-    knee = entry.sla_knees.get(sla_class)
-    if knee is None:
-        raise TopologyError(
-            f"deployments[{deployment.name}]: manifest variant {entry.name!r} has no sla_knees[{sla_class!r}] "
-            f"(it has {sorted(entry.sla_knees)}); the HPA target comes from it"
-        )
     image_keys = {"gateway": gateway_image_key(deployment.engine)}
     if deployment.engine == "vllm":
         image_keys["vllm"] = "vllm"
@@ -157,10 +183,7 @@ def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, dep
             f"deployments[{deployment.name}] (engine {deployment.engine}) needs infopt:images {missing}; "
             f"the stack has {sorted(stack.images)}"
         )
-    bounds = stack.replica_overrides.get(deployment.name)
-    low, high = deployment.replicas.min, deployment.replicas.max
-    if bounds is not None:
-        low, high = bounds.clamp(low), bounds.clamp(high)
+    low, high = _replica_bounds(stack, deployment)
     size = deployment.resources
     resources = {"fetch": _size(stack.fetch_resources.cpu, stack.fetch_resources.memory)}
     if deployment.engine == "vllm":
@@ -169,6 +192,12 @@ def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, dep
     else:
         resources["gateway"] = _size(size.cpu, size.memory, size.gpu)
     shared = len(tenants) > 1
+    in_place = _check_gpu(stack, deployment, low)
+    if deployment.engine == "vllm" and parse_quantity(stack.vllm_shm_size) >= parse_quantity(size.memory):
+        raise TopologyError(
+            f"deployments[{deployment.name}]: infopt:vllmShmSize {stack.vllm_shm_size} is not below the vLLM "
+            f"container's memory {size.memory}; /dev/shm is memory-backed and counts toward that limit"
+        )
     return ServingPlan(
         deployment=deployment,
         namespace=shared_namespace(deployment.name) if shared else tenant_namespace(tenants[0].name),
@@ -176,13 +205,74 @@ def _resolve_service(params: Params, manifest: Manifest, stack: StackConfig, dep
         sla_class=sla_class,
         variant=entry,
         artifact=artifact,
-        queue_target=knee.queue_target,
+        queue_target=_queue_target(deployment, resolved.sla),
+        sla=resolved.sla,
         min_replicas=low,
         max_replicas=high,
-        max_surge=0 if size.gpu else 1,
+        max_surge=0 if in_place else 1,
+        max_unavailable=1 if in_place else 0,
         images={role: stack.images[key].ref(stack.image_registry) for role, key in image_keys.items()},
         resources=resources,
     )
+
+
+def _replica_bounds(stack: StackConfig, deployment: Deployment) -> tuple[int, int]:
+    """params replicas, with this stack's override values replacing them; an override that would pin the HPA
+    (min == max where params let it scale) or a min below 2 on a highAvailability stack is rejected."""
+    name, replicas = deployment.name, deployment.replicas
+    bounds = stack.replica_overrides.get(name)
+    low = bounds.min if bounds is not None and bounds.min is not None else replicas.min
+    high = bounds.max if bounds is not None and bounds.max is not None else replicas.max
+    where = f"infopt:replicaOverrides.{name}"
+    if low > high:
+        raise TopologyError(
+            f"{where}: min {low} > max {high} (params.yaml deployments[{name}].replicas is "
+            f"{replicas.min}..{replicas.max}; an override value replaces the params value)"
+        )
+    if low == high and replicas.min != replicas.max:
+        raise TopologyError(
+            f"{where}: replicas {low}..{high} would pin the HPA at {low} (params.yaml lets it scale "
+            f"{replicas.min}..{replicas.max}); set max above min"
+        )
+    if stack.high_availability and low < 2:
+        raise TopologyError(
+            f"deployments[{name}]: min replicas {low} on a highAvailability stack; a drain or rollout would leave "
+            f"it without a serving pod. Set {where}.min (or params replicas.min) to 2 or more"
+        )
+    return low, high
+
+
+def _check_gpu(stack: StackConfig, deployment: Deployment, min_replicas: int) -> bool:
+    """Validate a GPU deployment's scheduling and rollout; True when it rolls in place (maxSurge 0)."""
+    if not deployment.resources.gpu:
+        return False
+    name = deployment.name
+    if not stack.gpu_node_selector and not stack.gpu_tolerations:
+        raise TopologyError(
+            f"deployments[{name}] requests {deployment.resources.gpu} GPU(s) but the stack sets neither "
+            "infopt:gpuNodeSelector nor infopt:gpuTolerations; on tainted GPU nodes its pods would stay Pending "
+            "(e.g. gpuTolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}])"
+        )
+    if stack.gpu_rollout == "inPlace" and min_replicas < 2:
+        raise TopologyError(
+            f"deployments[{name}]: infopt:gpuRollout inPlace with min replicas {min_replicas} replaces the only "
+            "pod before its successor runs (a full outage on every rollout); use gpuRollout: surge (the quota "
+            "then needs one more GPU) or min replicas >= 2"
+        )
+    return stack.gpu_rollout == "inPlace"
+
+
+def _check_namespaces(services: list[ServingPlan], tenants: tuple[Tenant, ...]) -> None:
+    owners: dict[str, list[str]] = {}
+    for tenant in tenants:
+        owners.setdefault(tenant_namespace(tenant.name), []).append(f"tenant {tenant.name}")
+    for plan in services:
+        if plan.shared:
+            owners.setdefault(plan.namespace, []).append(f"shared deployment {plan.deployment.name}")
+    clashes = {ns: who for ns, who in owners.items() if len(who) > 1}
+    if clashes:
+        detail = "; ".join(f"{ns}: {', '.join(who)}" for ns, who in sorted(clashes.items()))
+        raise TopologyError(f"generated namespaces collide ({detail}); rename the tenant or the deployment")
 
 
 def _describe_need(need: Mapping[str, Decimal]) -> str:
@@ -233,6 +323,7 @@ def resolve(params: Params, manifest: Manifest, stack: StackConfig) -> Topology:
                 f"(infopt:tenants is {stack.tenants})"
             )
         services.append(_resolve_service(params, manifest, stack, deployment))
+    _check_namespaces(services, tenants)
     for tenant in tenants:
         _check_tenant_quota(tenant, [p for p in services if p.namespace == tenant_namespace(tenant.name)])
     shared_quotas = {}

@@ -1,27 +1,37 @@
 """Stage `manifest`: join builds, accuracy, benchmark, SLA knees, profiles and MLflow runs into
-artifacts/manifest.json (validated by infopt.manifest.Manifest), plus metrics/summary.json and the
+artifacts/manifest.json (validated by infopt.manifest.Manifest), plus metrics/summary/<variant>.json and the
 accuracy-vs-cost Pareto plot (plots/pareto.{json,png}).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from infopt.hashing import tree_sha256
-from infopt.manifest import Fingerprint, Manifest, SlaKnee, VariantBuild, VariantEntry
+from infopt.manifest import (
+    AccuracyReport,
+    Baselines,
+    Decision,
+    Fingerprint,
+    Manifest,
+    Sweep,
+    VariantBuild,
+    VariantEntry,
+)
 from infopt.params import Params, load_params
 from infopt.paths import MANIFEST_JSON, PREPARED_DIR, PROFILES_DIR
-from infopt.sla import best_knee
-from model_builds.benchmark import BENCHMARK_JSON, points_of
+from model_builds.benchmark import BENCHMARK_JSON, sweeps_of
+from model_builds.llm.record import llm_manifest
 from model_builds.measuring import read_json, write_json
 from model_builds.summary import pareto_rows, summary_metrics, summary_rows
 from model_builds.variants.record import enabled_builds
 
 ACCURACY_JSON = Path("metrics/accuracy.json")
-SUMMARY_JSON = Path("metrics/summary.json")
+SUMMARY_DIR = Path("metrics/summary")  # one small DVC metrics file per variant
 PARETO_JSON = Path("plots/pareto.json")
 PARETO_PNG = Path("plots/pareto.png")
 
@@ -51,39 +61,35 @@ def _verify_artifacts(build: VariantBuild, root: Path) -> None:
             )
 
 
-def _accuracy(build: VariantBuild, accuracy: Mapping[str, Any]) -> dict[str, Any]:
+def _quality(build: VariantBuild, accuracy: Mapping[str, Any]) -> dict[str, Any]:
+    """quality, quality_by_engine and decision of a built variant, from metrics/accuracy.json."""
     entry = accuracy.get("variants", {}).get(build.name)
     if build.status != "built":
         return {}
-    if entry is None or entry.get("status") == "skipped" or "accuracy" not in entry:
+    if entry is None or entry.get("status") != "built":
         raise ManifestStageError(
-            f"variant {build.name!r} is built but {ACCURACY_JSON} has no accuracy for it "
+            f"variant {build.name!r} is built but {ACCURACY_JSON} has no quality for it "
             f"(has {sorted(accuracy.get('variants', {}))}); re-run the evaluate stage"
         )
-    return {key: entry.get(key) for key in ("accuracy", "macro_f1", "accuracy_loss", "within_accuracy_budget")}
-
-
-def _knees(build: VariantBuild, report: Mapping[str, Any]) -> dict[str, SlaKnee]:
-    per_engine = report["variants"].get(build.name, {}).get("sla_knees", {})
-    classes = sorted({name for knees in per_engine.values() for name in knees})
+    cells = entry["engines"]
+    primary = cells[entry["primary_engine"]]
     return {
-        name: best_knee([SlaKnee.model_validate(knees[name]) for knees in per_engine.values() if name in knees])
-        for name in classes
+        "quality": AccuracyReport.model_validate(primary["quality"]),
+        "quality_by_engine": {engine: AccuracyReport.model_validate(cell["quality"]) for engine, cell in cells.items()},
+        "decision": Decision.model_validate(primary["decision"]) if "decision" in primary else None,
     }
 
 
 def variant_entry(
     build: VariantBuild, accuracy: Mapping[str, Any], report: Mapping[str, Any], root: Path, run_id: str | None
 ) -> VariantEntry:
-    benchmark: dict = {}
-    knees: dict = {}
+    sweeps: list[Sweep] = []
     profile: str | None = None
     details = dict(build.details)
     if build.status == "built":
         if build.name not in report["variants"]:
             raise ManifestStageError(f"variant {build.name!r} is built but {BENCHMARK_JSON} has no sweep for it")
-        benchmark = points_of(report, build.name)
-        knees = _knees(build, report)
+        sweeps = sweeps_of(dict(report), build.name)
         # An engine the benchmark could not time on this device (ONNX Runtime without a CUDA provider on a
         # GPU run) has no sweep; the reason travels with the variant instead.
         for engine, reason in report["variants"][build.name].get("engines_skipped", {}).items():
@@ -95,9 +101,8 @@ def variant_entry(
     _verify_artifacts(build, root)
     return VariantEntry(
         **build.model_dump(exclude={"details"}),
-        **_accuracy(build, accuracy),
-        benchmark=benchmark,
-        sla_knees=knees,
+        **_quality(build, accuracy),
+        sweeps=sweeps,
         profile=profile,
         details=details,
         mlflow_run_id=run_id,
@@ -119,8 +124,10 @@ def build_manifest(params: Params, root: Path = Path("."), run_ids: Mapping[str,
         device=report["device"],
         baseline=params.baseline.name,
         max_accuracy_loss=params.evaluate.max_accuracy_loss,
+        baselines=Baselines.model_validate(accuracy["baselines"]),
         fingerprint=Fingerprint.model_validate(report["fingerprint"]),
         variants=entries,
+        llm=llm_manifest(params, root),  # None unless params enables the causal-LM path
     )
 
 
@@ -139,8 +146,8 @@ def log_runs(params: Params, manifest: Manifest, root: Path = Path(".")) -> dict
             mlflow.set_tag("infopt.status", entry.status)
             if entry.skip_reason:
                 mlflow.set_tag("infopt.skip_reason", entry.skip_reason)
-            if entry.accuracy is not None:
-                log_accuracy(entry.kind, entry.accuracy, entry.macro_f1 or 0.0, entry.accuracy_loss or 0.0)
+            if entry.quality is not None:
+                log_accuracy(entry.kind, entry.quality, entry.decision)
             for artifact in entry.artifacts:
                 log_model(artifact, root)
     return run_ids
@@ -164,7 +171,12 @@ def main() -> None:
     write_json(MANIFEST_JSON, manifest.model_dump(mode="json"))
     rows = summary_rows(manifest)
     fingerprint = manifest.fingerprint.model_dump()
-    write_json(SUMMARY_JSON, {**summary_metrics(rows), "fingerprint": fingerprint})
+    if SUMMARY_DIR.exists():
+        shutil.rmtree(SUMMARY_DIR)
+    for row in rows:
+        write_json(
+            SUMMARY_DIR / f"{row.variant}.json", summary_metrics(row, manifest.device, manifest.fingerprint.git_sha)
+        )
     pareto = pareto_rows(rows)
     write_json(PARETO_JSON, {"pareto": pareto, "fingerprint": fingerprint})
     pareto_plot(

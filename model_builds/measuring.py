@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from infopt.engines.factory import load_engine
 from infopt.manifest import Artifact
 from infopt.paths import PREPARED_DIR, TOKENIZER_DIR
@@ -51,21 +49,6 @@ def tokenizer_dir(artifact: Artifact, root: Path = Path(".")) -> Path:
     if shared.is_dir():
         return shared
     raise BuildError(f"no tokenizer in {folder} or {shared}")
-
-
-def encode(texts: list[str], tokenizer_path: Path, max_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real texts padded/truncated to a fixed (N, max_seq_len) shape, int64 as the engines take them."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
-    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_seq_len, return_tensors="np")
-    return encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
-
-
-def cycle_batch(ids: np.ndarray, mask: np.ndarray, batch_size: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """The index-th batch of `batch_size` rows, cycling through the encoded set."""
-    rows = (np.arange(batch_size) + index * batch_size) % len(ids)
-    return ids[rows], mask[rows]
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from infopt.params import ArchitectureParams, TrainParams
+from infopt.progress import progress
 from model_builds.data import Example, encode, pad_batch
 
 # loss(logits, labels, example_index): the index (rows of the train split in this batch) lets a loss look up
@@ -44,6 +44,25 @@ class Encoded:
             index = order[start : start + batch_size]
             ids, mask = pad_batch([self.ids[i] for i in index], self.pad_id)
             yield ids, mask, self.labels[index]
+
+    def length_order(self) -> np.ndarray:
+        """Row indices sorted by length (stable): inference batches of similar lengths pad least."""
+        return np.argsort([len(row) for row in self.ids], kind="stable")
+
+    def bucketed_order(self, batch_size: int, rng: np.random.Generator, chunk_batches: int = 50) -> np.ndarray:
+        """A training order with little padding that is still random: shuffle, sort each chunk of
+        `chunk_batches` batches by length, cut it into batches, then shuffle the batches."""
+        order = rng.permutation(len(self.ids))
+        lengths = np.array([len(row) for row in self.ids])
+        chunk = batch_size * chunk_batches
+        batches: list[np.ndarray] = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[np.argsort(lengths[part], kind="stable")]
+            batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+        full = [batch for batch in batches if len(batch) == batch_size]
+        partial = [batch for batch in batches if len(batch) < batch_size]  # at most one: it goes last
+        return np.concatenate([full[i] for i in rng.permutation(len(full))] + partial)
 
 
 def encode_examples(tokenizer, examples: list[Example], max_seq_len: int) -> Encoded:
@@ -113,7 +132,8 @@ class TrainResult:
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -164,19 +184,11 @@ def train_classifier(
     loss_fn = loss_fn or (lambda logits, labels, _index: torch.nn.functional.cross_entropy(logits, labels))
     started = time.perf_counter()
     best_seen = -1.0
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(description, total=total, info="")
+    with progress(description, total) as tracker:
         for epoch in range(epochs):
             model.train()
             losses = []
-            order = rng.permutation(len(train))
+            order = train.bucketed_order(hp.batch_size, rng)
             starts = range(0, len(order), hp.batch_size)
             for start, (ids, mask, labels) in zip(starts, train.batches(hp.batch_size, order), strict=True):
                 ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
@@ -193,7 +205,7 @@ def train_classifier(
                     after_step(model)
                 losses.append(float(loss.detach()))
                 result.steps += 1
-                progress.update(task, advance=1, info=f"epoch {epoch + 1}/{epochs} loss {losses[-1]:.3f}")
+                tracker.advance(1, info=f"epoch {epoch + 1}/{epochs} loss {losses[-1]:.3f}")
             val_accuracy = evaluate_accuracy(model, val, hp.batch_size, device)
             result.val_accuracy.append(val_accuracy)
             result.train_loss.append(float(np.mean(losses)))
@@ -210,14 +222,18 @@ def train_classifier(
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, data: Encoded, batch_size: int, device: str) -> np.ndarray:
     model.eval()
+    order = data.length_order()
     outputs = []
-    for ids, mask, _ in data.batches(batch_size):
+    for ids, mask, _ in data.batches(batch_size, order):
         with _autocast(device):
             logits = model(
                 input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device)
             ).logits
         outputs.append(logits.float().cpu().numpy())
-    return np.concatenate(outputs)
+    logits_sorted = np.concatenate(outputs)
+    result = np.empty_like(logits_sorted)
+    result[order] = logits_sorted  # back to the rows' own order
+    return result
 
 
 def evaluate_accuracy(model: torch.nn.Module, data: Encoded, batch_size: int, device: str) -> float:
@@ -226,18 +242,6 @@ def evaluate_accuracy(model: torch.nn.Module, data: Encoded, batch_size: int, de
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(predictions) == np.asarray(labels))) if len(labels) else 0.0
-
-
-def macro_f1(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
-    """Unweighted mean of per-class F1 over all `num_labels` classes (a class never predicted nor present is 0)."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    scores = []
-    for label in range(num_labels):
-        tp = np.sum((predictions == label) & (labels == label))
-        fp = np.sum((predictions == label) & (labels != label))
-        fn = np.sum((predictions != label) & (labels == label))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
 
 
 def count_parameters(model: torch.nn.Module) -> int:

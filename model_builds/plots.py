@@ -31,7 +31,7 @@ def latency_plot(rows: Sequence[dict[str, Any]], path: Path, title: str, note: s
     figure, axis = plt.subplots(figsize=(8, 5))
     series: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
-        series.setdefault(f"{row['variant']}/{row['engine']}", []).append((row["batch_size"], row["latency_p99_ms"]))
+        series.setdefault(row["series"], []).append((row["batch_size"], row["latency_p99_ms"]))
     for label, values in series.items():
         values.sort()
         axis.plot([x for x, _ in values], [y for _, y in values], marker="o", label=label)

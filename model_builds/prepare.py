@@ -1,7 +1,6 @@
 """Stage 1: labelled text -> data/prepared/{train,val,test}.jsonl, labels.json, stats.json + the tokenizer.
 
-The default corpus is Debian's fortune-mod topic files (package `fortunes`, BSD licence, see
-/usr/share/doc/fortunes/copyright). The tokenizer is trained on the TRAIN split only, so nothing about
+The default corpus is WordNet 3.0's glosses labelled by lexicographer file (model_builds/data.py). The tokenizer is trained on the TRAIN split only, so nothing about
 val/test leaks into the vocabulary; with `model.pretrained` that model's own tokenizer is copied instead.
 """
 
@@ -19,10 +18,13 @@ from model_builds.data import (
     FORTUNES_DIR,
     FORTUNES_LICENCE,
     SPLITS,
+    WORDNET_DIR,
+    WORDNET_LICENCE,
     DataError,
     load_tokenizer,
     read_fortunes,
     read_table,
+    read_wordnet,
     split_examples,
     split_stats,
     train_tokenizer,
@@ -32,11 +34,16 @@ from model_builds.data import (
 
 def load_records(data: DataParams) -> tuple[list[tuple[str, str]], str, str]:
     """(records, source description, licence note) for the configured source."""
+    if data.source == "wordnet":
+        folder = Path(data.path) if data.path else WORDNET_DIR
+        if not folder.is_dir():
+            raise DataError(f"data.path: WordNet folder {folder} not found (install the Debian package `wordnet-base`)")
+        return read_wordnet(folder, data.categories, data.max_chars), f"wordnet:{folder}", WORDNET_LICENCE
     if data.source == "fortunes":
         folder = Path(data.path) if data.path else FORTUNES_DIR
         if not folder.is_dir():
             raise DataError(f"data.path: fortune folder {folder} not found (install the Debian package `fortunes`)")
-        return read_fortunes(folder, data.categories, data.max_chars), f"fortunes:{folder}", FORTUNES_LICENCE
+        return read_fortunes(folder, data.categories or [], data.max_chars), f"fortunes:{folder}", FORTUNES_LICENCE
     path = Path(data.path or "")
     records = read_table(path, data.source, data.text_field, data.label_field, data.max_chars)
     return records, f"{data.source}:{path}", "user-supplied data; licence as given by its owner"
@@ -46,7 +53,13 @@ def prepare(data: DataParams, model: ModelParams, seed: int, out_dir: Path, toke
     """Write the splits, labels, stats and tokenizer; returns the stats written to stats.json."""
     records, source, licence = load_records(data)
     labels, splits = split_examples(
-        records, data.max_per_class, data.val_fraction, data.test_fraction, seed, source=source
+        records,
+        data.max_per_class,
+        data.val_fraction,
+        data.test_fraction,
+        seed,
+        source=source,
+        max_train=data.max_train,
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

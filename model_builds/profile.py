@@ -11,10 +11,13 @@ Writes metrics/profiles/<variant>.json and a readable <variant>.txt.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,8 @@ from infopt.fingerprint import collect
 from infopt.manifest import Artifact, VariantBuild
 from infopt.params import Params, load_params
 from infopt.paths import PROFILES_DIR
-from model_builds.measuring import cycle_batch, encode, load_texts, open_engine, tokenizer_dir, write_json
+from model_builds.benchmark import ServedBatches, served_batches
+from model_builds.measuring import load_texts, open_engine, write_json
 from model_builds.variants.record import enabled_builds
 
 LABEL = "layer::"
@@ -94,19 +98,42 @@ def _module_labels(model: Any) -> list[tuple[str, Any]]:
         if not name or any(name.startswith(parent + ".") for parent, _ in chosen):
             continue
         path = name.replace("/", ".")
-        if (_LAYER.search(path) and _LAYER.search(path).end() == len(path)) or re.search(
+        layer = _LAYER.search(path)
+        if (layer is not None and layer.end() == len(path)) or re.search(
             r"(?:^|\.)(embeddings|pooler|classifier|pre_classifier)$", path
         ):
             chosen.append((name, module))
     return chosen
 
 
-def profile_torch(artifact: Artifact, ids: Any, mask: Any, params: Params, device: str, root: Path) -> dict[str, Any]:
+@contextmanager
+def without_kineto_chatter() -> Iterator[None]:
+    """torch's profiler (kineto) writes `USDT:... profiler_start/stop` lines straight to file descriptor 2; keep
+    everything else it writes to stderr, drop those lines (they are noise in every pipeline log)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [
+                line for line in sink.read().decode(errors="replace").splitlines(True) if not line.startswith("USDT:")
+            ]
+            sys.stderr.write("".join(kept))
+
+
+def profile_torch(
+    artifact: Artifact, batches: ServedBatches, params: Params, device: str, root: Path
+) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
     config = params.profile
-    engine = open_engine(artifact, device, params.benchmark.threads, root)  # fp8: the builder's Fp8Engine
+    engine = open_engine(artifact, device, params.benchmark.threads[-1], root)
     model = engine.model
     handles = []
     open_labels: dict[int, Any] = {}
@@ -121,13 +148,13 @@ def profile_torch(artifact: Artifact, ids: Any, mask: Any, params: Params, devic
 
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
-    batch_ids, batch_mask = cycle_batch(ids, mask, config.batch_size, 0)
+    batch_ids, batch_mask = batches.batch(config.batch_size, 0)
     engine.infer(batch_ids, batch_mask)  # warm-up outside the trace
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     try:
-        with profile(activities=activities, record_shapes=True) as trace:
+        with without_kineto_chatter(), profile(activities=activities, record_shapes=True) as trace:
             for index in range(config.iters):
-                batch_ids, batch_mask = cycle_batch(ids, mask, config.batch_size, index)
+                batch_ids, batch_mask = batches.batch(config.batch_size, index)
                 with record_function("forward"):
                     engine.infer(batch_ids, batch_mask)
             if device == "cuda":
@@ -171,7 +198,7 @@ def profile_torch(artifact: Artifact, ids: Any, mask: Any, params: Params, devic
     }
 
 
-def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device: str, root: Path) -> dict[str, Any]:
+def profile_onnx(artifact: Artifact, batches: ServedBatches, params: Params, device: str, root: Path) -> dict[str, Any]:
     import numpy as np
     import onnxruntime as ort
 
@@ -182,7 +209,7 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
     with tempfile.TemporaryDirectory() as scratch:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = params.benchmark.threads
+        options.intra_op_num_threads = params.benchmark.threads[-1]
         options.inter_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "ort")
@@ -194,7 +221,7 @@ def profile_onnx(artifact: Artifact, ids: Any, mask: Any, params: Params, device
         names = {item.name for item in session.get_inputs()}
         output = session.get_outputs()[0].name
         for index in range(config.iters + 1):  # the first run is the warm-up, dropped below
-            batch_ids, batch_mask = cycle_batch(ids, mask, config.batch_size, index)
+            batch_ids, batch_mask = batches.batch(config.batch_size, index)
             feed = {"input_ids": batch_ids, "attention_mask": batch_mask}
             if "token_type_ids" in names:
                 feed["token_type_ids"] = np.zeros_like(batch_ids)
@@ -260,16 +287,17 @@ def profile_variant(build: VariantBuild, params: Params, texts: list[str], devic
     artifact = build.find_artifact("torch") or build.find_artifact("onnxruntime")
     if artifact is None:
         raise ValueError(f"variant {build.name!r} is built but has no torch or onnxruntime artifact")
-    ids, mask = encode(texts, tokenizer_dir(artifact, root), params.model.max_seq_len)
+    batches = served_batches(artifact, texts, params.model.max_seq_len, root)
     run = profile_torch if artifact.engine == "torch" else profile_onnx
-    result = run(artifact, ids, mask, params, device, root)
+    result = run(artifact, batches, params, device, root)
+    widths = [batches.batch(params.profile.batch_size, index)[0].shape[1] for index in range(params.profile.iters)]
     return {
         "variant": build.name,
         "artifact": artifact.path,
         "precision": artifact.precision,
         "device": device,
         "batch_size": params.profile.batch_size,
-        "seq_len": params.model.max_seq_len,
+        "seq_len": round(float(sum(widths)) / len(widths), 1),  # mean padded width of the profiled batches
         "iters": params.profile.iters,
         **result,
     }

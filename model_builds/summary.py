@@ -1,4 +1,4 @@
-"""The one-line-per-variant summary: metrics/summary.json (DVC metrics), `infopt pipeline summary`, Pareto.
+"""The one-line-per-variant summary: metrics/summary/<variant>.json (DVC metrics), `infopt pipeline summary`, Pareto.
 
 Everything here is derived from the manifest, so the table, the metrics file and the plot always agree.
 """
@@ -8,9 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from infopt.manifest import BatchPoint, Manifest, VariantEntry
-
-SUMMARY_BATCHES = (1, 16)
+from infopt.manifest import BatchPoint, Manifest, Sweep, VariantEntry
 
 
 @dataclass(frozen=True)
@@ -20,14 +18,20 @@ class SummaryRow:
     precision: str
     status: str
     engine: str | None  # the engine of the best-throughput point
+    threads: int | None  # of that sweep (the largest thread count measured, so variants compare alike)
     accuracy: float | None
-    accuracy_loss: float | None
-    within_accuracy_budget: bool | None
+    accuracy_low: float | None
+    accuracy_high: float | None
+    accuracy_loss: float | None  # paired, vs the baseline
+    accuracy_loss_high: float | None  # its upper bound: what the decision reads
+    within_accuracy_budget: bool | None  # the non-inferiority decision (None: the baseline itself)
     p99_ms_batch_1: float | None
     p99_ms_batch_16: float | None
-    best_throughput_rps: float | None
+    best_throughput_rps: float | None  # median over rounds
+    best_throughput_min: float | None
+    best_throughput_max: float | None
     best_batch_size: int | None
-    cost_per_1k_usd: float | None  # at the best throughput
+    cost_per_1k_usd: float | None  # at the best (median) throughput
     size_mb: float | None  # of the best engine's artifact
     skip_reason: str | None = None
 
@@ -35,37 +39,53 @@ class SummaryRow:
         return asdict(self)
 
 
-def best_point(entry: VariantEntry) -> tuple[str, BatchPoint] | None:
-    """(engine, point) of the highest measured throughput over every engine and batch size."""
-    candidates = [(engine, point) for engine, points in entry.benchmark.items() for point in points]
+def comparable_sweeps(entry: VariantEntry) -> list[Sweep]:
+    """The sweeps measured with the largest thread count of this variant (all engines)."""
+    if not entry.sweeps:
+        return []
+    threads = max(sweep.threads for sweep in entry.sweeps)
+    return [sweep for sweep in entry.sweeps if sweep.threads == threads]
+
+
+def best_point(entry: VariantEntry) -> tuple[Sweep, BatchPoint] | None:
+    """(sweep, point) of the highest median throughput over the comparable sweeps and batch sizes."""
+    candidates = [(sweep, point) for sweep in comparable_sweeps(entry) for point in sweep.points]
     if not candidates:
         return None
     return max(candidates, key=lambda item: item[1].throughput_rps)
 
 
-def _p99_at(points: Sequence[BatchPoint], batch_size: int) -> float | None:
-    return next((point.latency_p99_ms for point in points if point.batch_size == batch_size), None)
-
-
 def summary_row(entry: VariantEntry) -> SummaryRow:
     best = best_point(entry)
-    engine, point = best if best else (None, None)
-    points = entry.benchmark.get(engine, []) if engine else []
+    sweep, point = best if best else (None, None)
     size_mb = None
-    if engine is not None:
-        size_mb = next((a.size_bytes / 2**20 for a in entry.artifacts if a.engine == engine), None)
+    if sweep is not None:
+        size_mb = next((a.size_bytes / 2**20 for a in entry.artifacts if a.engine == sweep.engine), None)
+    accuracy = entry.quality.accuracy if entry.quality else None
+    loss = entry.decision.loss if entry.decision else None
+
+    def p99_at(batch: int) -> float | None:
+        found = sweep.point(batch) if sweep else None
+        return found.latency_p99_ms if found else None
+
     return SummaryRow(
         variant=entry.name,
         kind=entry.kind,
         precision=entry.precision,
         status=entry.status,
-        engine=engine,
-        accuracy=entry.accuracy,
-        accuracy_loss=entry.accuracy_loss,
-        within_accuracy_budget=entry.within_accuracy_budget,
-        p99_ms_batch_1=_p99_at(points, 1),
-        p99_ms_batch_16=_p99_at(points, 16),
+        engine=sweep.engine if sweep else None,
+        threads=sweep.threads if sweep else None,
+        accuracy=accuracy.estimate if accuracy else None,
+        accuracy_low=accuracy.low if accuracy else None,
+        accuracy_high=accuracy.high if accuracy else None,
+        accuracy_loss=loss.estimate if loss else None,
+        accuracy_loss_high=loss.high if loss else None,
+        within_accuracy_budget=entry.decision.within_budget if entry.decision else None,
+        p99_ms_batch_1=p99_at(1),
+        p99_ms_batch_16=p99_at(16),
         best_throughput_rps=point.throughput_rps if point else None,
+        best_throughput_min=point.throughput_rps_min if point else None,
+        best_throughput_max=point.throughput_rps_max if point else None,
         best_batch_size=point.batch_size if point else None,
         cost_per_1k_usd=point.cost_per_1k_usd if point else None,
         size_mb=size_mb,
@@ -77,38 +97,41 @@ def summary_rows(manifest: Manifest) -> list[SummaryRow]:
     return [summary_row(entry) for entry in manifest.variants]
 
 
-def summary_metrics(rows: Sequence[SummaryRow]) -> dict[str, dict[str, float | bool]]:
-    """variant -> flat numeric metrics (what `dvc metrics show/diff` displays as <variant>.<metric>)."""
-    keys = (
-        "accuracy",
-        "accuracy_loss",
-        "p99_ms_batch_1",
-        "p99_ms_batch_16",
-        "best_throughput_rps",
-        "best_batch_size",
-        "cost_per_1k_usd",
-        "size_mb",
-    )
-    result: dict[str, dict[str, float | bool]] = {}
-    for row in rows:
-        values = {key: getattr(row, key) for key in keys if getattr(row, key) is not None}
-        if row.within_accuracy_budget is not None:
-            values["within_accuracy_budget"] = row.within_accuracy_budget
-        result[row.variant] = values
-    return result
+def summary_metrics(row: SummaryRow, device: str, git_sha: str) -> dict[str, float | bool | str]:
+    """One variant's few numbers for DVC's metrics commands (metrics/summary/<variant>.json): one row per
+    variant in `dvc metrics show`, narrow enough for 120 columns. Whole sweeps and intervals live in the
+    manifest and metrics/benchmark.json; the full fingerprint in the manifest."""
+    values: dict[str, float | bool | str] = {}
+    if row.accuracy is not None:
+        values["accuracy"] = round(row.accuracy, 4)
+    if row.accuracy_loss_high is not None:
+        values["loss_high"] = round(row.accuracy_loss_high, 4)  # upper bound of the paired loss vs the baseline
+    if row.best_throughput_rps is not None:
+        values["req_per_s"] = round(row.best_throughput_rps, 1)
+    if row.p99_ms_batch_16 is not None:
+        values["p99_ms_16"] = round(row.p99_ms_batch_16, 2)
+    if row.cost_per_1k_usd is not None:
+        values["usd_per_1k"] = float(f"{row.cost_per_1k_usd:.3g}")
+    if row.within_accuracy_budget is not None:
+        values["ok"] = row.within_accuracy_budget
+    values["device"] = device
+    values["git_sha"] = git_sha[:8]
+    return values
 
 
 def pareto_rows(rows: Sequence[SummaryRow]) -> list[dict[str, object]]:
     """Accuracy vs cost/1k at best throughput; on_front when no other variant is as cheap and as accurate
     with one of the two strictly better."""
-    measured = [row for row in rows if row.accuracy is not None and row.cost_per_1k_usd is not None]
-    result = []
-    for row in measured:
+    measured = [
+        (row, row.accuracy, row.cost_per_1k_usd)
+        for row in rows
+        if row.accuracy is not None and row.cost_per_1k_usd is not None
+    ]
+    result: list[dict[str, object]] = []
+    for row, accuracy, cost in measured:
         dominated = any(
-            other.cost_per_1k_usd <= row.cost_per_1k_usd
-            and other.accuracy >= row.accuracy
-            and (other.cost_per_1k_usd < row.cost_per_1k_usd or other.accuracy > row.accuracy)
-            for other in measured
+            other_cost <= cost and other_accuracy >= accuracy and (other_cost < cost or other_accuracy > accuracy)
+            for other, other_accuracy, other_cost in measured
             if other is not row
         )
         result.append(
@@ -135,41 +158,56 @@ def render_table(manifest: Manifest) -> object:
     where = manifest.fingerprint.cpu_model if manifest.device == "cpu" else manifest.fingerprint.gpu_name
     rows = summary_rows(manifest)
     skipped = [f"{row.variant}: {row.skip_reason}" for row in rows if row.status != "built"]
+    base = manifest.baselines
+    notes = [
+        f"n = {manifest.variants[0].quality.n if manifest.variants[0].quality else '-'} test texts; "
+        f"majority class {base.majority.estimate:.3f}, TF-IDF + logistic regression {base.tfidf_logreg.estimate:.3f}",
+        f"budget: upper bound of the paired loss vs {manifest.baseline} <= {manifest.max_accuracy_loss * 100:g} points",
+    ]
+    if skipped:
+        notes.append("skipped: " + "; ".join(skipped))
     table = Table(
         title=f"{manifest.model_name} variants on {manifest.device} ({where})",
-        caption=("skipped: " + "; ".join(skipped)) if skipped else None,
+        caption="\n".join(notes),
     )
     columns = (
         "variant",
         "engine",
-        "accuracy",
-        "loss pts",
-        "p99@1 ms",
+        "accuracy (95% CI)",
+        "loss pts (upper)",
         "p99@16 ms",
         "best req/s",
-        "USD/1k req",
+        "USD/1k",
         "MB",
         "budget",
     )
     for column in columns:
-        table.add_column(column, justify="left" if column in ("variant", "engine", "budget") else "right", no_wrap=True)
+        table.add_column(column, justify="left" if column in ("variant", "engine", "budget") else "right")
     for row in rows:
         if row.status != "built":
             budget = "skipped"
+        elif row.within_accuracy_budget is None:
+            budget = "baseline"
         else:
-            budget = "[red]over[/red]" if row.within_accuracy_budget is False else "ok"
-        loss = None if row.accuracy_loss is None else row.accuracy_loss * 100
+            budget = "ok" if row.within_accuracy_budget else "[red]over[/red]"
+        loss = (
+            "-"
+            if row.accuracy_loss is None or row.accuracy_loss_high is None
+            else f"{row.accuracy_loss * 100:+.2f} ({row.accuracy_loss_high * 100:+.2f})"
+        )
+        accuracy = (
+            "-" if row.accuracy is None else f"{row.accuracy:.3f} [{row.accuracy_low:.3f}, {row.accuracy_high:.3f}]"
+        )
         best = "-" if row.best_throughput_rps is None else f"{row.best_throughput_rps:,.0f} @{row.best_batch_size}"
         table.add_row(
             row.variant,
-            row.engine or "-",
-            _fmt(row.accuracy, ".3f"),
-            _fmt(loss, "+.1f"),
-            _fmt(row.p99_ms_batch_1, ".2f"),
+            f"{row.engine}/{row.threads}t" if row.engine else "-",
+            accuracy,
+            loss,
             _fmt(row.p99_ms_batch_16, ".2f"),
             best,
             _fmt(row.cost_per_1k_usd, ".2e"),
-            _fmt(row.size_mb, ".2f"),
+            _fmt(row.size_mb, ".1f"),
             budget,
         )
     return table

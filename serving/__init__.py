@@ -1,0 +1,1 @@
+"""The inference gateway: admission (tenancy, buckets, priority queue), batching, engines, metrics."""

@@ -1,41 +1,72 @@
 """The gateway's Starlette app: v2 inference protocol, a simple classify endpoint, OpenAI-compatible LLM
 routes (forwarded to vLLM), metrics and health.
 
-Every request goes through `Gateway.handle`: drain check, authentication, rate limit, bounded body,
-then the route's work; every GatewayError becomes a response in serving.errors.error_response, and every
-outcome is counted. The model loads in the background so /v2/health/live answers at once and
-/v2/health/ready only turns 200 once the engine is loaded.
+Every inference request goes through `Gateway.serve`: drain check, authentication, content type, rate
+limit, bounded body read (size and time), then the route's work; the response is written there too, so
+the outcome is counted once, after the answer went out: a GatewayError becomes its JSON error
+(serving.errors.error_response), anything else a logged 500 `internal`, and a client that went away is
+counted `client_disconnected`, never ok. Limits that must hold before any of this (header size, count
+and read time, connections) live in the HTTP protocol layer, serving/server.py.
+
+The event loop does I/O and bookkeeping: a body above serving.offload_body_bytes is parsed, tokenized
+(with the GIL released) and its answer encoded in a worker thread, and every text is first held to
+serving.max_text_chars. The model loads in the background so /v2/health/live answers at once;
+/v2/health/ready turns 200 once the engine is loaded and while a replica is healthy, and says why not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
+import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from infopt.engines.base import Engine
-from serving.codec import Codec
-from serving.errors import BadRequest, EngineUnavailable, GatewayError, ShuttingDown, UnknownModel, error_response
+from serving.codec import Row
+from serving.errors import (
+    BadRequest,
+    ClientDisconnected,
+    EngineUnavailable,
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    RequestTimeout,
+    ShuttingDown,
+    Unauthorized,
+    UnknownModel,
+    UnsupportedMediaType,
+    error_response,
+)
 from serving.metrics import GatewayMetrics
 from serving.openapi import openapi_document
 from serving.protocol_v2 import infer_response, model_metadata, parse_classify, parse_infer, softmax
+from serving.server import CYCLE_EXTENSION
 from serving.service import ModelService
 from serving.settings import GatewaySettings
 from serving.tenancy import Tenancy, TenantContext
 
 log = logging.getLogger("infopt.gateway")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_torchscript", "vllm": "vllm"}
+MODEL_VERSION = "1"
 EngineFactory = Callable[[GatewaySettings], Sequence[Engine]]
 Work = Callable[[bytes, TenantContext, float], Awaitable[Response]]
+JSON = "application/json"
 
 
 def default_engine_factory(settings: GatewaySettings) -> Sequence[Engine]:
@@ -69,6 +100,27 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
     return max(1, chars // 4 + 4 * pieces)
 
 
+def prompt_rows(payload: dict[str, Any]) -> int:
+    """Generations a completion request asks for: one per prompt of a batched `prompt` list, else one."""
+    prompt = payload.get("prompt")
+    return max(1, len(prompt)) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) else 1
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type=JSON)
+
+
+def check_content_type(headers: Any) -> None:
+    """JSON bodies only: application/json or a +json type; a missing header is read as JSON (curl -d
+    sends form encoding, which is refused with a message saying what to send)."""
+    value = headers.get("content-type")
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media != JSON and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"content type {media!r} is not supported; send 'Content-Type: {JSON}'")
+
+
 class Gateway:
     def __init__(
         self,
@@ -79,6 +131,7 @@ class Gateway:
         vllm_backend: Any | None = None,
     ) -> None:
         self.settings = settings
+        self.limits = settings.serving
         self.model = settings.model_name
         self.metrics = GatewayMetrics()
         self.tenancy = Tenancy(settings.tenants, settings.sla_classes)
@@ -90,7 +143,11 @@ class Gateway:
         self._engines = list(engines) if engines is not None else None
         self._engine_factory = engine_factory
         self._loader: asyncio.Task[None] | None = None
+        self._drain: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
+        # Parsing, tokenizing and encoding of large bodies; two threads: tokenizers release the GIL, and
+        # a second request's parse should not wait behind one long tokenization.
+        self._codec_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="codec")
         self.loop: asyncio.AbstractEventLoop | None = None  # the serving loop, for callers in other threads
         self.metrics.model_ready.labels(self.model).set(0)
         # read at scrape time: no per-request gauge update
@@ -118,6 +175,8 @@ class Gateway:
                     )
                 await self.backend.start()
             else:
+                from serving.codec import Codec
+
                 engines = self._engines
                 if engines is None:
                     engines = await asyncio.to_thread(self._engine_factory, settings)
@@ -128,134 +187,254 @@ class Gateway:
                     codec,
                     sla_classes=settings.sla_classes,
                     batching=settings.batching,
-                    queue_capacity=settings.serving.queue_capacity,
+                    serving=settings.serving,
                     metrics=self.metrics,
-                    policy=settings.serving.load_balancing,
-                    retry_after_s=settings.serving.retry_after_s,
+                    num_outputs=len(settings.labels) or None,
                 )
                 self.service.start()
             self.metrics.model_ready.labels(self.model).set(1)
             log.info("model %s ready (%s, %s)", self.model, settings.engine, settings.variant)
-        except (OSError, ValueError, RuntimeError, ImportError, GatewayError) as error:
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # any loader failure: onnxruntime raises InvalidProtobuf/InvalidGraph/Fail,
+            # which are not RuntimeErrors; torch and tokenizers raise their own. The reason goes to /ready.
             self.load_error = f"{type(error).__name__}: {error}"
-            log.error("model %s failed to load: %s", self.model, self.load_error)
+            log.exception("model %s failed to load from %s", self.model, settings.model_dir)
 
-    async def ready(self) -> bool:
-        if self.draining or self.load_error is not None:
-            return False
+    async def readiness(self) -> tuple[bool, str | None]:
+        """(ready, why not): loading, failed to load, no healthy engine replica, or shutting down."""
+        if self.draining:
+            return False, "shutting down"
+        if self.load_error is not None:
+            return False, f"model failed to load: {self.load_error}"
+        if self._loader is None or not self._loader.done():
+            return False, "model is still loading"
         if self.settings.engine == "vllm":
-            return (
-                self.backend is not None
-                and self._loader is not None
-                and self._loader.done()
-                and await self.backend.ready()
-            )
-        return self.service is not None
+            if self.backend is not None and await self.backend.ready():
+                return True, None
+            return False, "no vLLM endpoint answers /health"
+        if self.service is None:
+            return False, "model is still loading"
+        batcher = self.service.batcher
+        if batcher.healthy_count == 0:
+            return False, "no healthy engine replica: " + "; ".join(batcher.unhealthy_reasons())
+        return True, None
 
-    async def shutdown(self) -> None:
-        """Stop admitting (503), let in-flight requests finish within shutdown_grace_s, then fail the rest."""
+    def begin_drain(self) -> asyncio.Task[None]:
+        """Stop admitting (503 shutting_down), let in-flight requests finish within shutdown_grace_s, then
+        answer what is left with 503 shutting_down: called as the server starts shutting down, before it
+        waits for (and finally cancels) its request tasks."""
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(self._drain_now(), name="drain")
+        return self._drain
+
+    async def _drain_now(self) -> None:
         self.draining = True
         self.metrics.model_ready.labels(self.model).set(0)
-        loop = asyncio.get_running_loop()
-        until = loop.time() + self.settings.serving.shutdown_grace_s
+        grace = self.limits.shutdown_grace_s
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
             await asyncio.gather(self._loader, return_exceptions=True)
         if self._idle is not None and self.inflight:
             try:
-                async with asyncio.timeout_at(until):
+                async with asyncio.timeout(grace):
                     await self._idle.wait()
             except TimeoutError:
-                log.warning(
-                    "%d requests still in flight after %.1f s; rejecting them",
-                    self.inflight,
-                    self.settings.serving.shutdown_grace_s,
-                )
+                log.warning("%d requests still in flight after %.1f s; answering them 503", self.inflight, grace)
         if self.service is not None:
-            await self.service.stop(max(0.0, until - loop.time()))
+            await self.service.stop(0.0)  # queued and running rows get ShuttingDown now
+        if self._idle is not None and self.inflight:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):  # the handlers write their 503s
+                    await self._idle.wait()
+
+    async def shutdown(self) -> None:
+        """Lifespan end: drain (if the server did not start it), then close the engine side."""
+        await self.begin_drain()
         if self.backend is not None:
             await self.backend.close()
+        self._codec_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ accounting
+    def count(self, tenant: TenantContext | None, status: str, error: GatewayError | None, arrival: float) -> None:
+        metrics = self.metrics
+        name, sla_class = (tenant.name, tenant.sla_class) if tenant else ("unknown", "none")
+        metrics.child(metrics.requests, self.model, name, sla_class, status).inc()
+        if error is not None and not isinstance(error, ClientDisconnected):
+            metrics.child(metrics.rejections, self.model, name, error.code).inc()
+        if tenant is not None:
+            loop = asyncio.get_running_loop()
+            metrics.child(metrics.request_latency, self.model, sla_class).observe(loop.time() - arrival)
+
+    def refused(self, error: GatewayError) -> None:
+        """A refusal of the protocol layer (431, 408, connection limit): counted like any other."""
+        self.count(None, error.metric_status, error, 0.0)
 
     # ------------------------------------------------------------------ request path
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.settings.serving.max_body_bytes
+    async def _read_body(self, request: Request, receive: Receive) -> bytes:
+        """The whole body, at most max_body_bytes (413) within body_timeout_s (408); a client that leaves
+        meanwhile raises ClientDisconnected. The common case, a body that came with the headers, is one
+        receive() without arming a timer."""
+        limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise BadRequest(f"body of {declared} bytes exceeds the limit of {limit} bytes", status=413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BadRequest(f"body exceeds the limit of {limit} bytes", status=413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnected(f"client disconnected after {size} bytes of the body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise BadRequest(f"body exceeds the limit of {limit} bytes", status=413)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"body not received within {self.limits.body_timeout_s:g} s ({size} bytes read)", code="body_timeout"
+            ) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def handle(self, request: Request, work: Work, *, model: str | None = None) -> Response:
+    async def serve(self, scope: Scope, receive: Receive, send: Send, work: Work, *, model: str | None = None) -> None:
+        """One inference request, start to finish: admission, work, the answer written, the outcome counted."""
         loop = asyncio.get_running_loop()
         arrival = loop.time()
+        request = Request(scope, receive)
         tenant: TenantContext | None = None
+        failure: GatewayError | None = None
         status = "ok"
         self.inflight += 1
         if self._idle is not None:
             self._idle.clear()
         try:
-            if self.draining:
-                raise ShuttingDown("the gateway is shutting down", retry_after=self.settings.serving.retry_after_s)
-            tenant = self.tenancy.authenticate(request.headers)
-            if model is not None and model != self.model:
-                raise UnknownModel(f"unknown model {model!r}; this gateway serves {self.model!r}")
-            self.tenancy.admit_request(tenant, arrival)
-            body = await self._read_body(request)
-            return await work(body, tenant, arrival)
-        except GatewayError as error:
-            status = error.metric_status
-            metrics = self.metrics
-            metrics.child(metrics.rejections, self.model, tenant.name if tenant else "unknown", error.code).inc()
-            return error_response(error)
+            try:
+                if self.draining:
+                    raise ShuttingDown("the gateway is shutting down", retry_after=self.limits.retry_after_s)
+                headers = request.headers
+                tenant = self.tenancy.authenticate(headers)
+                if model is not None and model != self.model:
+                    raise UnknownModel(f"unknown model {model!r}; this gateway serves {self.model!r}")
+                check_content_type(headers)
+                self.tenancy.admit_request(tenant, arrival)
+                body = await self._read_body(request, receive)
+                response = await work(body, tenant, arrival)
+            except GatewayError as error:
+                failure = error
+            except Exception as error:
+                log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+                failure = InternalError(f"internal error ({type(error).__name__}); the gateway logged it")
+            if failure is not None:
+                status = failure.metric_status
+                response = error_response(failure)
+            if not isinstance(failure, ClientDisconnected):
+                await response(scope, receive, send)
+                cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
+                if cycle is not None and cycle.disconnected:
+                    status = "client_disconnected"
+        except asyncio.CancelledError:
+            status = "shutting_down"  # the server cancelled the request: it got no answer
+            raise
         finally:
             self.inflight -= 1
             if self.inflight == 0 and self._idle is not None:
                 self._idle.set()
-            metrics = self.metrics
-            name, sla_class = (tenant.name, tenant.sla_class) if tenant else ("unknown", "none")
-            metrics.child(metrics.requests, self.model, name, sla_class, status).inc()
-            if tenant is not None:
-                metrics.child(metrics.request_latency, self.model, sla_class).observe(loop.time() - arrival)
+            self.count(tenant, status, failure, arrival)
 
     def _service(self) -> ModelService:
         if self.settings.engine == "vllm":
             raise UnknownModel(f"model {self.model!r} is served by vLLM; use /v1/completions or /v1/chat/completions")
         if self.service is None:
             reason = f"failed to load: {self.load_error}" if self.load_error else "is still loading"
-            raise EngineUnavailable(f"model {self.model!r} {reason}", retry_after=self.settings.serving.retry_after_s)
+            raise EngineUnavailable(f"model {self.model!r} {reason}", retry_after=self.limits.retry_after_s)
         return self.service
+
+    def _limit_texts(self, texts: list[str]) -> tuple[list[str], list[bool]]:
+        """Hold each text to serving.max_text_chars: cut (and flag) or refuse, per text_limit_action."""
+        limit = self.limits.max_text_chars
+        cut = [len(text) > limit for text in texts]
+        if not any(cut):
+            return texts, cut
+        if self.limits.text_limit_action == "reject":
+            index = cut.index(True)
+            raise BadRequest(
+                f"text {index} has {len(texts[index])} characters; the limit is {limit} "
+                "(serving.max_text_chars, text_limit_action reject)",
+                status=413,
+                code="text_too_long",
+            )
+        return [text[:limit] if long else text for text, long in zip(texts, cut, strict=True)], cut
+
+    def _tokenize(self, service: ModelService, texts: list[str], offloaded: bool) -> tuple[list[Row], list[bool]]:
+        texts, cut = self._limit_texts(texts)
+        rows, overflow = service.codec.encode(texts, release_gil=offloaded)
+        return rows, [a or b for a, b in zip(cut, overflow, strict=True)]
+
+    async def _off_loop(self, offload: bool, function: Callable[..., Any], *args: Any) -> Any:
+        if not offload:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._codec_pool, function, *args)
+
+    async def _rows_to_logits(
+        self, rows: list[Row], tenant: TenantContext, arrival: float, service: ModelService
+    ) -> np.ndarray:
+        now = asyncio.get_running_loop().time()
+        self.tenancy.admit_cost(tenant, len(rows), sum(len(ids) for ids, _ in rows), now)
+        return await service.infer(rows, tenant, arrival)
 
     async def _infer(self, body: bytes, tenant: TenantContext, arrival: float, request: Request) -> Response:
         service = self._service()
         if "inference-header-content-length" in request.headers:
             raise BadRequest("the binary tensor extension is not supported; send JSON tensors (binary_data=False)")
-        parsed = parse_infer(body, max_rows=service.max_rows)
-        if parsed.texts is not None:
-            rows = service.codec.encode(parsed.texts)
-        else:
+        offload = len(body) > self.limits.offload_body_bytes
+
+        def prepare() -> tuple[Any, list[Row], list[bool] | None]:
+            parsed = parse_infer(body, max_rows=service.max_rows)
+            if parsed.texts is not None:
+                rows, truncated = self._tokenize(service, parsed.texts, offload)
+                return parsed, rows, truncated
             rows = service.codec.rows_from_tokens(parsed.input_ids, parsed.attention_mask)  # type: ignore[arg-type]
-        logits = await service.infer(rows, tenant, arrival)
-        return JSONResponse(infer_response(self.model, parsed.request_id, logits, self.settings.labels, parsed.outputs))
+            return parsed, rows, None
+
+        parsed, rows, truncated = await self._off_loop(offload, prepare)
+        logits = await self._rows_to_logits(rows, tenant, arrival, service)
+
+        def encode() -> bytes:
+            content = infer_response(
+                self.model, parsed.request_id, logits, self.settings.labels, parsed.outputs, truncated
+            )
+            return orjson.dumps(content)
+
+        return Response(await self._off_loop(offload, encode), media_type=JSON)
 
     async def _classify(self, body: bytes, tenant: TenantContext, arrival: float) -> Response:
         service = self._service()
-        texts = parse_classify(body, max_rows=service.max_rows)
-        logits = await service.infer(service.codec.encode(texts), tenant, arrival)
+        offload = len(body) > self.limits.offload_body_bytes
+
+        def prepare() -> tuple[list[Row], list[bool]]:
+            return self._tokenize(service, parse_classify(body, max_rows=service.max_rows), offload)
+
+        rows, truncated = await self._off_loop(offload, prepare)
+        logits = await self._rows_to_logits(rows, tenant, arrival, service)
         labels = self.settings.labels
-        # one tolist() instead of a numpy scalar per value; max() keeps argmax's first-maximum tie rule
-        results = [
-            {
-                "label": labels[max(range(len(row)), key=row.__getitem__)],
-                "probabilities": dict(zip(labels, row, strict=True)),
-            }
-            for row in softmax(logits).tolist()
-        ]
-        return JSONResponse({"model": self.model, "results": results})
+
+        def encode() -> bytes:
+            # one tolist() instead of a numpy scalar per value; max() keeps argmax's first-maximum tie rule
+            results = [
+                {
+                    "label": labels[max(range(len(row)), key=row.__getitem__)],
+                    "probabilities": dict(zip(labels, row, strict=True)),
+                    "truncated": cut,
+                }
+                for row, cut in zip(softmax(logits).tolist(), truncated, strict=True)
+            ]
+            return orjson.dumps({"model": self.model, "results": results})
+
+        return Response(await self._off_loop(offload, encode), media_type=JSON)
 
     async def _llm(self, path: str, body: bytes, tenant: TenantContext, arrival: float) -> Response:
         try:
@@ -265,6 +444,7 @@ class Gateway:
         if not isinstance(payload, dict):
             raise BadRequest(f"the body must be a JSON object, got {type(payload).__name__}", status=422)
         estimate = estimate_prompt_tokens(payload)
+        self.tenancy.admit_cost(tenant, prompt_rows(payload), estimate, arrival)  # rows/tokens request buckets
         self.tenancy.admit_tokens(tenant, estimate, arrival)
         stream = bool(payload.get("stream"))
         if stream:
@@ -308,26 +488,55 @@ class Gateway:
         finally:
             self._account_tokens(tenant, estimate, usage)
 
+    # ------------------------------------------------------------------ admin (metrics, metadata)
+    def check_admin(self, scope: Scope, headers: Any) -> None:
+        """/metrics and metadata: only on the admin port when one is set, and only with an admin token
+        when serving.admin_token_sha256 lists any."""
+        admin_port = self.limits.admin_port
+        if admin_port is not None and (scope.get("server") or (None, None))[1] != admin_port:
+            raise NotFound(f"{scope.get('path')} is served on the admin port only")
+        digests = self.limits.admin_token_sha256
+        if digests:
+            authorization = headers.get("authorization") or ""
+            scheme, _, token = authorization.partition(" ")
+            digest = hashlib.sha256(token.strip().encode()).hexdigest() if scheme.lower() == "bearer" else ""
+            if not any(hmac.compare_digest(digest, stored) for stored in digests):
+                raise Unauthorized("this endpoint needs the admin token: 'Authorization: Bearer <admin token>'")
 
-def run_server(
-    app: Starlette, *, host: str, port: int, log_level: str, grace_s: float, access_log: bool = False
-) -> None:
-    """Serve `app` with uvicorn on its C event loop and HTTP parser (uvloop, httptools): the pure-Python
-    h11 parser and asyncio loop cost several times more CPU per request, which a 2-core box pays in
-    throughput. The access log (one formatted log line per request) is off unless asked for; the gateway's
-    own metrics count every request."""
-    import uvicorn
+    def on_admin_port(self, scope: Scope) -> bool:
+        port = self.limits.admin_port
+        return port is not None and (scope.get("server") or (None, None))[1] == port
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        loop="uvloop",
-        http="httptools",
-        access_log=access_log,
-        timeout_graceful_shutdown=grace_s,
-    )
+
+class Endpoint:
+    """An ASGI endpoint of the gateway: `kind` inference (Gateway.serve), admin or open (health)."""
+
+    def __init__(self, gateway: Gateway, handler: Callable[..., Awaitable[Any]], kind: str) -> None:
+        self.gateway, self.handler, self.kind = gateway, handler, kind
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        if self.kind == "inference":
+            if gateway.on_admin_port(scope):
+                await self._refuse(
+                    NotFound(f"{scope.get('path')} is not served on the admin port"), scope, receive, send
+                )
+                return
+            await self.handler(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            if self.kind == "admin":
+                gateway.check_admin(scope, request.headers)
+            response = await self.handler(request)
+        except GatewayError as error:
+            await self._refuse(error, scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+    async def _refuse(self, error: GatewayError, scope: Scope, receive: Receive, send: Send) -> None:
+        self.gateway.count(None, error.metric_status, error, 0.0)
+        await error_response(error)(scope, receive, send)
 
 
 def create_app(
@@ -341,59 +550,54 @@ def create_app(
     gateway = Gateway(settings, engines=engines, engine_factory=engine_factory, vllm_backend=vllm_backend)
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": "infopt-gateway", "version": "0.1.0", "extensions": ["classify", "openai"]})
+        return json_response({"name": "infopt-gateway", "version": "0.1.0", "extensions": ["classify", "openai"]})
 
     async def live(request: Request) -> Response:
-        return JSONResponse({"live": True})
+        return json_response({"live": True})
 
     async def ready(request: Request) -> Response:
-        is_ready = await gateway.ready()
-        body: dict[str, Any] = {"ready": is_ready}
-        if gateway.load_error:
-            body["error"] = gateway.load_error
-        return JSONResponse(
-            body, status_code=200 if is_ready else 503, headers={} if is_ready else {"Retry-After": "1"}
-        )
+        is_ready, reason = await gateway.readiness()
+        if is_ready:
+            return json_response({"ready": True})
+        return json_response({"ready": False, "reason": reason}, status=503, headers={"Retry-After": "1"})
 
     def _known(request: Request) -> str:
         name = request.path_params["model_name"]
         if name != gateway.model:
             raise UnknownModel(f"unknown model {name!r}; this gateway serves {gateway.model!r}")
+        version = request.path_params.get("version")
+        if version is not None and version != MODEL_VERSION:
+            raise UnknownModel(f"model {name!r} has no version {version!r}; its versions are [{MODEL_VERSION!r}]")
         return name
 
     async def metadata(request: Request) -> Response:
-        try:
-            name = _known(request)
-        except UnknownModel as error:
-            return error_response(error)
-        return JSONResponse(model_metadata(name, PLATFORMS[settings.engine], len(settings.labels)))
+        name = _known(request)
+        return json_response(model_metadata(name, PLATFORMS[settings.engine], len(settings.labels)))
 
     async def model_ready(request: Request) -> Response:
-        try:
-            _known(request)
-        except UnknownModel as error:
-            return error_response(error)
+        _known(request)
         return await ready(request)
 
-    async def infer(request: Request) -> Response:
-        return await gateway.handle(
-            request,
-            lambda body, tenant, arrival: gateway._infer(body, tenant, arrival, request),
-            model=request.path_params["model_name"],
-        )
+    async def infer(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
 
-    async def classify(request: Request) -> Response:
-        return await gateway.handle(request, gateway._classify)
+        async def work(body: bytes, tenant: TenantContext, arrival: float) -> Response:
+            _known(request)
+            return await gateway._infer(body, tenant, arrival, request)
 
-    def llm(path: str) -> Callable[[Request], Awaitable[Response]]:
-        async def route(request: Request) -> Response:
+        await gateway.serve(scope, receive, send, work, model=scope["path_params"]["model_name"])
+
+    async def classify(scope: Scope, receive: Receive, send: Send) -> None:
+        await gateway.serve(scope, receive, send, gateway._classify)
+
+    def llm(path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        async def work(body: bytes, tenant: TenantContext, arrival: float) -> Response:
             if settings.engine != "vllm":
-                return error_response(
-                    UnknownModel(f"no LLM engine configured: model {gateway.model!r} is served by {settings.engine}")
-                )
-            return await gateway.handle(
-                request, lambda body, tenant, arrival: gateway._llm(path, body, tenant, arrival)
-            )
+                raise UnknownModel(f"no LLM engine configured: model {gateway.model!r} is served by {settings.engine}")
+            return await gateway._llm(path, body, tenant, arrival)
+
+        async def route(scope: Scope, receive: Receive, send: Send) -> None:
+            await gateway.serve(scope, receive, send, work)
 
         return route
 
@@ -405,10 +609,36 @@ def create_app(
                 gateway.metrics.vllm_waiting.labels(gateway.model).set(waiting)
             except (TimeoutError, OSError, GatewayError) as error:
                 log.warning("could not read vLLM's waiting requests: %s", error)
+            # the HPA's metric for a vLLM deployment: per class, forwarded requests without a response byte yet
+            for tenant in gateway.tenancy.tenants:
+                pending = gateway.backend.pending(tenant.priority)
+                gateway.metrics.queue_length.labels(gateway.model, tenant.sla_class).set(pending)
         return Response(gateway.metrics.render(), media_type=gateway.metrics.content_type)
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document(gateway.model))
+        return json_response(openapi_document(gateway.model))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's routing refusals (no route, wrong method) as JSON errors, counted."""
+        assert isinstance(exc, HTTPException)
+        error: GatewayError
+        if exc.status_code == 405:
+            allowed = tuple(part.strip() for part in (exc.headers or {}).get("Allow", "").split(",") if part.strip())
+            error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}", allowed=allowed)
+        elif exc.status_code == 404:
+            error = NotFound(f"no route {request.url.path}")
+        else:
+            error = (
+                BadRequest(str(exc.detail)) if exc.status_code in (400, 413, 422) else InternalError(str(exc.detail))
+            )
+        gateway.count(None, error.metric_status, error, 0.0)
+        return error_response(error)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        error = InternalError(f"internal error ({type(exc).__name__}); the gateway logged it")
+        gateway.count(None, error.metric_status, error, 0.0)
+        return error_response(error)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -418,20 +648,29 @@ def create_app(
         finally:
             await gateway.shutdown()
 
+    def routes(model_prefix: str) -> list[Route]:
+        return [
+            Route(model_prefix, Endpoint(gateway, metadata, "admin"), methods=["GET"]),
+            Route(f"{model_prefix}/ready", Endpoint(gateway, model_ready, "open"), methods=["GET"]),
+            Route(f"{model_prefix}/infer", Endpoint(gateway, infer, "inference"), methods=["POST"]),
+        ]
+
     app = Starlette(
-        routes=[
-            Route("/v2", server_metadata, methods=["GET"]),
-            Route("/v2/health/live", live, methods=["GET"]),
-            Route("/v2/health/ready", ready, methods=["GET"]),
-            Route("/v2/models/{model_name}", metadata, methods=["GET"]),
-            Route("/v2/models/{model_name}/ready", model_ready, methods=["GET"]),
-            Route("/v2/models/{model_name}/infer", infer, methods=["POST"]),
-            Route("/v1/classify", classify, methods=["POST"]),
-            Route("/v1/completions", llm("/v1/completions"), methods=["POST"]),
-            Route("/v1/chat/completions", llm("/v1/chat/completions"), methods=["POST"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
+        routes=[  # matched in order: the inference routes first, they carry the traffic
+            Route("/v1/classify", Endpoint(gateway, classify, "inference"), methods=["POST"]),
+            Route("/v1/completions", Endpoint(gateway, llm("/v1/completions"), "inference"), methods=["POST"]),
+            Route(
+                "/v1/chat/completions", Endpoint(gateway, llm("/v1/chat/completions"), "inference"), methods=["POST"]
+            ),
+            Route("/v2", Endpoint(gateway, server_metadata, "admin"), methods=["GET"]),
+            Route("/v2/health/live", Endpoint(gateway, live, "open"), methods=["GET"]),
+            Route("/v2/health/ready", Endpoint(gateway, ready, "open"), methods=["GET"]),
+            *routes("/v2/models/{model_name}"),
+            *routes("/v2/models/{model_name}/versions/{version}"),
+            Route("/metrics", Endpoint(gateway, metrics, "admin"), methods=["GET"]),
+            Route("/openapi.json", Endpoint(gateway, openapi, "admin"), methods=["GET"]),
         ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.gateway = gateway

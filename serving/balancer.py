@@ -115,13 +115,29 @@ class Balancer(Generic[T]):
         """The item the policy would use next, without counting it as outstanding."""
         return self._choose().item
 
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[T]:
-        """Reserve an item for the duration of the block; raises EngineUnavailable when none is healthy."""
+    def reserve(self) -> T:
+        """Count the policy's next item as outstanding until `release`; EngineUnavailable when none fits."""
         slot = self._choose()
         slot.outstanding += 1
         slot.served += 1
+        return slot.item
+
+    def reserve_item(self, item: T) -> None:
+        """Count `item` as outstanding whatever its health (a health probe of an unhealthy replica)."""
+        self._slot(item).outstanding += 1
+
+    def release(self, item: T) -> None:
+        self._slot(item).outstanding -= 1
+
+    def has_free(self) -> bool:
+        """A healthy item below its capacity exists."""
+        return any(slot.healthy and (self.capacity is None or slot.outstanding < self.capacity) for slot in self._slots)
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[T]:
+        """Reserve an item for the duration of the block; raises EngineUnavailable when none is healthy."""
+        item = self.reserve()
         try:
-            yield slot.item
+            yield item
         finally:
-            slot.outstanding -= 1
+            self.release(item)

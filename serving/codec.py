@@ -1,7 +1,10 @@
 """Text -> token rows with the variant's own tokenizer, and rows -> one padded (B, T) batch.
 
 Rows stay unpadded in the queue; a batch is padded to its longest row (at most max_seq_len), so short
-requests do not pay for max_seq_len columns.
+requests do not pay for max_seq_len columns. `encode` reports which texts were truncated (to
+max_seq_len tokens by the tokenizer, or earlier to the per-text character limit by the caller), so the
+response can say so. `Tokenizer.encode` holds the GIL for its whole run while `encode_batch` releases it:
+off the event loop (`release_gil=True`) the batch form is used even for one text.
 """
 
 from __future__ import annotations
@@ -42,17 +45,22 @@ class Codec:
                 return int(token_id)
         return 0
 
-    def encode(self, texts: Sequence[str]) -> list[Row]:
+    def encode(self, texts: Sequence[str], *, release_gil: bool = False) -> tuple[list[Row], list[bool]]:
+        """(rows, truncated per text): truncated when the tokenizer cut the text at max_seq_len tokens."""
         if self._tokenizer is None:
             raise BadRequest("this model was loaded without a tokenizer; send input_ids/attention_mask", status=422)
-        # encode_batch fans out over the tokenizers' thread pool: worth it for many texts, pure overhead
-        # (thread hand-offs on the event loop's thread) for the common one-text request.
-        encodings = [self._tokenizer.encode(texts[0])] if len(texts) == 1 else self._tokenizer.encode_batch(list(texts))
-        rows = []
+        # encode_batch hands off to the tokenizers' pool and releases the GIL: pure overhead for the
+        # common one-text request on the loop, but the only form that lets the loop run meanwhile.
+        if len(texts) == 1 and not release_gil:
+            encodings = [self._tokenizer.encode(texts[0])]
+        else:
+            encodings = self._tokenizer.encode_batch(list(texts))
+        rows, truncated = [], []
         for encoding in encodings:
             ids = np.asarray(encoding.ids, dtype=np.int64)
             rows.append((ids, np.ones_like(ids)))
-        return rows
+            truncated.append(bool(encoding.overflowing))
+        return rows, truncated
 
     def rows_from_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[Row]:
         """Split a client's (B, T) batch into rows, dropping right padding so the gateway can re-batch."""

@@ -12,14 +12,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# The `status` label of infopt_requests_total (GatewayError.metric_status): only "ok" was answered 200.
 REQUEST_STATUSES = (
     "ok",
     "rate_limited",
     "queue_full",
     "deadline_exceeded",
     "engine_error",
+    "shutting_down",
+    "overloaded",
     "bad_request",
     "unauthorized",
+    "timeout",
+    "client_disconnected",
+    "internal_error",
 )
 
 

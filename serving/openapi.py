@@ -18,8 +18,11 @@ def _responses(*codes: int) -> dict[str, Any]:
         "400": {"description": "Malformed request"},
         "401": {"description": "Missing or unknown API key"},
         "404": {"description": "Unknown model"},
-        "413": {"description": "Body too large"},
+        "408": {"description": "Headers or body not received in time"},
+        "413": {"description": "Body (or, with text_limit_action reject, a text) too large"},
+        "415": {"description": "Content type is not application/json"},
         "422": {"description": "Invalid request"},
+        "431": {"description": "Request headers too large or too many"},
         "429": {"description": "Tenant rate limit; see Retry-After"},
         "503": {"description": "Overloaded, deadline exceeded, not ready or shutting down; see Retry-After"},
     }
@@ -86,7 +89,7 @@ def openapi_document(model_name: str, version: str = "0.1.0") -> dict[str, Any]:
                     "parameters": [model_param],
                     "security": secured,
                     "requestBody": body("InferRequest"),
-                    "responses": _responses(200, 400, 401, 404, 413, 422, 429, 503),
+                    "responses": _responses(200, 400, 401, 404, 408, 413, 415, 422, 429, 431, 503),
                 }
             },
             "/v1/classify": {
@@ -94,7 +97,7 @@ def openapi_document(model_name: str, version: str = "0.1.0") -> dict[str, Any]:
                     "operationId": "classify",
                     "security": secured,
                     "requestBody": body("ClassifyRequest"),
-                    "responses": _responses(200, 400, 401, 413, 422, 429, 503),
+                    "responses": _responses(200, 400, 401, 408, 413, 415, 422, 429, 431, 503),
                 }
             },
         },

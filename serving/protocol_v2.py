@@ -76,6 +76,7 @@ def _describe(error: ValidationError) -> str:
 
 
 def _int_tensor(tensor: RequestInput) -> np.ndarray:
+    """An INT64 [B, T] tensor; data flat (row-major, B*T values) or nested exactly as the shape."""
     if tensor.datatype != "INT64":
         raise BadRequest(f"input {tensor.name!r} must be INT64, got {tensor.datatype}", status=422)
     if len(tensor.shape) != 2 or min(tensor.shape) < 1:
@@ -87,9 +88,11 @@ def _int_tensor(tensor: RequestInput) -> np.ndarray:
     if array.size and array.dtype.kind not in "iu":
         raise BadRequest(f"input {tensor.name!r}: data must be integers, got {array.dtype.kind!r} values", status=422)
     rows, cols = tensor.shape
-    if array.size != rows * cols:
+    if array.shape not in ((rows * cols,), (rows, cols)):
         raise BadRequest(
-            f"input {tensor.name!r}: shape {tensor.shape} needs {rows * cols} values, got {array.size}", status=422
+            f"input {tensor.name!r}: shape {tensor.shape} needs {rows * cols} values, flat or nested as "
+            f"[{rows}][{cols}]; got data of shape {list(array.shape)}",
+            status=422,
         )
     try:
         return array.astype(np.int64).reshape(rows, cols)
@@ -98,19 +101,23 @@ def _int_tensor(tensor: RequestInput) -> np.ndarray:
 
 
 def _texts(tensor: RequestInput) -> list[str]:
+    """BYTES [B] (B strings) or [B, 1] (B strings, flat or each in its own one-element list)."""
     if tensor.datatype != "BYTES":
         raise BadRequest(f"input 'text' must be BYTES, got {tensor.datatype}", status=422)
     shape = tensor.shape
     if shape[0] < 1 or (len(shape) == 2 and shape[1] != 1):
         raise BadRequest(f"input 'text' must have shape [B] or [B, 1] with B >= 1; got {shape}", status=422)
-    flat: list[Any] = []
-    for value in tensor.data:
-        flat.extend(value if isinstance(value, list) else [value])
-    if len(flat) != shape[0] or not all(isinstance(value, str) for value in flat):
+    data = tensor.data
+    if len(shape) == 2 and data and all(isinstance(value, list) for value in data):
+        if not all(len(value) == 1 for value in data):
+            raise BadRequest(f"input 'text': shape {shape} needs one string per row", status=422)
+        data = [value[0] for value in data]
+    if len(data) != shape[0] or not all(isinstance(value, str) for value in data):
         raise BadRequest(
-            f"input 'text': shape {shape} needs {shape[0]} strings, got {tensor.data[:3]!r}...", status=422
+            f"input 'text': shape {shape} needs {shape[0]} strings (flat), got {str(tensor.data[:3])[:120]}...",
+            status=422,
         )
-    return flat
+    return list(data)
 
 
 def parse_infer(body: bytes, *, max_rows: int) -> ParsedInfer:
@@ -170,8 +177,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def infer_response(
-    model_name: str, request_id: str | None, logits: np.ndarray, labels: tuple[str, ...], outputs: tuple[str, ...]
+    model_name: str,
+    request_id: str | None,
+    logits: np.ndarray,
+    labels: tuple[str, ...],
+    outputs: tuple[str, ...],
+    truncated: list[bool] | None = None,
 ) -> dict[str, Any]:
+    """The v2 response; `truncated` (text inputs) says per row whether its text was cut."""
     predicted = [labels[index] if index < len(labels) else str(index) for index in logits.argmax(axis=-1).tolist()]
     tensors = {
         "logits": {
@@ -189,6 +202,8 @@ def infer_response(
     }
     if request_id is not None:
         body["id"] = request_id
+    if truncated is not None:
+        body["parameters"] = {"truncated": truncated}
     return body
 
 

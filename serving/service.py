@@ -14,10 +14,10 @@ from functools import partial
 import numpy as np
 
 from infopt.engines.base import Engine
-from infopt.params import BatchingParams, SlaClass
+from infopt.params import BatchingParams, ServingParams, SlaClass
 from serving.batcher import Batcher
 from serving.codec import Codec, Row
-from serving.errors import DeadlineExceeded, GatewayError, ShuttingDown
+from serving.errors import DeadlineExceeded, ShuttingDown
 from serving.metrics import GatewayMetrics
 from serving.queue import QueuedItem, RequestQueue
 from serving.tenancy import TenantContext
@@ -32,35 +32,38 @@ class ModelService:
         *,
         sla_classes: Mapping[str, SlaClass],
         batching: BatchingParams,
-        queue_capacity: int,
+        serving: ServingParams,
         metrics: GatewayMetrics,
-        policy: str = "least_outstanding",
-        retry_after_s: float = 1.0,
+        num_outputs: int | None = None,
     ) -> None:
         self.name = name
         self.codec = codec
         self.engines = list(engines)
         self.metrics = metrics
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = retry_after_s = serving.retry_after_s
         self.max_rows = batching.max_batch_size
-        self.queue = RequestQueue(sla_classes, queue_capacity, retry_after_s=retry_after_s, on_drop=self._dropped)
+        # Refusals are counted once per request where the request ends (Gateway.handle), not per row here.
+        self.queue = RequestQueue(sla_classes, serving.queue_capacity, retry_after_s=retry_after_s)
+        pad = np.full(2, codec.pad_id, dtype=np.int64)
         self.batcher = Batcher(
             self.queue,
             self.engines,
             batching,
             codec.collate,
-            policy=policy,
+            policy=serving.load_balancing,
             retry_after_s=retry_after_s,
             observer=self._batch_done,
+            num_outputs=num_outputs,
+            unhealthy_after=serving.unhealthy_after_failures,
+            hang_s=serving.engine_hang_s,
+            probe_interval_s=serving.health_probe_interval_s,
+            probe_row=(pad, np.ones_like(pad)),
         )
         for sla_class in self.queue.classes:
             # read at scrape time, so queueing and batching pay no gauge update per row
             metrics.queue_length.labels(name, sla_class).set_function(partial(self.queue.size, sla_class))
 
     # ------------------------------------------------------------------ metrics hooks
-    def _dropped(self, item: QueuedItem, error: GatewayError) -> None:
-        self.metrics.child(self.metrics.rejections, self.name, item.tenant, error.code).inc()
-
     def _batch_done(self, items: list[QueuedItem], start: float, engine_seconds: float) -> None:
         metrics = self.metrics
         metrics.child(metrics.batch_size, self.name).observe(len(items))

@@ -25,6 +25,7 @@ class TenantContext:
     priority: int  # lower is served first (vLLM convention)
     timeout_s: float  # deadline from arrival
     cost_center: str
+    charge: str = "rows"  # what one unit of the request bucket is: requests | rows | tokens
 
 
 def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
@@ -59,6 +60,7 @@ class Tenancy:
                 priority=sla.priority,
                 timeout_s=sla.timeout_ms / 1000.0,
                 cost_center=tenant.cost_center,
+                charge=tenant.charge,
             )
         self._requests: dict[str, TokenBucket] = {}
         self._tokens: dict[str, TokenBucket] = {}
@@ -83,19 +85,48 @@ class Tenancy:
             raise Unauthorized("unknown API key for this deployment")
         return self._contexts[found]
 
-    def admit_request(self, tenant: TenantContext, now: float) -> None:
-        """One request token from the tenant's bucket (rate_per_s, burst), or RateLimited with Retry-After."""
+    def _request_bucket(self, tenant: TenantContext, now: float) -> TokenBucket:
         bucket = self._requests.get(tenant.name)
         if bucket is None:
             config = self._tenants[tenant.name]
             bucket = self._requests[tenant.name] = TokenBucket(config.rate_per_s, config.burst, now)
-        wait = bucket.try_take(1, now)
+        return bucket
+
+    def _limited(self, tenant: TenantContext, bucket: TokenBucket, wait: float) -> RateLimited:
+        unit = tenant.charge
+        return RateLimited(
+            f"tenant {tenant.name!r} is over its rate of {bucket.rate_per_s:g} {unit}/s (burst {bucket.capacity:g})",
+            retry_after=wait,
+        )
+
+    def admit_request(self, tenant: TenantContext, now: float) -> None:
+        """Before the body is read. `requests`: take one unit or RateLimited with Retry-After. `rows` and
+        `tokens`: refuse at once when the bucket is empty (the body would be read and tokenized for a
+        certain 429); the real cost is taken by `admit_cost` once the request is parsed."""
+        bucket = self._request_bucket(tenant, now)
+        if tenant.charge == "requests":
+            wait = bucket.try_take(1, now)
+        else:
+            available = bucket.available(now)
+            wait = 0.0 if available >= 1 else (1 - available) / bucket.rate_per_s
         if wait:
-            raise RateLimited(
-                f"tenant {tenant.name!r} is over its rate of {bucket.rate_per_s:g} requests/s "
-                f"(burst {bucket.capacity:g})",
-                retry_after=wait,
+            raise self._limited(tenant, bucket, wait)
+
+    def admit_cost(self, tenant: TenantContext, rows: int, tokens: int, now: float) -> None:
+        """Charge a parsed request: `rows` rows holding `tokens` tokens (nothing more for `requests`)."""
+        if tenant.charge == "requests":
+            return
+        cost = rows if tenant.charge == "rows" else tokens
+        bucket = self._request_bucket(tenant, now)
+        if cost > bucket.capacity:
+            raise BadRequest(
+                f"request costs {cost} {tenant.charge}; tenant {tenant.name!r} may use at most {bucket.capacity:g} "
+                f"at once (burst)",
+                status=413,
             )
+        wait = bucket.try_take(cost, now)
+        if wait:
+            raise self._limited(tenant, bucket, wait)
 
     def _token_bucket(self, tenant: TenantContext, now: float) -> TokenBucket | None:
         bucket = self._tokens.get(tenant.name)

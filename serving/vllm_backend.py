@@ -4,6 +4,10 @@ The gateway does admission (keys, token buckets, SLA classes); vLLM does batchin
 class reaches vLLM as the request's `priority` (vLLM `--scheduling-policy priority`: lower value first),
 so a premium request overtakes queued batch requests inside the engine, not only in the gateway.
 
+`pending(priority)` counts the requests forwarded at that priority that have not received their first
+response byte yet (queued or prefilling in vLLM; a non-streamed answer's first byte is the whole answer):
+the gateway exports it per SLA class as `request_queue_length` beside vLLM's own `num_requests_waiting`.
+
 Failure handling: a connection failure marks that endpoint unhealthy and the request is retried once on
 the next healthy endpoint; a periodic `GET /health` brings an endpoint back when it answers again, so a
 restarted vLLM is used again without restarting the gateway. Anything unreachable becomes
@@ -140,6 +144,14 @@ class VllmBackend:
         self.balancer: Balancer[str] = Balancer(self.base_urls, policy=policy, retry_after_s=health_interval_s)
         self._client: httpx.AsyncClient | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, int] = {}  # priority -> forwarded requests without a response byte yet
+
+    def pending(self, priority: int) -> int:
+        """Requests at `priority` forwarded to vLLM that have not received their first response byte."""
+        return self._pending.get(priority, 0)
+
+    def _settle(self, priority: int) -> None:
+        self._pending[priority] -= 1
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -170,9 +182,16 @@ class VllmBackend:
         return self._client
 
     # ------------------------------------------------------------------ health
-    async def _probe(self, url: str) -> bool:
+    async def _probe(self, url: str) -> bool | None:
+        """True: /health answered 200; False: refused or answered an error; None: no answer in time.
+
+        A probe that times out says the server is busy (vLLM's API server shares the CPU with the engine,
+        and on a saturated box /health can take seconds), not that it is gone: the endpoint keeps its state.
+        A refused connection or an error status takes it out."""
         try:
             response = await self.client.get(f"{url}/health", timeout=min(2.0, self.timeout_s))
+        except httpx.TimeoutException:
+            return None
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -180,11 +199,12 @@ class VllmBackend:
     async def check_health(self) -> int:
         """Probe every endpoint once, update the balancer, return how many are healthy."""
         results = await asyncio.gather(*(self._probe(url) for url in self.base_urls))
-        for url, healthy in zip(self.base_urls, results, strict=True):
+        for url, probed in zip(self.base_urls, results, strict=True):
+            healthy = self.balancer.is_healthy(url) if probed is None else probed
             if healthy != self.balancer.is_healthy(url):
                 log.warning("vLLM endpoint %s is now %s", url, "healthy" if healthy else "unhealthy")
             self.balancer.mark_healthy(url, healthy)
-        return sum(results)
+        return sum(1 for url in self.base_urls if self.balancer.is_healthy(url))
 
     async def _health_loop(self) -> None:
         while True:
@@ -257,23 +277,31 @@ class VllmBackend:
     async def forward(self, path: str, body: dict, *, priority: int, stream: bool) -> Response:
         """Forward `body` to `path` (e.g. /v1/completions) with the SLA priority and the served model name."""
         payload = self._payload(body, priority, stream)
-        url, upstream, stack = await self._send(path, payload)
-        if not stream or upstream.status_code != 200:
-            try:
-                content = await upstream.aread()
-            except httpx.TimeoutException as error:
-                raise EngineUnavailable(
-                    f"vLLM endpoint {url} timed out after {self.timeout_s} s on {path}", retry_after=self.timeout_s
-                ) from error
-            except httpx.HTTPError as error:
-                self.balancer.mark_unhealthy(url)
-                raise EngineUnavailable(f"vLLM endpoint {url} failed mid-response: {error}") from error
-            finally:
-                await stack.aclose()
-            return VllmResponse(content, upstream.status_code, _usage_of(content))
-        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        report = UsageReport()
-        return VllmStreamingResponse(self._relay(report, url, upstream, stack, client_wants_usage), report)
+        self._pending[priority] = self._pending.get(priority, 0) + 1
+        settled = False
+        try:
+            url, upstream, stack = await self._send(path, payload)
+            if not stream or upstream.status_code != 200:
+                try:
+                    content = await upstream.aread()
+                except httpx.TimeoutException as error:
+                    raise EngineUnavailable(
+                        f"vLLM endpoint {url} timed out after {self.timeout_s} s on {path}", retry_after=self.timeout_s
+                    ) from error
+                except httpx.HTTPError as error:
+                    self.balancer.mark_unhealthy(url)
+                    raise EngineUnavailable(f"vLLM endpoint {url} failed mid-response: {error}") from error
+                finally:
+                    await stack.aclose()
+                return VllmResponse(content, upstream.status_code, _usage_of(content))
+            client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            report = UsageReport()
+            settled = True  # the relay settles it at the first event (or when the stream ends without one)
+            relay = self._relay(report, url, upstream, stack, client_wants_usage, priority)
+            return VllmStreamingResponse(relay, report)
+        finally:
+            if not settled:
+                self._settle(priority)
 
     async def _relay(
         self,
@@ -282,10 +310,15 @@ class VllmBackend:
         upstream: httpx.Response,
         stack: AsyncExitStack,
         client_wants_usage: bool,
+        priority: int,
     ) -> AsyncIterator[bytes]:
         found: list[Usage] = []
+        waiting = True
         try:
             async for event in self._events(url, upstream):
+                if waiting:
+                    waiting = False
+                    self._settle(priority)
                 usage = _usage_of_event(event)
                 if usage is not None:
                     found.append(usage)
@@ -293,6 +326,8 @@ class VllmBackend:
                         continue
                 yield event
         finally:
+            if waiting:
+                self._settle(priority)
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
             report.finish(found[-1] if found else None)

@@ -23,6 +23,7 @@ from infopt.manifest import Fingerprint, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["fp32", "int8-dynamic", "distilled"]
+LLM_VARIANTS = ["llm-fp32", "llm-bf16", "llm-int8", "llm-distilled"]
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +41,17 @@ def _shrink_params(path: Path) -> None:
     yaml = YAML()
     raw = yaml.load(path.read_text())
     raw["device"] = "cpu"
-    raw["data"].update({"categories": ["computers", "science"], "max_per_class": 60})
+    raw["data"].update(
+        {
+            "categories": ["noun.food", "verb.motion", "adj.pert"],
+            "max_per_class": 80,
+            "val_fraction": 0.1,
+            "max_train": 150,
+        }
+    )
     raw["model"]["max_seq_len"] = 32
     raw["model"]["vocab_size"] = 1000
-    raw["train"]["epochs"] = 1
+    raw["train"].update({"epochs": 1, "require_beats_majority": False})  # 1 epoch on 150 texts: no gate
     raw["variants"] = [
         {"name": "fp32", "kind": "baseline"},
         {"name": "int8-dynamic", "kind": "int8_onnx", "calibration": "dynamic", "per_channel": True},
@@ -55,9 +63,30 @@ def _shrink_params(path: Path) -> None:
         },
     ]
     raw["benchmark"].update(
-        {"batch_sizes": [1, 4], "min_iters": 5, "min_seconds": 0.05, "max_seconds": 1.0, "warmup_iters": 1}
+        {
+            "batch_sizes": [1, 4],
+            "threads": [1],
+            "repeats": 2,
+            "min_iters": 5,
+            "min_seconds": 0.05,
+            "max_seconds": 1.0,
+            "warmup_iters": 1,
+        }
     )
+    raw["evaluate"]["bootstrap_resamples"] = 200
     raw["profile"].update({"batch_size": 4, "iters": 2, "top_k": 5})
+    llm = raw["llm"]
+    llm.update({"vocab_size": 400, "max_seq_len": 32})
+    llm["presets"]["tiny"] = {
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    }  # fmt: skip
+    llm["data"]["max_documents"] = 300
+    llm["train"].update({"steps": 10, "warmup_steps": 2})
+    llm["variants"][-1].update({"steps": 5})
+    llm["variants"][-1]["student"].update({"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 1})
+    llm["evaluate"].update({"max_documents": 40, "bootstrap_resamples": 200})
+    llm["benchmark"].update({"batch_sizes": [1], "prompt_tokens": 8, "output_tokens": 4, "min_iters": 2})
     with path.open("w") as handle:
         yaml.dump(raw, handle)
 
@@ -94,7 +123,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     _run(["git", "add", "-A"], root, env, 30)
     _run(["git", "commit", "-q", "-m", "e2e copy"], root, env, 30)
     begin = time.monotonic()
-    _run(["dvc", "repro"], root, env, 300)
+    _run(["dvc", "repro"], root, env, 900)  # a bound against hangs; the shrunk run takes a few minutes
     return root, env, time.monotonic() - begin
 
 
@@ -102,16 +131,24 @@ def test_manifest_lists_variants_with_matching_artifacts(pipeline: tuple[Path, d
     root, _, _ = pipeline
     manifest = load_manifest(root / "artifacts/manifest.json")
     assert [entry.name for entry in manifest.variants] == VARIANTS
-    assert manifest.labels == ["computers", "science"]
+    assert manifest.labels == ["adj.pert", "noun.food", "verb.motion"]
+    assert manifest.baselines.majority.low <= manifest.baselines.majority.estimate <= manifest.baselines.majority.high
     for entry in manifest.variants:
         assert entry.status == "built" and entry.artifacts, entry.name
         for artifact in entry.artifacts:
             assert tree_sha256(root / artifact.path) == artifact.sha256, artifact.path
-        assert entry.accuracy is not None and entry.mlflow_run_id
-        assert {p.batch_size for points in entry.benchmark.values() for p in points} == {1, 4}
-        assert set(entry.sla_knees) == {"premium", "standard", "batch"}
+        assert entry.quality is not None and entry.mlflow_run_id
+        assert (entry.decision is None) == (entry.name == "fp32")
+        assert {p.batch_size for sweep in entry.sweeps for p in sweep.points} == {1, 4}
+        assert {s.threads for s in entry.sweeps} == {1}
         assert entry.profile and (root / entry.profile).is_file()
     assert manifest.variant("int8-dynamic").artifact("onnxruntime").precision == "int8"
+    # the causal-LM path ran in the same `dvc repro`: its variants are in the manifest's llm section
+    assert manifest.llm is not None
+    assert [entry.name for entry in manifest.llm.variants] == LLM_VARIANTS
+    for entry in manifest.llm.variants:
+        assert entry.quality is not None and tree_sha256(root / entry.artifacts[0].path) == entry.artifacts[0].sha256
+    assert manifest.llm.variant("llm-int8").precision == "int8"
 
 
 def test_metrics_files_carry_fingerprint_and_dvc_reads_them(pipeline: tuple[Path, dict[str, str], float]) -> None:
@@ -120,15 +157,15 @@ def test_metrics_files_carry_fingerprint_and_dvc_reads_them(pipeline: tuple[Path
         "metrics/train.json",
         "metrics/accuracy.json",
         "metrics/benchmark.json",
-        "metrics/summary.json",
         "plots/latency_vs_batch.json",
         "plots/pareto.json",
     ):
         data = json.loads((root / name).read_text())
         Fingerprint.model_validate(data["fingerprint"])
-    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], root, env, 60).stdout)
-    assert shown  # parses, and names the summary
-    assert "metrics/summary.json" in json.dumps(shown)
+    table = _run(["dvc", "metrics", "show"], root, env, 60).stdout
+    lines = [line for line in table.splitlines() if line.strip()]
+    assert len(lines) == 1 + len(VARIANTS) and max(map(len, lines)) <= 120, table  # one row per variant, 120 cols
+    assert "metrics/summary/int8-dynamic.json" in table and "loss_high" in lines[0]
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], root, env, 60).stdout)
     assert {"plots/latency_vs_batch.json", "plots/pareto.json"} <= set(plots["data"])
     rows = plots["data"]["plots/latency_vs_batch.json"][0]["content"]["data"]["values"]
@@ -142,7 +179,10 @@ def test_mlflow_has_one_run_per_variant(pipeline: tuple[Path, dict[str, str], fl
     by_variant: dict[str, list] = {}
     for run in runs:
         by_variant.setdefault(run.data.tags["infopt.variant"], []).append(run)
-    assert sorted(by_variant) == sorted(VARIANTS)
+    assert sorted(by_variant) == sorted(VARIANTS + LLM_VARIANTS)
+    assert {run.data.tags.get("infopt.model_kind") for name in LLM_VARIANTS for run in by_variant[name]} == {
+        "causal-lm"
+    }
     assert all(len(found) == 1 for found in by_variant.values())
     metrics = by_variant["int8-dynamic"][0].data.metrics
     for name in (

@@ -29,6 +29,10 @@ def fp8_support(device: str) -> str | None:
 
 
 class Fp8Linear(torch.nn.Module):
+    weight: torch.Tensor  # float8_e4m3fn (out, in), a buffer
+    weight_scale: torch.Tensor  # per-tensor scale, a buffer
+    bias: torch.nn.Parameter | None
+
     def __init__(self, in_features: int, out_features: int, bias: bool) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -43,7 +47,7 @@ class Fp8Linear(torch.nn.Module):
         scale = weight.abs().max().clamp(min=1e-12) / FP8_MAX
         module.weight.copy_((weight / scale).to(torch.float8_e4m3fn))
         module.weight_scale.copy_(scale)
-        if linear.bias is not None:
+        if linear.bias is not None and module.bias is not None:
             module.bias.data.copy_(linear.bias.detach().to(torch.bfloat16))
         return module
 
@@ -94,6 +98,7 @@ class Fp8Engine:
         if reason:
             raise EngineError(reason)
         if threads:
+            self._previous_threads = torch.get_num_threads()  # intra-op threads are process-wide: restored on close
             torch.set_num_threads(threads)
         self.device = device
         self.model = load_fp8(Path(model_dir), device)
@@ -107,5 +112,12 @@ class Fp8Engine:
         except Exception as error:  # as TorchEngine: any failure inside the model is the batch's failure
             raise EngineError(f"fp8 failed on a batch of shape {input_ids.shape}: {error}") from error
 
+    _previous_threads: int | None = None
+
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
+        if self._previous_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._previous_threads)
+            self._previous_threads = None

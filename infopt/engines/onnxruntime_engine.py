@@ -47,4 +47,4 @@ class OnnxRuntimeEngine:
         return np.asarray(logits, dtype=np.float32)
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None

@@ -1,7 +1,13 @@
-"""PyTorch engine: eager on CPU; on CUDA optionally torch.compile (CUDA graphs via reduce-overhead)."""
+"""PyTorch engine: eager on CPU; on CUDA optionally torch.compile (CUDA graphs via reduce-overhead).
+
+A model folder with `sparsity.json` ({"pattern": "2:4", "modules": [...]}) was pruned to NVIDIA's 2:4 pattern:
+on CUDA its listed Linear weights are converted to torch's semi-structured sparse format, so the matmuls run
+on the sparse tensor cores (what is served is sparse, and the benchmark times exactly that).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +15,7 @@ import numpy as np
 from infopt.engines.base import EngineError
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+SPARSITY_FILE = "sparsity.json"
 
 
 class TorchEngine:
@@ -29,13 +36,30 @@ class TorchEngine:
         if precision not in DTYPES:
             raise ValueError(f"precision {precision!r} is not one of {sorted(DTYPES)} for the torch engine")
         if threads:
+            self._previous_threads = torch.get_num_threads()  # intra-op threads are process-wide: restored on close
             torch.set_num_threads(threads)
         self._torch = torch
         self.device = device
         dtype = getattr(torch, DTYPES[precision])
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
         self.model = model.to(device).eval()
+        self.sparse_modules = self._sparsify(Path(model_dir)) if device == "cuda" else 0
         self._forward = torch.compile(self.model, mode="reduce-overhead") if compile else self.model
+
+    def _sparsify(self, model_dir: Path) -> int:
+        """Swap the 2:4-pruned Linear weights for semi-structured sparse tensors; returns how many."""
+        marker = model_dir / SPARSITY_FILE
+        if not marker.is_file():
+            return 0
+        from torch.sparse import to_sparse_semi_structured
+
+        spec = json.loads(marker.read_text())
+        if spec.get("pattern") != "2:4":
+            raise ValueError(f"{marker}: pattern {spec.get('pattern')!r} is not '2:4'")
+        for name in spec["modules"]:
+            linear = self.model.get_submodule(name)
+            linear.weight = self._torch.nn.Parameter(to_sparse_semi_structured(linear.weight.detach()))
+        return len(spec["modules"])
 
     def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -48,5 +72,12 @@ class TorchEngine:
         except Exception as error:  # any failure inside the model is the batch's failure
             raise EngineError(f"torch failed on a batch of shape {input_ids.shape}: {error}") from error
 
+    _previous_threads: int | None = None
+
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
+        if self._previous_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._previous_threads)
+            self._previous_threads = None

@@ -82,6 +82,7 @@ def main() -> None:
         device=device,
         max_seq_len=params.model.max_seq_len,
         train=params.train,
+        onnx="onnxruntime" in params.benchmark.engines,
     )
     try:
         builds = build_variants(params, ctx)

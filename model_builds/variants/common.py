@@ -23,7 +23,7 @@ def fresh_dir(path: Path) -> Path:
 def export_fp32(
     model: torch.nn.Module, ctx: BuildContext, variant_dir: Path, name: str, kind: str, details: dict
 ) -> VariantBuild:
-    """Save `model` (fp32) to hf/, export it to onnx/, and return the built record."""
+    """Save `model` (fp32) to hf/, export it to onnx/ (when ONNX is measured), and return the built record."""
     hf_dir, onnx_dir = variant_dir / "hf", variant_dir / "onnx"
     for path in (hf_dir, onnx_dir):
         if path.exists():
@@ -31,17 +31,17 @@ def export_fp32(
     model = model.to("cpu").float().eval()
     save_classifier(model, ctx.tokenizer, hf_dir)
     details = dict(details)
-    details["onnx_export_max_abs_diff"] = export_onnx(hf_dir, onnx_dir, ctx.max_seq_len)
+    artifacts = [ctx.artifact(hf_dir, "torch", "hf-safetensors", "fp32")]
+    if ctx.onnx:
+        details["onnx_export_max_abs_diff"] = export_onnx(hf_dir, onnx_dir, ctx.max_seq_len)
+        artifacts.append(ctx.artifact(onnx_dir, "onnxruntime", "onnx", "fp32"))
     details["nonzero_parameters"] = count_nonzero_parameters(model)
     return VariantBuild(
         name=name,
         kind=kind,
         precision="fp32",
         status="built",
-        artifacts=[
-            ctx.artifact(hf_dir, "torch", "hf-safetensors", "fp32"),
-            ctx.artifact(onnx_dir, "onnxruntime", "onnx", "fp32"),
-        ],
+        artifacts=artifacts,
         parameters=count_parameters(model),
         sparsity=linear_sparsity(model),
         details=details,

@@ -27,6 +27,7 @@ class BuildContext:
     device: str
     max_seq_len: int
     train: TrainParams
+    onnx: bool = True  # export ONNX artifacts (onnxruntime is among benchmark.engines)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -2,8 +2,10 @@
 
 KD loss (Hinton et al.): alpha * KLDiv(log_softmax(s/T), softmax(t/T)) * T^2 + (1 - alpha) * CE(s, y),
 teacher logits computed once over the train split (the teacher is frozen and in eval mode, so this equals
-computing them per batch, at a fraction of the cost). The control is the same student (same seed, data order and epochs)
-trained with alpha = 0, so `kd_beats_no_kd` measures what the teacher adds, on the test split.
+computing them per batch, at a fraction of the cost). The control is the same student (same seed, data order and
+epochs) trained with alpha = 0. What the teacher adds is a paired comparison of the two students on the same test
+examples (infopt/stats.py): the difference of their accuracies with its bootstrap interval and McNemar's p;
+`kd_beats_no_kd` is True only when the interval's lower bound is above zero.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from infopt.manifest import VariantBuild
 from infopt.params import DistilledVariant
+from infopt.stats import paired_difference
 from model_builds.modeling import LossFn, evaluate_accuracy, new_classifier, predict_logits, train_classifier
 from model_builds.variants.common import export_fp32
 from model_builds.variants.context import BuildContext
@@ -47,15 +50,19 @@ def train_student(variant: DistilledVariant, ctx: BuildContext, alpha: float, te
         loss_fn=kd_loss(teacher_logits, variant.temperature, alpha),
         description=f"{variant.name} alpha={alpha}",
     )
-    test_accuracy = evaluate_accuracy(student, ctx.split("test"), ctx.train.batch_size, ctx.device)
-    return student.to("cpu"), result.best_val_accuracy, test_accuracy
+    test_correct = (
+        predict_logits(student, ctx.split("test"), ctx.train.batch_size, ctx.device).argmax(-1)
+        == ctx.split("test").labels
+    )
+    return student.to("cpu"), result.best_val_accuracy, test_correct
 
 
 def build(variant: DistilledVariant, ctx: BuildContext) -> VariantBuild:
     teacher = ctx.teacher().to(ctx.device).eval()
     teacher_logits = torch.from_numpy(predict_logits(teacher, ctx.split("train"), ctx.train.batch_size, ctx.device))
-    student, kd_val, kd_test = train_student(variant, ctx, variant.alpha, teacher_logits)
-    _, plain_val, plain_test = train_student(variant, ctx, 0.0, teacher_logits)
+    student, kd_val, kd_correct = train_student(variant, ctx, variant.alpha, teacher_logits)
+    _, plain_val, plain_correct = train_student(variant, ctx, 0.0, teacher_logits)
+    paired = paired_difference(kd_correct, plain_correct, seed=ctx.seed)
     details = {
         "temperature": variant.temperature,
         "alpha": variant.alpha,
@@ -66,11 +73,15 @@ def build(variant: DistilledVariant, ctx: BuildContext) -> VariantBuild:
         "student_intermediate_size": variant.student.intermediate_size,
         "teacher_test_accuracy": evaluate_accuracy(teacher, ctx.split("test"), ctx.train.batch_size, ctx.device),
         "kd_val_accuracy": kd_val,
-        "kd_test_accuracy": kd_test,
+        "kd_test_accuracy": float(kd_correct.mean()),
         "no_kd_val_accuracy": plain_val,
-        "no_kd_test_accuracy": plain_test,
-        "kd_beats_no_kd": kd_test > plain_test,
-        "kd_beats_no_kd_on": "test",
+        "no_kd_test_accuracy": float(plain_correct.mean()),
+        "kd_minus_no_kd": paired.difference.estimate,
+        "kd_minus_no_kd_low": paired.difference.low,
+        "kd_minus_no_kd_high": paired.difference.high,
+        "kd_vs_no_kd_mcnemar_p": paired.mcnemar_p,
+        "kd_beats_no_kd": paired.difference.low > 0,
+        "kd_beats_no_kd_on": f"test, paired, {paired.difference.confidence:.0%} bootstrap interval",
         "val_accuracy": kd_val,
     }
     return export_fp32(student, ctx, ctx.variant_dir(variant.name), variant.name, variant.kind, details)

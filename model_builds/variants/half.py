@@ -54,7 +54,7 @@ def build(variant: HalfVariant, ctx: BuildContext) -> VariantBuild:
     artifacts = [ctx.artifact(hf_dir, "torch", "hf-safetensors", precision)]
     details: dict = {"torch_dtype": variant.dtype}
     onnx_dir = variant_dir / "onnx"
-    if variant.dtype == "float16":
+    if variant.dtype == "float16" and ctx.onnx:
         fresh_dir(onnx_dir)
         convert_onnx_fp16(str(ctx.fp32_onnx_dir() / "model.onnx"), str(onnx_dir / "model.onnx"))
         copy_side_files(ctx.fp32_onnx_dir(), onnx_dir)
@@ -64,7 +64,11 @@ def build(variant: HalfVariant, ctx: BuildContext) -> VariantBuild:
     else:
         if onnx_dir.exists():  # a stale fp16 export from an earlier float16 run of this variant
             shutil.rmtree(onnx_dir)
-        details["onnx_skipped"] = "bfloat16 has no ONNX Runtime CPU kernels; torch artifact only"
+        details["onnx_skipped"] = (
+            "onnxruntime is not among benchmark.engines"
+            if not ctx.onnx
+            else "bfloat16 has no ONNX Runtime CPU kernels; torch artifact only"
+        )
     return VariantBuild(
         name=variant.name,
         kind=variant.kind,

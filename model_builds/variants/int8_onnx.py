@@ -19,7 +19,7 @@ from infopt.manifest import VariantBuild
 from infopt.params import Int8OnnxVariant
 from model_builds.data import encode, pad_batch
 from model_builds.modeling import linear_sparsity
-from model_builds.variants.common import fresh_dir
+from model_builds.variants.common import fresh_dir, skipped
 from model_builds.variants.context import BuildContext
 from model_builds.variants.onnx_export import copy_side_files
 
@@ -99,6 +99,10 @@ def quantize_static(src: Path, dst: Path, per_channel: bool, batches: list[tuple
 
 
 def build(variant: Int8OnnxVariant, ctx: BuildContext) -> VariantBuild:
+    if not ctx.onnx:
+        return skipped(
+            variant.name, variant.kind, "int8", "onnxruntime is not among benchmark.engines: no ONNX graph to quantize"
+        )
     onnx_dir = fresh_dir(ctx.variant_dir(variant.name) / "onnx")
     src_dir = ctx.fp32_onnx_dir()
     details: dict = {"calibration": variant.calibration, "per_channel": variant.per_channel}

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.agent.github_server import GitHubState, create_app
-from tests.serving.gateway_kit import serve_in_thread
+from tests.serving.gateway_kit import free_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_MANIFEST = ROOT / "tests" / "fixtures" / "manifest.json"
@@ -79,9 +82,31 @@ class GitHubServer:
     state: GitHubState
 
 
+@contextmanager
+def serve_app(app: object) -> Iterator[str]:
+    """A plain ASGI app (the local GitHub server) under uvicorn on 127.0.0.1:<free port> in a thread."""
+    import uvicorn
+
+    sock = free_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    start = time.monotonic()
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() - start > 30:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
 @pytest.fixture
 def github_server(repo: Repo) -> Iterator[GitHubServer]:
     token = f"ghp_test_{uuid.uuid4().hex}"
     state = GitHubState(tokens={token}, git_dir=repo.remote)
-    with serve_in_thread(create_app(state)) as (url, _server):
+    with serve_app(create_app(state)) as url:
         yield GitHubServer(url, token, state)

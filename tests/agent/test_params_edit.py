@@ -13,6 +13,13 @@ from infopt.params import ParamsError
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = (ROOT / "params.yaml").read_text()
+# The same params with two mappings in flow style and a double-quoted scalar: edits keep whatever style a file has.
+SHARED_BLOCK = "  batching:\n    mode: dynamic\n    max_batch_size: 32\n    max_wait_ms: 10\n"
+ACME_QUOTA = "  quota:\n    cpu: '8'\n    memory: 16Gi\n    gpu: 1\n    pods: 12\n"
+assert PARAMS.count(SHARED_BLOCK) == 1 and PARAMS.count(ACME_QUOTA) == 1
+FLOW = PARAMS.replace(SHARED_BLOCK, "  batching: {mode: dynamic, max_batch_size: 32, max_wait_ms: 10}\n").replace(
+    ACME_QUOTA, '  quota: {cpu: "8", memory: 16Gi, gpu: 1, pods: 12}\n'
+)
 
 
 def changed_lines(diff: str) -> tuple[list[str], list[str]]:
@@ -21,7 +28,7 @@ def changed_lines(diff: str) -> tuple[list[str], list[str]]:
     return removed, added
 
 
-def test_replica_change_rewrites_exactly_one_line_and_keeps_everything_else() -> None:
+def test_replica_change_rewrites_exactly_the_two_lines_and_keeps_everything_else() -> None:
     result = apply_changes(
         PARAMS,
         [
@@ -30,11 +37,13 @@ def test_replica_change_rewrites_exactly_one_line_and_keeps_everything_else() ->
         ],
     )
     removed, added = changed_lines(result.diff)
-    assert removed == ["    replicas: {min: 2, max: 6}"]
-    assert added == ["    replicas: {min: 3, max: 5}"]
+    assert removed == ["    min: 2", "    max: 6"]
+    assert added == ["    min: 3", "    max: 5"]
     before, after = PARAMS.splitlines(), result.after.splitlines()
     assert len(before) == len(after)
-    assert [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [before.index(removed[0])]
+    premium = before.index("- name: textcls-premium")
+    changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    assert changed == [before.index("    min: 2", premium), before.index("    max: 6", premium)]
     assert result.params.deployment("textcls-premium").replicas.min == 3
     assert result.params.deployment("textcls-premium").replicas.max == 5
 
@@ -50,7 +59,7 @@ def test_edit_keeps_a_trailing_comment_in_its_column() -> None:
 
 def test_missing_key_is_inserted_into_a_flow_mapping_and_a_block_mapping() -> None:
     result = apply_changes(
-        PARAMS,
+        FLOW,
         [
             ParamChange(path="deployments[textcls-shared].batching.preferred_batch_sizes", old=None, new=[8, 16]),
             ParamChange(
@@ -59,11 +68,16 @@ def test_missing_key_is_inserted_into_a_flow_mapping_and_a_block_mapping() -> No
         ],
     )
     removed, added = changed_lines(result.diff)
-    assert removed == ["    batching: {mode: dynamic, max_batch_size: 32, max_wait_ms: 10}"]
+    assert removed == ["  batching: {mode: dynamic, max_batch_size: 32, max_wait_ms: 10}"]
     assert added == [
-        "    batching: {mode: dynamic, max_batch_size: 32, max_wait_ms: 10, preferred_batch_sizes: [8, 16]}",
-        "    autoscaling: {scale_down_stabilization_s: 120}",
+        "  batching: {mode: dynamic, max_batch_size: 32, max_wait_ms: 10, preferred_batch_sizes: [8, 16]}",
+        "  autoscaling: {scale_down_stabilization_s: 120}",
     ]
+    block = apply_changes(
+        PARAMS,
+        [ParamChange(path="deployments[textcls-shared].batching.preferred_batch_sizes", old=None, new=[8, 16])],
+    )
+    assert changed_lines(block.diff) == ([], ["    preferred_batch_sizes: [8, 16]"])
     shared = result.params.deployment("textcls-shared")
     assert shared.batching is not None and shared.batching.preferred_batch_sizes == [8, 16]
     assert shared.autoscaling.scale_down_stabilization_s == 120
@@ -71,16 +85,18 @@ def test_missing_key_is_inserted_into_a_flow_mapping_and_a_block_mapping() -> No
 
 def test_quoted_scalar_keeps_its_quotes_and_floats_stay_floats() -> None:
     result = apply_changes(
-        PARAMS,
+        FLOW,
         [
             ParamChange(path="tenants[acme].quota.cpu", old="8", new="10"),
-            ParamChange(path="train.lr", old=0.0005, new=5e-05),
+            ParamChange(path="train.lr", old=0.001, new=5e-05),
         ],
     )
     _, added = changed_lines(result.diff)
-    assert '    quota: {cpu: "10", memory: 16Gi, gpu: 1, pods: 12}' in added
+    assert '  quota: {cpu: "10", memory: 16Gi, gpu: 1, pods: 12}' in added
     assert "  lr: 5.0e-05" in added
     assert YAML(typ="safe").load(result.after)["train"]["lr"] == pytest.approx(5e-05)
+    single = apply_changes(PARAMS, [ParamChange(path="tenants[acme].quota.cpu", old="8", new="10")])
+    assert changed_lines(single.diff) == (["    cpu: '8'"], ["    cpu: '10'"])
 
 
 def test_change_that_breaks_the_schema_is_refused_naming_the_field() -> None:

@@ -51,11 +51,11 @@ def test_passing_change_renders_every_section_with_the_infra_plan_diff(context: 
     assert isinstance(built, Proposal), built
     body = built.body
     assert built.branch == "agent/scaling-textcls-premium"
-    assert "-    replicas: {min: 2, max: 6}\n+    replicas: {min: 3, max: 6}" in body
+    assert "-    min: 2\n+    min: 3" in body
     assert "| Path | Metric | HEAD | proposal | Change |" in body
     assert "| params.yaml | replicas.min | 2 | 3 | +1 |" in body
     assert "| sla | pass | premium p99 21.5 ms (<= 50 ms)" in body
-    assert "| policy | pass | stack prod: 43 resources" in body
+    assert "| policy | pass | stack prod: 52 resources" in body
     assert "| HorizontalPodAutoscaler inference-acme/textcls-premium | changed | `spec.minReplicas` | 2 | 3 |" in body
     assert "| accuracy | n/a |" in body
     assert marker_of(body) == (built.id, built.branch)
@@ -67,7 +67,7 @@ def test_policy_guardrail_refuses_a_variant_over_the_accuracy_budget(context: Ag
     refusal = build_proposal(context, rec([change]), stack="prod")
     assert isinstance(refusal, Refusal)
     assert refusal.guardrail == "policy"
-    assert "artifact-within-accuracy-budget" in refusal.reason
+    assert "artifact-is-deployable" in refusal.reason
     assert "'pruned-heads-25' is not within the accuracy budget" in refusal.reason
     assert "(1 new with this change)" in refusal.reason
 

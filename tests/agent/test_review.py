@@ -23,7 +23,9 @@ def test_review_report_has_the_metrics_diff_and_the_plan_diff(repo: Repo) -> Non
     git(work, "commit", "-q", "-m", "metrics")
     (work / "metrics.json").write_text(json.dumps({"p99_ms": 8.5}))
     params = work / "params.yaml"
-    params.write_text(params.read_text().replace("replicas: {min: 2, max: 6}", "replicas: {min: 3, max: 6}"))
+    text = params.read_text()
+    assert text.count("    min: 2\n    max: 6\n") == 1
+    params.write_text(text.replace("    min: 2\n    max: 6\n", "    min: 3\n    max: 6\n"))
 
     report = review_report(work, "HEAD", stack="prod", manifest_path=FIXTURE_MANIFEST)
     assert report.startswith(REVIEW_MARKER)

@@ -117,10 +117,13 @@ def test_node_reads_params_manifest_and_trace_file(tmp_path: Path) -> None:
     assert isinstance(outcome, Recommendation | NoChange)
     kinds = {item.kind for item in outcome.evidence}
     assert {"file", "trace", "simulation"} <= kinds
-    assert any("variants[int8-dynamic].benchmark[onnxruntime]" in item.detail for item in outcome.evidence)
+    # the sweep of the pod's own engine thread count (resources.cpu 1), as infopt.sla plans with
+    assert any(
+        "variants[int8-dynamic].sweeps[engine=onnxruntime,threads=1,device=cpu]" in item.detail
+        for item in outcome.evidence
+    )
     if isinstance(outcome, Recommendation):
         assert outcome.target.deployment == "textcls-premium" and outcome.target.sla_class == "premium"
-        assert any("engine thread(s)" in risk for risk in outcome.risks)  # sweep threads vs the pod's 1 CPU
 
 
 def test_node_refuses_each_deployment_without_a_manifest(tmp_path: Path) -> None:

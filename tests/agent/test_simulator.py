@@ -193,22 +193,32 @@ def test_curve_interpolates_and_its_lognormal_hits_both_quantiles() -> None:
 def test_manifest_adapter_reads_the_deployments_engine_sweep() -> None:
     manifest = load_manifest("tests/fixtures/manifest.json")
     entry = manifest.variant("int8-dynamic")
-    curve = service_curve(entry, "onnxruntime", manifest_path="m.json")
-    assert curve.batch_sizes == (1, 4, 16, 64)
-    assert curve.p50(1) == pytest.approx(0.00108)
-    assert curve.source == "m.json: variants[int8-dynamic].benchmark[onnxruntime]"
-    with pytest.raises(CurveError, match="no benchmark sweep for engine 'vllm'"):
-        service_curve(entry, "vllm")
+    curve = service_curve(entry, "onnxruntime", 1, "cpu", manifest_path="m.json")
+    assert curve.batch_sizes == (1, 2, 4, 8, 16, 32, 64)
+    assert curve.p50(1) == pytest.approx(0.001075)
+    assert curve.p99(8) == pytest.approx(0.005194)  # the worst round's p99, as infopt.sla plans with
+    assert curve.source == "m.json: variants[int8-dynamic].sweeps[engine=onnxruntime,threads=1,device=cpu]"
+    assert service_curve(entry, "onnxruntime", 2, "cpu").p50(1) != curve.p50(1)  # the pod's thread count
+    with pytest.raises(CurveError, match="no served-shape sweep for engine 'vllm' with 1 thread"):
+        service_curve(entry, "vllm", 1, "cpu")
+    with pytest.raises(CurveError, match="with 4 thread"):
+        service_curve(entry, "onnxruntime", 4, "cpu")
     points = [
         BatchPoint(
             batch_size=2,
             throughput_rps=1,
+            throughput_rps_min=1,
+            throughput_rps_max=1,
             latency_p50_ms=3,
             latency_p95_ms=4,
-            latency_p99_ms=5,
+            latency_p99_ms=4.5,
+            latency_p99_ms_min=4,
+            latency_p99_ms_max=5,
+            mean_tokens=10,
             peak_memory_mb=0,
             cost_per_1k_usd=0,
             iterations=5,
+            rounds=3,
         )
     ]
     assert curve_from_points(points, "x").p99(2) == pytest.approx(0.005)

@@ -78,3 +78,97 @@ def test_cli_fetch_exits_nonzero_on_hash_mismatch(model_folder: Path, tmp_path: 
     assert result.exit_code == 1
     assert "does not match" in result.output
     verify(model_folder, tree_sha256(model_folder))
+
+
+@pytest.fixture
+def s3_server(monkeypatch) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 (a real HTTP server speaking the S3 API), reached through boto3."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://{host}:{port}")
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_fetch_from_s3_verifies_the_bundle(model_folder: Path, tmp_path: Path, s3_server: str) -> None:
+    import boto3
+
+    bundle = pack(model_folder, tmp_path / "out")
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="infopt-artifacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    client.upload_file(str(bundle), "infopt-artifacts", f"artifacts/{bundle.name}")
+    digest = tree_sha256(model_folder)
+    dest = fetch(f"s3://infopt-artifacts/artifacts/{bundle.name}", digest, tmp_path / "models" / "m")
+    assert tree_sha256(dest) == digest
+    with pytest.raises(ArtifactError, match=r"s3://infopt-artifacts/artifacts/missing.tar.gz: S3 error 404"):
+        fetch("s3://infopt-artifacts/artifacts/missing.tar.gz", digest, tmp_path / "models" / "x")
+    client.put_object(Bucket="infopt-artifacts", Key="artifacts/tampered.tar.gz", Body=bundle.read_bytes())
+    with pytest.raises(ArtifactError, match="does not match the manifest"):
+        fetch("s3://infopt-artifacts/artifacts/tampered.tar.gz", "0" * 64, tmp_path / "models" / "t")
+    assert not (tmp_path / "models" / "t").exists()
+
+
+@pytest.fixture
+def gcs_server(monkeypatch) -> Iterator[str]:
+    """gcp-storage-emulator on 127.0.0.1 (the GCS JSON API), reached through google-cloud-storage."""
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket="infopt-artifacts")
+    server.start()
+    port = server._api._httpd.server_address[1]  # the emulator binds port 0 and keeps the socket here
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Please install grpcio-status:ImportWarning")  # api_core's optional extra
+def test_fetch_from_gcs_verifies_the_bundle(model_folder: Path, tmp_path: Path, gcs_server: str) -> None:
+    from google.cloud import storage
+
+    bundle = pack(model_folder, tmp_path / "out")
+    bucket = storage.Client().bucket("infopt-artifacts")
+    bucket.blob(f"artifacts/{bundle.name}").upload_from_filename(str(bundle))
+    digest = tree_sha256(model_folder)
+    dest = fetch(f"gs://infopt-artifacts/artifacts/{bundle.name}", digest, tmp_path / "models" / "m")
+    assert tree_sha256(dest) == digest
+    with pytest.raises(ArtifactError, match=r"gs://infopt-artifacts/artifacts/none.tar.gz: GCS error: 404"):
+        fetch("gs://infopt-artifacts/artifacts/none.tar.gz", digest, tmp_path / "models" / "x")
+
+
+def test_redirect_to_another_host_fails_naming_it(tmp_path: Path) -> None:
+    """A store that redirects to S3/GCS would leave the NetworkPolicy's allowed destinations: say so."""
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://localhost:9/x")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/away"
+        with pytest.raises(ArtifactError, match=r"redirected to http://localhost:9/x, another host"):
+            fetch(url, "a" * 64, tmp_path / "d")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_unsupported_scheme_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"ftp://x/y.tar.gz: unsupported scheme 'ftp'"):
+        fetch("ftp://x/y.tar.gz", "a" * 64, tmp_path / "d")

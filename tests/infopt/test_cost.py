@@ -39,6 +39,33 @@ def test_equal_request_and_device_time_splits_add_up() -> None:
     assert (globex.device_time_split, initech.device_time_split) == (0.75, 0.25)
 
 
+LLM_METRICS = """\
+# TYPE infopt_requests_total counter
+infopt_requests_total{model="chat",sla_class="premium",status="ok",tenant="acme"} 10.0
+infopt_requests_total{model="chat",sla_class="standard",status="ok",tenant="globex"} 10.0
+# TYPE infopt_tenant_tokens_total counter
+infopt_tenant_tokens_total{kind="prompt",tenant="acme"} 1000.0
+infopt_tenant_tokens_total{kind="completion",tenant="acme"} 2000.0
+infopt_tenant_tokens_total{kind="prompt",tenant="globex"} 500.0
+infopt_tenant_tokens_total{kind="completion",tenant="globex"} 500.0
+"""
+
+
+def test_llm_tokens_split_the_cost_and_price_each_tenant_per_1k_tokens() -> None:
+    # 1 device-hour at 0.4 USD shared by two tenants; acme used 3000 tokens, globex 1000 (4000 in all).
+    report = chargeback(
+        usage_from_metrics(LLM_METRICS), device_hours=1.0, device="cpu", cost=CostParams(hourly_usd={"cpu": 0.4})
+    )
+    acme, globex = report.tenants
+    assert (acme.tokens, globex.tokens) == (3000, 1000)
+    assert (acme.token_split, globex.token_split) == (0.3, 0.1)  # 0.4 * 3/4 and 0.4 * 1/4
+    assert acme.cost_per_1k_tokens == globex.cost_per_1k_tokens == pytest.approx(0.1)  # 0.4 / 4000 * 1000
+    # the spec's equal split charges each 0.2 USD: acme 0.2 / 3k tokens, globex 0.2 / 1k tokens
+    assert acme.equal_cost_per_1k_tokens == pytest.approx(0.2 / 3)
+    assert globex.equal_cost_per_1k_tokens == pytest.approx(0.2)
+    assert acme.request_split == globex.request_split == 0.2  # 10 requests each
+
+
 def test_cost_command_prices_a_loadgen_report(tmp_path: Path) -> None:
     report = {"elapsed_s": 1800.0, "streams": [{"name": "acme", "ok": 30}, {"name": "globex", "ok": 10}]}
     (tmp_path / "load.json").write_text(json.dumps(report))

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, TypeAdapter
 from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from cli.main import app
-from infopt.params import ParamsError, load_params, parse_params
+from infopt.params import Params, ParamsError, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +68,7 @@ def test_undefined_sla_class(raw: dict[str, Any]) -> None:
 
 def test_undefined_sla_class_name_in_classes(raw: dict[str, Any]) -> None:
     raw["sla_classes"]["gold"] = copy.deepcopy(raw["sla_classes"]["premium"])
-    _fails(raw, "sla_classes.gold")
+    _fails(raw, "sla_classes: unknown class(es) ['gold']; allowed: ['premium', 'standard', 'batch']")
 
 
 def test_unknown_variant_in_a_deployment(raw: dict[str, Any]) -> None:
@@ -120,3 +122,72 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     broken.write_text("seed: [1, 2\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(broken)
+
+
+def _disagreements(default: BaseModel, raw: dict[str, Any], where: str) -> list[str]:
+    """Keys params.yaml sets whose value differs from the schema's default instance (nested sections walked)."""
+    found = []
+    for key, value in raw.items():
+        current = getattr(default, key)
+        if isinstance(current, BaseModel) and isinstance(value, dict):
+            found += _disagreements(current, value, f"{where}{key}.")
+            continue
+        validated = getattr(type(default).model_validate({**default.model_dump(), key: value}), key)
+        if validated != current:
+            found.append(f"{where}{key}: params.yaml {validated!r}, schema default {current!r}")
+    return found
+
+
+def _class_disagreements(model: type[BaseModel], raw: dict[str, Any], where: str) -> list[str]:
+    """As _disagreements, against a model class's field defaults (for sections whose default is None)."""
+    found = []
+    for key, value in raw.items():
+        field = model.model_fields.get(key)
+        if field is None or field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel) and isinstance(value, dict):
+            found += _disagreements(default, value, f"{where}{key}.")
+            continue
+        validated = TypeAdapter(field.annotation).validate_python(value)
+        if validated != default:
+            found.append(f"{where}{key}: params.yaml {validated!r}, schema default {default!r}")
+    return found
+
+
+def test_schema_defaults_agree_with_the_committed_params_yaml(raw: dict[str, Any]) -> None:
+    """Every default exists once: where params.yaml states a section's value, the schema's default is the same
+    value, so deleting a line changes nothing. (Lists of variants, tenants and deployments have no defaults.)"""
+    sections = {name: value for name, value in raw.items() if name not in ("variants", "tenants", "deployments")}
+    singletons = {"seed", "device"}
+    problems = []
+    for name, value in sections.items():
+        field = Params.model_fields[name]
+        if field.is_required():
+            continue
+        default = field.get_default(call_default_factory=True)
+        if default is None and isinstance(value, dict):  # an optional section (llm): its class's defaults
+            section = next(
+                t for t in typing.get_args(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)
+            )
+            problems += _class_disagreements(section, value, f"{name}.")
+            continue
+        if name in singletons:
+            if value != default:
+                problems.append(f"{name}: params.yaml {value!r}, schema default {default!r}")
+            continue
+        problems += _disagreements(default, value, f"{name}.")
+    assert not problems, "params.yaml and the schema disagree:\n" + "\n".join(problems)
+
+
+def test_params_yaml_is_written_the_way_dvc_exp_run_writes_it() -> None:
+    """`dvc exp run -S key=value` re-dumps params.yaml with DVC's YAML settings: the committed file is already
+    in that form, so an experiment's diff is the changed line alone."""
+    import io
+
+    from dvc.utils.serialize._yaml import _dump, parse_yaml_for_update
+
+    text = (REPO / "params.yaml").read_text()
+    stream = io.StringIO()
+    _dump(parse_yaml_for_update(text, "params.yaml"), stream)
+    assert stream.getvalue() == text

@@ -9,8 +9,9 @@ import mlflow
 import pytest
 
 from infopt.fingerprint import collect
-from infopt.manifest import BatchPoint
+from infopt.manifest import AccuracyReport, BatchPoint, Decision, Sweep
 from infopt.params import load_params
+from infopt.stats import Interval
 from infopt.tracking import (
     PARAMS_SHA_TAG,
     TRACKING_ENV,
@@ -33,13 +34,42 @@ def _point(batch: int, p99: float) -> BatchPoint:
     return BatchPoint(
         batch_size=batch,
         throughput_rps=100.0 * batch,
+        throughput_rps_min=90.0 * batch,
+        throughput_rps_max=110.0 * batch,
         latency_p50_ms=p99 / 2,
         latency_p95_ms=p99 * 0.9,
         latency_p99_ms=p99,
+        latency_p99_ms_min=p99 * 0.9,
+        latency_p99_ms_max=p99 * 1.2,
+        mean_tokens=12.0,
         peak_memory_mb=1.5,
         cost_per_1k_usd=0.002,
         iterations=30,
+        rounds=3,
     )
+
+
+def _sweep(engine: str, threads: int, *points: BatchPoint) -> Sweep:
+    return Sweep(engine=engine, threads=threads, device="cpu", points=list(points))  # type: ignore[arg-type]
+
+
+QUALITY = AccuracyReport(
+    engine="onnxruntime",
+    execution_device="cpu",
+    n=1000,
+    accuracy=Interval(estimate=0.8, low=0.77, high=0.83, confidence=0.95),
+    macro_f1=Interval(estimate=0.79, low=0.76, high=0.82, confidence=0.95),
+)
+DECISION = Decision(
+    baseline="fp32",
+    engine="onnxruntime",
+    loss=Interval(estimate=0.01, low=0.004, high=0.016, confidence=0.95),
+    mcnemar_p=0.01,
+    baseline_only=14,
+    variant_only=4,
+    budget=0.01,
+    within_budget=False,
+)
 
 
 @pytest.fixture
@@ -60,11 +90,17 @@ def test_two_stages_log_into_one_run_per_variant(workdir: Path) -> None:
     params = load_params("params.yaml")
     with variant_run(params, "int8-dynamic", stage="evaluate") as run:
         first_id = run.info.run_id
-        log_accuracy("int8_onnx", accuracy=0.8, macro_f1=0.79, accuracy_loss=0.01)
+        log_accuracy("int8_onnx", QUALITY, DECISION)
         log_variant_params(params, "int8-dynamic")
     with variant_run(params, "int8-dynamic", stage="benchmark") as run:
         assert run.info.run_id == first_id
-        log_benchmark({"torch": [_point(1, 4.0)], "onnxruntime": [_point(1, 2.0), _point(16, 9.0)]})
+        log_benchmark(
+            [
+                _sweep("torch", 2, _point(1, 4.0)),
+                _sweep("onnxruntime", 1, _point(1, 7.0)),
+                _sweep("onnxruntime", 2, _point(1, 2.0), _point(16, 9.0)),
+            ]
+        )
         log_fingerprint(collect("cpu"))
         log_variant_params(params, "int8-dynamic")  # a second stage re-logging params must not fail
     with variant_run(params, "fp32", stage="benchmark") as run:
@@ -79,10 +115,13 @@ def test_two_stages_log_into_one_run_per_variant(workdir: Path) -> None:
     assert {"infopt.stage.evaluate", "infopt.stage.benchmark", "fingerprint.cpu_model"} <= set(data.tags)
     metrics = data.metrics
     assert metrics["int8_accuracy_loss"] == pytest.approx(0.01)
-    assert metrics["accuracy"] == pytest.approx(0.8)
-    assert metrics["batch_1_latency_p99_ms"] == pytest.approx(2.0)  # onnxruntime is the primary engine
-    assert metrics["torch_batch_1_latency_p99_ms"] == pytest.approx(4.0)
-    assert metrics["onnxruntime_batch_16_latency_p99_ms"] == pytest.approx(9.0)
+    assert metrics["accuracy_loss_ci_high"] == pytest.approx(0.016) and metrics["within_accuracy_budget"] == 0.0
+    assert metrics["accuracy"] == pytest.approx(0.8) and metrics["accuracy_ci_low"] == pytest.approx(0.77)
+    # onnxruntime is the primary engine, and its sweep with the most threads gets the unprefixed names
+    assert metrics["batch_1_latency_p99_ms"] == pytest.approx(2.0)
+    assert metrics["torch_2t_batch_1_latency_p99_ms"] == pytest.approx(4.0)
+    assert metrics["onnxruntime_1t_batch_1_latency_p99_ms"] == pytest.approx(7.0)
+    assert metrics["onnxruntime_2t_batch_16_latency_p99_ms"] == pytest.approx(9.0)
     assert metrics["batch_16_cost_usd"] == pytest.approx(0.002 / 1000)
     assert metrics["batch_16_cost_per_1k_usd"] == pytest.approx(0.002)
     assert {"batch_1_throughput_req_sec", "batch_1_latency_p50_ms", "batch_1_latency_p95_ms"} <= set(metrics)
@@ -172,4 +211,4 @@ def test_stages_write_their_files_but_touch_no_mlflow_when_tracking_is_off(
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
     loaded = load_manifest(tmp_path / "artifacts/manifest.json")
     assert [entry.mlflow_run_id for entry in loaded.variants] == [None, None, None]
-    assert loaded.variant("fp32").benchmark and (tmp_path / "metrics/summary.json").is_file()
+    assert loaded.variant("fp32").sweeps and (tmp_path / "metrics/summary/fp32.json").is_file()

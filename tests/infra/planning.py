@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ from ruamel.yaml import YAML
 from infopt.manifest import Manifest, load_manifest
 from infopt.params import Params, parse_params
 from infra.plan import PlanResult, plan
+from infra.policy_analyzer import PolicyAnalyzer
 from infra.stack_config import StackConfig, load_stack_config, stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_MANIFEST = ROOT / "tests" / "fixtures" / "manifest.json"
+CUDA_MANIFEST = ROOT / "tests" / "fixtures" / "manifest-cuda.json"  # the same run measured on a GPU host
 STACKS = ("dev", "staging", "prod")
 
 
@@ -29,6 +32,19 @@ def manifest() -> Manifest:
     return load_manifest(FIXTURE_MANIFEST)
 
 
+@pytest.fixture(scope="session")
+def cuda_manifest() -> Manifest:
+    """GPU deployments are planned from sweeps measured on a GPU."""
+    return load_manifest(CUDA_MANIFEST)
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> Iterator[PolicyAnalyzer]:
+    """One policy pack server (its own process, spoken to over gRPC) for the whole session."""
+    with PolicyAnalyzer() as running:
+        yield running
+
+
 def stack_config(stack: str) -> StackConfig:
     return load_stack_config(stack_file(stack, ROOT / "stacks"))
 
@@ -40,5 +56,7 @@ def params_with(raw: dict[str, Any], edit) -> Params:
     return parse_params(changed, "params.yaml (edited in test)")
 
 
-def run_plan(params: Params, manifest: Manifest, stack: str, config: StackConfig | None = None) -> PlanResult:
-    return plan(params, manifest, FIXTURE_MANIFEST, config or stack_config(stack), stack)
+def run_plan(
+    params: Params, manifest: Manifest, stack: str, analyzer: PolicyAnalyzer, config: StackConfig | None = None
+) -> PlanResult:
+    return plan(params, manifest, config or stack_config(stack), stack, analyzer)

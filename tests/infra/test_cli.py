@@ -63,5 +63,30 @@ def test_plan_exit_codes_name_the_problem(tmp_path: Path) -> None:
         "--stack", "prod", "--params", str(edited), "--manifest", str(FIXTURE_MANIFEST), "--out", str(tmp_path)
     )
     assert violation.exit_code == 1
-    assert "artifact-within-accuracy-budget" in violation.output
+    assert "artifact-is-deployable" in violation.output
     assert json.loads((tmp_path / "prod.summary.json").read_text())["ok"] is False
+
+
+def test_policy_config_carries_the_manifest_decisions(tmp_path: Path) -> None:
+    from infopt.manifest import load_manifest
+
+    out = tmp_path / "prod.policy-config.json"
+    result = invoke_cmd("policy-config", "--stack", "prod", "--manifest", str(FIXTURE_MANIFEST), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    config = json.loads(out.read_text())
+    assert config["images-pinned-by-digest"] == {"requireImageDigests": True}
+    decisions = config["artifact-is-deployable"]["artifacts"]
+    manifest = load_manifest(FIXTURE_MANIFEST)
+    over = manifest.variant("pruned-heads-25").artifact("onnxruntime").sha256
+    within = manifest.variant("int8-dynamic").artifact("onnxruntime").sha256
+    assert decisions[over]["deployable"] is False and decisions[within]["deployable"] is True
+    assert decisions[over]["variant"] == "pruned-heads-25"
+    built = sum(len(v.artifacts) for v in manifest.variants)
+    assert len(decisions) == built
+    assert (
+        f"{sum(d['deployable'] for d in decisions.values())} of {built} manifest artifacts deployable" in result.output
+    )
+
+
+def invoke_cmd(*args: str):
+    return runner.invoke(app, [*args, "--stacks-dir", str(ROOT / "stacks")], catch_exceptions=False)

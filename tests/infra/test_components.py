@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-import runpy
+import os
+import subprocess
+import sys
 
 import pulumi
 import pulumi_kubernetes as kubernetes
@@ -13,7 +15,7 @@ from ruamel.yaml import YAML
 from infopt.params import parse_params
 from infra.plan import RecordingMocks
 from infra.tenant import Tenant, tenant_spec
-from tests.infra.planning import FIXTURE_MANIFEST, ROOT, stack_config
+from tests.infra.planning import FIXTURE_MANIFEST, ROOT, STACKS, run_plan, stack_config
 
 
 @pytest.fixture
@@ -34,6 +36,7 @@ def test_tenant_component_declares_quota_and_labels_from_params(mocks, raw_param
         "LimitRange",
         "NetworkPolicy",
         "NetworkPolicy",
+        "ServiceAccount",
         "Role",
         "RoleBinding",
     ]
@@ -48,20 +51,32 @@ def test_tenant_component_declares_quota_and_labels_from_params(mocks, raw_param
     return pulumi.Output.all(namespace.metadata, quota.spec).apply(check)
 
 
-def test_pulumi_entry_point_runs_under_mocks(monkeypatch) -> None:
-    """What `pulumi up` executes: config from the stack file as Pulumi passes it, params and manifest from disk."""
-    raw = YAML(typ="safe").load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="infopt", stack="prod", preview=True)
-    pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()})
-    monkeypatch.setenv("INFOPT_MANIFEST", str(FIXTURE_MANIFEST))
-    monkeypatch.chdir(ROOT)
-    try:
-        pulumi.runtime.test(lambda: runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__"))()
-    finally:
-        pulumi.runtime.set_all_config({})
-    types = [record[0] for record in mocks.records]
-    assert types[0] == "pulumi:providers:kubernetes"
-    assert mocks.records[0][2]["context"] == "infopt-prod"
-    assert types.count("kubernetes:apps/v1:Deployment") == 2
-    assert len([t for t in types if t.startswith("kubernetes:")]) == 43
+@pytest.mark.parametrize("stack", STACKS)
+def test_program_runs_as_the_pulumi_language_host_runs_it(stack: str, tmp_path, analyzer, raw_params, manifest) -> None:
+    """`pulumi up` with `main: infra/`: the language host changes into infra/, puts only infra/ on sys.path,
+    passes the stack config in PULUMI_CONFIG and runs the folder's __main__.py. The child gets no PYTHONPATH
+    and a relative INFOPT_MANIFEST, so the program must find the project root by itself."""
+    raw = YAML(typ="safe").load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "INFOPT_PARAMS")}
+    env["PULUMI_CONFIG"] = json.dumps({k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()})
+    env["INFOPT_MANIFEST"] = str(FIXTURE_MANIFEST.relative_to(ROOT))  # relative: taken from the project root
+    out = tmp_path / "records.json"
+    host = [sys.executable, str(ROOT / "tests" / "infra" / "langhost.py"), "--project", "infopt", "--stack", stack]
+    done = subprocess.run(
+        [*host, "--pwd", str(ROOT / "infra"), "--out", str(out), "."],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(out.read_text())
+    assert (done.returncode, report["error"]) == (0, None), done.stderr[-3000:]
+    assert report["cwd"] == str(ROOT / "infra")
+    records = report["records"]
+    providers = [r for r in records if r["type"] == "pulumi:providers:kubernetes"]  # registration order is async
+    assert [p["inputs"]["context"] for p in providers] == [raw["infopt:kubeContext"]]
+    declared = sorted((r["type"], r["name"]) for r in records if r["type"].startswith("kubernetes:"))
+    in_process = run_plan(parse_params(raw_params), manifest, stack, analyzer)
+    assert declared == sorted((r.type, r.name) for r in in_process.resources)
+    assert len(declared) == 52

@@ -6,7 +6,19 @@ from pathlib import Path
 import pytest
 
 from infopt.params import DataParams, ModelParams
-from model_builds.data import FORTUNES_DIR, DataError, load_tokenizer, read_fortunes, read_split, split_examples
+from model_builds.data import (
+    FORTUNES_DIR,
+    LEXNAMES,
+    WORDNET_DIR,
+    DataError,
+    Example,
+    load_tokenizer,
+    read_fortunes,
+    read_split,
+    read_wordnet,
+    split_examples,
+    stratified_sample,
+)
 from model_builds.prepare import load_records, prepare
 from tests.model_builds.conftest import TINY
 
@@ -53,7 +65,7 @@ def test_csv_without_label_field_names_field_and_file(tmp_path: Path) -> None:
 
 def test_unknown_fortune_category_is_named() -> None:
     with pytest.raises(DataError, match="'no-such-topic'"):
-        load_records(DataParams(categories=["computers", "no-such-topic"]))
+        load_records(DataParams(source="fortunes", categories=["computers", "no-such-topic"]))
 
 
 def test_jsonl_string_labels_and_small_class(tmp_path: Path) -> None:
@@ -96,3 +108,75 @@ def test_tokenizer_training_is_the_same_in_every_process() -> None:
         for _ in range(3)
     }
     assert len(digests) == 1, digests
+
+
+WORDNET_LINES = {
+    "data.noun": [
+        "  1 This software and database is being provided to you, the LICENSEE, by",
+        "00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 | that which is perceived or known to exist  ",
+        '02084071 05 n 02 dog 0 domestic_dog 0 001 @ 02083346 n 0000 | a member of the genus Canis; "the dog barked"  ',
+    ],
+    "data.verb": [
+        "01835496 38 v 01 travel 0 001 @ 01831531 v 0000 01 + 02 00 | change location; move, travel, or proceed  "
+    ],
+    "data.adj": [
+        "00001740 00 a 01 able 0 001 ! 00002098 a 0101 | (usually followed by `to') having the necessary means  "
+    ],
+    "data.adv": ["00001740 02 r 01 barely 0 000 | by a small margin  "],
+}
+
+
+def write_wordnet(folder: Path, lines: dict[str, list[str]] = WORDNET_LINES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in lines.items():
+        (folder / name).write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_wordnet_glosses_are_labelled_by_their_lexicographer_file(tmp_path: Path) -> None:
+    records = read_wordnet(write_wordnet(tmp_path / "wn"), None, 600)
+    assert records == [
+        ("that which is perceived or known to exist", "noun.Tops"),
+        ('a member of the genus Canis; "the dog barked"', "noun.animal"),
+        ("change location; move, travel, or proceed", "verb.motion"),
+        ("(usually followed by `to') having the necessary means", "adj.all"),
+        ("by a small margin", "adv.all"),
+    ]
+    only = read_wordnet(tmp_path / "wn", ["verb.motion", "adv.all"], 600)
+    assert [label for _, label in only] == ["verb.motion", "adv.all"]
+
+
+def test_wordnet_errors_name_the_file_line_and_category(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"\['verb.flying'\] are not WordNet lexicographer files"):
+        read_wordnet(write_wordnet(tmp_path / "ok"), ["verb.flying"], 600)
+    broken = write_wordnet(tmp_path / "broken", {**WORDNET_LINES, "data.adv": ["00001740 99 r 01 barely 0 000 | x"]})
+    with pytest.raises(DataError, match=r"data\.adv:1: not a WordNet data line"):
+        read_wordnet(broken, None, 600)
+    with pytest.raises(DataError, match="install the Debian package `wordnet-base`"):
+        read_wordnet(tmp_path / "missing", None, 600)
+
+
+@pytest.mark.skipif(not (WORDNET_DIR / "data.noun").is_file(), reason="Debian package wordnet-base not installed")
+def test_the_real_wordnet_has_117659_glosses_in_45_supersenses() -> None:
+    records = read_wordnet(WORDNET_DIR, None, 10_000)
+    assert len(records) == 117_659 and {label for _, label in records} == set(LEXNAMES)
+    assert len(LEXNAMES) == 45
+
+
+def test_stratified_sample_keeps_every_label_and_its_share() -> None:
+    import random
+
+    examples = [Example(f"a{i}", 0) for i in range(900)] + [Example(f"b{i}", 1) for i in range(90)]
+    examples += [Example(f"c{i}", 2) for i in range(10)]
+    sample = stratified_sample(examples, 100, random.Random(0))
+    counts = [sum(e.label == label for e in sample) for label in (0, 1, 2)]
+    assert sum(counts) == 100 and counts == [90, 9, 1]
+    assert len({e.text for e in sample}) == 100
+
+
+def test_max_train_subsamples_only_the_train_split(tmp_path: Path) -> None:
+    records = [(f"text {i} {'x' * (i % 7)}", "ab"[i % 2]) for i in range(400)]
+    _, full = split_examples(records, None, 0.1, 0.2, seed=1)
+    _, capped = split_examples(records, None, 0.1, 0.2, seed=1, max_train=50)
+    assert len(capped["train"]) == 50 and len(full["train"]) == 280
+    assert capped["test"] == full["test"] and capped["val"] == full["val"]

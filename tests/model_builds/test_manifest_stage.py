@@ -33,24 +33,34 @@ def test_main_writes_valid_manifest_summary_and_pareto(workspace: Path, monkeypa
     assert [entry.name for entry in loaded.variants] == ["fp32", "int8-dynamic", "fp8"]
     assert loaded.labels == ["computers", "science"] and loaded.baseline == "fp32"
     fp32 = loaded.variant("fp32")
-    assert set(fp32.benchmark) == {"torch", "onnxruntime"}
-    assert set(fp32.sla_knees) == {"premium", "standard", "batch"}
-    assert fp32.profile == "metrics/profiles/fp32.json" and fp32.accuracy == 0.5
+    assert {(s.engine, s.threads) for s in fp32.sweeps} == {
+        ("torch", 1),
+        ("torch", 2),
+        ("onnxruntime", 1),
+        ("onnxruntime", 2),
+    }
+    assert fp32.profile == "metrics/profiles/fp32.json" and fp32.quality and fp32.quality.accuracy.estimate == 0.5
+    assert fp32.decision is None and fp32.deployable  # the baseline is not compared with itself
+    int8 = loaded.variant("int8-dynamic")
+    assert int8.decision and not int8.decision.within_budget and not int8.deployable  # loss upper bound 0.08 > 0.02
+    assert loaded.baselines.majority_label == "computers"
     for entry in loaded.variants:
         for artifact in entry.artifacts:
             assert tree_sha256(workspace / artifact.path) == artifact.sha256
     skipped = loaded.variant("fp8")
-    assert skipped.status == "skipped" and skipped.benchmark == {} and skipped.accuracy is None
+    assert skipped.status == "skipped" and skipped.sweeps == [] and skipped.quality is None
     run_ids = {entry.name: entry.mlflow_run_id for entry in loaded.variants}
     assert all(run_ids.values()) and len(set(run_ids.values())) == 3
     run = mlflow.get_run(run_ids["int8-dynamic"])
     assert run.data.metrics["int8_accuracy_loss"] == 0.0
     assert run.data.tags["infopt.model_sha256.onnxruntime"] == loaded.variant("int8-dynamic").artifacts[0].sha256
 
-    summary = json.loads((workspace / "metrics/summary.json").read_text())
-    assert "fingerprint" in summary
-    assert summary["int8-dynamic"]["accuracy"] == 0.5 and summary["int8-dynamic"]["best_throughput_rps"] > 0
-    assert "p99_ms_batch_1" in summary["fp32"]
+    summary = {path.stem: json.loads(path.read_text()) for path in (workspace / "metrics/summary").glob("*.json")}
+    assert set(summary) == {"fp32", "int8-dynamic", "fp8"}
+    assert summary["int8-dynamic"]["accuracy"] == 0.5 and summary["int8-dynamic"]["req_per_s"] > 0
+    assert summary["int8-dynamic"]["ok"] is False and summary["int8-dynamic"]["loss_high"] == 0.08
+    assert "ok" not in summary["fp32"] and "p99_ms_16" not in summary["fp32"]  # no batch 16 in this sweep
+    assert summary["fp8"] == {"device": "cpu", "git_sha": loaded.fingerprint.git_sha[:8]}
     pareto = json.loads((workspace / "plots/pareto.json").read_text())
     assert {row["variant"] for row in pareto["pareto"]} == {"fp32", "int8-dynamic"}
     assert any(row["on_front"] for row in pareto["pareto"])
@@ -63,7 +73,9 @@ def test_missing_accuracy_entry_names_the_variant(workspace: Path, tmp_path: Pat
     original = (workspace / "metrics/accuracy.json").read_text()
     (workspace / "metrics/accuracy.json").write_text(json.dumps(accuracy))
     try:
-        with pytest.raises(manifest.ManifestStageError, match=r"'int8-dynamic' is built but metrics/accuracy\.json"):
+        with pytest.raises(
+            manifest.ManifestStageError, match=r"'int8-dynamic' is built but metrics/accuracy\.json has no quality"
+        ):
             manifest.build_manifest(load_params(workspace / "params.yaml"), workspace)
     finally:
         (workspace / "metrics/accuracy.json").write_text(original)
@@ -94,6 +106,7 @@ def test_summary_command_prints_table_and_json(workspace: Path, monkeypatch: pyt
     table = CliRunner().invoke(app, ["summary"])
     assert table.exit_code == 0, table.output
     assert "int8-dynamic" in table.output and "p99@16 ms" in table.output and "skipped" in table.output
+    assert "TF-IDF" in table.output and "over" in table.output  # the decision, not a point estimate
     as_json = CliRunner().invoke(app, ["summary", "--json"])
     rows = {row["variant"]: row for row in json.loads(as_json.output)["variants"]}
     assert rows["fp8"]["status"] == "skipped" and rows["int8-dynamic"]["best_throughput_rps"] > 0
@@ -109,13 +122,12 @@ def test_engine_the_benchmark_could_not_time_leaves_a_reason_not_a_sweep(workspa
     accuracy = json.loads((workspace / "metrics/accuracy.json").read_text())
     report = json.loads((workspace / "metrics/benchmark.json").read_text())
     reason = "device is cuda but onnxruntime has only ['CPUExecutionProvider'] (no CUDAExecutionProvider)"
-    report["variants"]["int8-dynamic"] = {
-        "status": "built",
-        "engines": {},
-        "sla_knees": {},
-        "engines_skipped": {"onnxruntime": reason},
-    }
+    report["variants"]["int8-dynamic"] = {"status": "built", "sweeps": [], "engines_skipped": {"onnxruntime": reason}}
     build = next(b for b in enabled_builds(params, workspace) if b.name == "int8-dynamic")
     entry = manifest.variant_entry(build, accuracy, report, workspace, None)
-    assert entry.status == "built" and entry.benchmark == {} and entry.sla_knees == {}
-    assert entry.details["benchmark_skipped.onnxruntime"] == reason and entry.accuracy == 0.5
+    assert entry.status == "built" and entry.sweeps == []
+    assert (
+        entry.details["benchmark_skipped.onnxruntime"] == reason
+        and entry.quality
+        and entry.quality.accuracy.estimate == 0.5
+    )

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from infopt.engines.torch_engine import TorchEngine
-from model_builds.modeling import accuracy, macro_f1
+from infopt.params import DataParams, ModelParams, TrainParams
+from model_builds.prepare import prepare
+from model_builds.train import TrainError, majority_gate, train_teacher
+from tests.model_builds.conftest import TINY
 
 
 def test_teacher_is_a_loadable_hf_folder(tiny_pipeline) -> None:
@@ -24,9 +28,31 @@ def test_train_metrics_record_every_epoch_and_the_best(tiny_pipeline) -> None:
     assert metrics["fingerprint"]["device"] == "cpu"
 
 
-def test_macro_f1_matches_hand_computed_value() -> None:
-    labels = np.array([0, 0, 1, 1, 2])
-    predictions = np.array([0, 1, 1, 1, 0])
-    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp1 fn0 -> 0.8; class 2: 0
-    assert macro_f1(predictions, labels, 3) == (0.5 + 0.8 + 0.0) / 3
-    assert accuracy(predictions, labels) == 0.6
+def test_majority_gate_rejects_a_constant_predictor_and_passes_a_good_one() -> None:
+    labels = np.array([0] * 300 + [1] * 100)
+    train_labels = np.array([0] * 30 + [1] * 10)
+    constant = majority_gate(np.zeros_like(labels), labels, train_labels, ["adj.all", "noun.Tops"])
+    assert constant["majority_label"] == "adj.all" and constant["majority_accuracy"] == 0.75
+    assert not constant["beats_majority"] and constant["difference_low"] <= 0
+    good = labels.copy()
+    good[:20] = 1  # 95% accurate
+    assert majority_gate(good, labels, train_labels, ["adj.all", "noun.Tops"])["beats_majority"]
+
+
+def test_train_fails_when_the_teacher_cannot_beat_the_majority(tmp_path) -> None:
+    """Random labels, 85% of them one class: no model beats the majority significantly, so `train` refuses."""
+    rng = np.random.default_rng(0)
+    words = ["kernel", "atom", "office", "code", "light", "report", "disk", "lab"]
+    rows = ["text,label"] + [
+        f"{' '.join(rng.choice(words, size=6))},{'a' if rng.random() < 0.85 else 'b'}" for _ in range(400)
+    ]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    data = DataParams(source="csv", path=str(tmp_path / "data.csv"), val_fraction=0.3, test_fraction=0.1)
+    model = ModelParams(preset="t", presets={"t": TINY}, max_seq_len=16, vocab_size=100)
+    prepare(data, model, 3, tmp_path / "data", tmp_path / "tokenizer")
+    train = TrainParams(epochs=1, batch_size=32, lr=1e-3)
+    with pytest.raises(TrainError, match="does not beat the majority class significantly"):
+        train_teacher(model, train, 3, "cpu", tmp_path / "data", tmp_path / "tokenizer", tmp_path / "teacher")
+    relaxed = TrainParams(epochs=1, batch_size=32, lr=1e-3, require_beats_majority=False)
+    metrics = train_teacher(model, relaxed, 3, "cpu", tmp_path / "data", tmp_path / "tokenizer", tmp_path / "teacher")
+    assert "does not beat" in metrics["majority_gate"]["warning"]

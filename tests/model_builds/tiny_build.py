@@ -117,6 +117,20 @@ def _export(module, ids, mask, out: Path) -> None:
     )
 
 
+def _interval(value: float) -> dict:
+    return {"estimate": value, "low": value - 0.25, "high": value + 0.25, "confidence": 0.95}
+
+
+def _quality(engine: str, accuracy: float) -> dict:
+    return {
+        "engine": engine,
+        "execution_device": "cpu",
+        "n": 12,
+        "accuracy": _interval(accuracy),
+        "macro_f1": _interval(0.4),
+    }
+
+
 def write_params(root: Path, **benchmark: object) -> None:
     yaml = YAML()
     raw = yaml.load((REPO / "params.yaml").read_text())
@@ -131,14 +145,16 @@ def write_params(root: Path, **benchmark: object) -> None:
     raw["benchmark"] = {
         "batch_sizes": [1, 4],
         "engines": ["torch", "onnxruntime"],
+        "threads": [1, 2],
+        "repeats": 2,
         "warmup_iters": 1,
         "min_iters": 5,
         "min_seconds": 0.01,
         "max_seconds": 1.0,
-        "threads": 1,
         **benchmark,
     }
     raw["profile"] = {"batch_size": 4, "iters": 3, "top_k": 5}
+    raw["llm"]["enabled"] = False  # the classifier's stages only; tests/model_builds/llm covers the LLM path
     with (root / "params.yaml").open("w") as handle:
         yaml.dump(raw, handle)
 
@@ -228,29 +244,43 @@ def build_workspace(root: Path) -> Path:
     accuracy = {
         "baseline": "fp32",
         "max_accuracy_loss": 0.02,
+        "n_test": 12,
+        "baselines": {
+            "majority": _interval(0.5),
+            "tfidf_logreg": _interval(0.58),
+            "majority_label": "computers",
+        },
         "fingerprint": {"device": "cpu"},
         "variants": {
             "fp32": {
-                "accuracy": 0.5,
-                "macro_f1": 0.4,
-                "accuracy_loss": 0.0,
-                "within_accuracy_budget": True,
-                "engine": "torch",
-                "n_test": 12,
-                "agreement_with_baseline": 1.0,
-                "max_abs_logit_diff_vs_baseline": 0.0,
+                "status": "built",
+                "primary_engine": "onnxruntime",
+                "engines": {
+                    "onnxruntime": {"quality": _quality("onnxruntime", 0.5), "execution_device": "cpu"},
+                    "torch": {"quality": _quality("torch", 0.5), "execution_device": "cpu"},
+                },
             },
             "int8-dynamic": {
-                "accuracy": 0.5,
-                "macro_f1": 0.4,
-                "accuracy_loss": 0.0,
-                "within_accuracy_budget": True,
-                "engine": "onnxruntime",
-                "n_test": 12,
-                "agreement_with_baseline": 0.9,
-                "max_abs_logit_diff_vs_baseline": 0.01,
+                "status": "built",
+                "primary_engine": "onnxruntime",
+                "engines": {
+                    "onnxruntime": {
+                        "quality": _quality("onnxruntime", 0.5),
+                        "execution_device": "cpu",
+                        "decision": {
+                            "baseline": "fp32",
+                            "engine": "onnxruntime",
+                            "loss": {"estimate": 0.0, "low": -0.08, "high": 0.08, "confidence": 0.95},
+                            "mcnemar_p": 1.0,
+                            "baseline_only": 1,
+                            "variant_only": 1,
+                            "budget": 0.02,
+                            "within_budget": False,
+                        },
+                    }
+                },
             },
-            "fp8": {"status": "skipped"},
+            "fp8": {"status": "skipped", "skip_reason": "fp8 needs a Hopper-class GPU; device is cpu"},
         },
     }
     (metrics / "accuracy.json").write_text(json.dumps(accuracy, indent=2))

@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +78,11 @@ SLA = {
 }
 
 
-def tenant(name: str, sla_class: str, rate: float = 1000, burst: int = 1000, tpm: int | None = None) -> Tenant:
+def tenant(
+    name: str, sla_class: str, rate: float = 1000, burst: int = 1000, tpm: int | None = None, charge: str = "rows"
+) -> Tenant:
     return Tenant(
+        charge=charge,  # type: ignore[arg-type]
         name=name,
         sla_class=sla_class,
         rate_per_s=rate,
@@ -178,7 +181,10 @@ def make_settings(model_dir: Path, **changes: object) -> GatewaySettings:
         serving=ServingParams(queue_capacity=64, max_body_bytes=4096, shutdown_grace_s=2.0),
         engine_threads=1,
     )
-    serving_changes = {key: changes.pop(key) for key in list(changes) if key in ServingParams.model_fields}
+    own = {field.name for field in fields(GatewaySettings)}  # `batching` is the resolved one, not serving's
+    serving_changes = {
+        key: changes.pop(key) for key in list(changes) if key in ServingParams.model_fields and key not in own
+    }
     if serving_changes:
         changes["serving"] = base.serving.model_copy(update=serving_changes)
     return replace(base, **changes)  # type: ignore[arg-type]
@@ -223,13 +229,16 @@ def free_socket() -> socket.socket:
 
 @contextmanager
 def serve_in_thread(
-    app: object, *, grace_s: float = 2.0, ready_timeout_s: float = 30.0
+    app: object, *, grace_s: float | None = None, ready_timeout_s: float = 30.0, admin_sock: socket.socket | None = None
 ) -> Iterator[tuple[str, uvicorn.Server]]:
-    """A real uvicorn server on 127.0.0.1:<free port> in a thread with its own loop; stops itself."""
+    """The gateway's own server (serving.server.build_server: limits, drain) on 127.0.0.1:<free port> in a
+    thread with its own loop; stops itself. `grace_s` is only how long the join waits beyond the drain."""
+    from serving.server import build_server
+
     sock = free_socket()
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=grace_s, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    server = build_server(app)  # type: ignore[arg-type]
+    sockets = [sock] if admin_sock is None else [sock, admin_sock]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     start = time.monotonic()
     while not server.started:
@@ -241,12 +250,12 @@ def serve_in_thread(
         yield url, server
     finally:
         server.should_exit = True
-        thread.join(timeout=grace_s + 10)
+        thread.join(timeout=server.config.timeout_graceful_shutdown + (grace_s or 0) + 10)
         sock.close()
 
 
 @asynccontextmanager
-async def serve(app: object, *, grace_s: float = 2.0) -> AsyncIterator[str]:
+async def serve(app: object, *, grace_s: float | None = None) -> AsyncIterator[str]:
     """Async wrapper: start the threaded server and wait until the model is ready."""
     import httpx
 

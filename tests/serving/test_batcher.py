@@ -167,3 +167,24 @@ def test_sub_millisecond_batches_are_still_billed_under_uvloop() -> None:
     uvloop.run(run())
     assert len(observed) == 20
     assert all(seconds > 0 for seconds in observed), observed
+
+
+@pytest.mark.parametrize(
+    ("logits", "message"),
+    [
+        (np.array([[0.1, np.inf, 0.3]], dtype=np.float32), "1 non-finite logits"),
+        (np.array([[np.nan, np.nan, 0.3]], dtype=np.float32), "2 non-finite logits"),
+        (np.zeros((2, 3), dtype=np.float32), "shape (2, 3) for a batch of 1 rows; expected (1, 3)"),
+        (np.zeros((1, 4), dtype=np.float32), "expected (1, 3)"),
+        (np.zeros(3, dtype=np.float32), "shape (3,)"),
+        (np.zeros((1, 3), dtype=np.int64), "int64 logits"),
+        ([[0.1, 0.2, 0.3]], "list, not an array"),
+    ],
+)
+def test_invalid_engine_output_is_an_engine_error_naming_what_is_wrong(logits: object, message: str) -> None:
+    from infopt.engines.base import EngineError
+    from serving.batcher import check_output
+
+    with pytest.raises(EngineError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_output(logits, 1, 3)
+    assert check_output(np.zeros((1, 3), dtype=np.float32), 1, 3).shape == (1, 3)

@@ -73,17 +73,27 @@ async def test_sigterm_style_exit_finishes_in_flight_requests(tiny_model: Path) 
         assert refused is None  # the server is gone: nothing accepted after shutdown
 
 
+async def _until(condition: object, timeout_s: float = 10.0) -> None:
+    """Poll a condition of the server's state (explicit synchronisation, bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
 async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tiny_model: Path) -> None:
     settings = make_settings(
-        tiny_model, shutdown_grace_s=0.6, batching=BatchingParams(mode="dynamic", max_batch_size=2, max_wait_ms=50)
+        tiny_model, shutdown_grace_s=0.6, batching=BatchingParams(mode="dynamic", max_batch_size=2, max_wait_ms=2000)
     )
-    app = create_app(settings, engines=[FakeEngine(service_s=0.5)])
+    engine = FakeEngine(service_s=0.5)
+    app = create_app(settings, engines=[engine])
     gateway = app.state.gateway
     async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
         requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(6)]
-        await asyncio.sleep(0.3)  # the first batch is running
+        await _until(lambda: gateway.inflight == 6 and engine.batches)  # all six in, the first pair running
         drain = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gateway.shutdown(), gateway.loop))
-        await asyncio.sleep(0.05)
+        await _until(lambda: gateway.draining)
         late = await client.post("/v1/classify", json={"texts": ["late"]})
         responses = await asyncio.gather(*requests)
         await drain
@@ -92,14 +102,47 @@ async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tin
     assert codes.count((200, None)) >= 2  # the batch running at drain time finished within the grace
     assert all(code in ((200, None), (503, "shutting_down")) for code in codes), codes
     assert (503, "shutting_down") in codes  # the rest was refused explicitly, not dropped
+    text = gateway.metrics.render().decode()
+    refused, served = codes.count((503, "shutting_down")), codes.count((200, None))
+    prefix = 'infopt_requests_total{model="textcls",sla_class='
+    assert f'{prefix}"batch",status="shutting_down",tenant="initech"}} {refused}.0' in text
+    assert f'{prefix}"batch",status="ok",tenant="initech"}} {served}.0' in text
+    assert f'{prefix}"none",status="shutting_down",tenant="unknown"}} 1.0' in text  # the late one: before auth
+
+
+async def test_sigterm_with_a_batch_longer_than_the_grace_answers_503_shutting_down_not_500(tiny_model: Path) -> None:
+    settings = make_settings(
+        tiny_model, shutdown_grace_s=0.5, batching=BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=1)
+    )
+    engine = FakeEngine(service_s=3.0)  # one batch outlives the grace by far
+    app = create_app(settings, engines=[engine])
+    gateway = app.state.gateway
+    with serve_in_thread(app) as (url, server):
+        async with httpx.AsyncClient(base_url=url, headers=auth("acme"), timeout=10) as client:
+            await _until(lambda: gateway.service is not None)
+            requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(2)]
+            await _until(lambda: gateway.inflight == 2 and engine.batches)  # one running, one queued
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            server.should_exit = True  # what uvicorn does on SIGTERM
+            responses = await asyncio.gather(*requests)
+            answered_after = loop.time() - began
+    assert [(r.status_code, r.json()["code"]) for r in responses] == [(503, "shutting_down")] * 2
+    assert all("Retry-After" in r.headers for r in responses)
+    assert answered_after < 0.5 + 2.5  # after the grace, well before the 3 s batch would have ended
+    text = gateway.metrics.render().decode()
+    assert 'infopt_requests_total{model="textcls",sla_class="premium",status="shutting_down",tenant="acme"} 2.0' in text
+    assert 'status="ok"' not in text and 'status="internal_error"' not in text
 
 
 async def test_inflight_and_queue_length_gauges_read_the_live_state_at_scrape_time(tiny_model: Path) -> None:
     settings = make_settings(tiny_model, batching=BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=1))
-    app = create_app(settings, engines=[FakeEngine(service_s=0.6)])
+    engine = FakeEngine(service_s=1.0)
+    app = create_app(settings, engines=[engine])
+    gateway = app.state.gateway
     async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
         requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(3)]
-        await asyncio.sleep(0.3)  # one row in the engine, two queued
+        await _until(lambda: gateway.inflight == 3 and engine.batches)  # one row in the engine, two queued
         busy = (await client.get("/metrics")).text
         assert [r.status_code for r in await asyncio.gather(*requests)] == [200] * 3
         idle = (await client.get("/metrics")).text

@@ -34,7 +34,10 @@ def test_api_key_from_bearer_or_x_api_key_and_sha256_lookup() -> None:
 
 
 def test_rate_limit_is_per_tenant_with_retry_after() -> None:
-    tenancy = Tenancy([tenant("acme", "premium", rate=2, burst=2), tenant("initech", "batch", rate=2, burst=2)], SLA)
+    tenancy = Tenancy(
+        [tenant("acme", "premium", rate=2, burst=2, charge="requests"), tenant("initech", "batch", rate=2, burst=2)],
+        SLA,
+    )
     acme, initech = tenancy.context("acme"), tenancy.context("initech")
     tenancy.admit_request(acme, 0.0)
     tenancy.admit_request(acme, 0.0)
@@ -55,3 +58,32 @@ def test_tokens_per_minute_budget_admits_estimates_and_charges_usage() -> None:
     assert limited.value.retry_after == pytest.approx(5.0)  # 50 missing tokens at 10 tokens/s
     with pytest.raises(BadRequest):
         tenancy.admit_tokens(acme, 601, 10.0)  # can never fit the budget: 413, not an endless 429
+
+
+def test_rows_and_tokens_charging_take_the_request_cost_and_refuse_an_empty_bucket_before_the_body() -> None:
+    tenancy = Tenancy(
+        [
+            tenant("acme", "premium", rate=1, burst=16, charge="requests"),
+            tenant("globex", "standard", rate=4, burst=16, charge="rows"),
+            tenant("initech", "batch", rate=100, burst=300, charge="tokens"),
+        ],
+        SLA,
+    )
+    acme, globex, initech = (tenancy.context(name) for name in ("acme", "globex", "initech"))
+    tenancy.admit_request(acme, 0.0)
+    tenancy.admit_cost(acme, 16, 900, 0.0)  # requests: a 16-row request cost the one unit already taken
+    tenancy.admit_request(globex, 0.0)  # rows: only checks that a unit is there
+    tenancy.admit_cost(globex, 12, 100, 0.0)  # 12 of 16 rows
+    with pytest.raises(RateLimited) as limited:
+        tenancy.admit_cost(globex, 8, 100, 0.0)  # 4 rows left, 8 asked: 4 missing at 4 rows/s
+    assert limited.value.retry_after == pytest.approx(1.0)
+    tenancy.admit_cost(globex, 4, 100, 0.0)
+    with pytest.raises(RateLimited):
+        tenancy.admit_request(globex, 0.0)  # empty: refused before its body is read
+    with pytest.raises(BadRequest) as too_big:
+        tenancy.admit_cost(globex, 17, 17, 10.0)  # more than the burst can ever hold: 413, not an endless 429
+    assert too_big.value.status == 413
+    tenancy.admit_cost(initech, 2, 250, 0.0)  # tokens: 250 of 300
+    with pytest.raises(RateLimited) as short:
+        tenancy.admit_cost(initech, 1, 100, 0.0)
+    assert short.value.retry_after == pytest.approx(0.5)  # 50 tokens missing at 100/s

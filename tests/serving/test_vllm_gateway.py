@@ -6,9 +6,12 @@ A `vllm` deployment is added to the project's params.yaml for three tenants; req
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from ruamel.yaml import YAML
 
 from harness.child_server import ChildServerError, free_port, stop, wait_ready
 from harness.vllm_process import VllmProcess
+from infopt.cost import usage_from_metrics
 from infopt.params import Deployment, load_params
 from tests.serving.vllm_fixtures import SERVED_MODEL, sse_events
 
@@ -26,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "chat-shared"
 GATEWAY_READY_TIMEOUT_S = 60.0
 LIMITED = {"rate_per_s": 0.05, "burst": 2}  # initech: 2 requests, then one token every 20 s
+TOKEN_LIMITED = "umbrella"  # a fourth tenant with a budget of 60 tokens per minute (one a second)
 
 pytestmark = pytest.mark.vllm
 
@@ -37,6 +42,15 @@ def _key(tenant: str) -> dict[str, str]:
 def _params_with_vllm_deployment(path: Path) -> Path:
     params = load_params(ROOT / "params.yaml")
     tenants = [t.model_copy(update=LIMITED) if t.name == "initech" else t for t in params.tenants]
+    umbrella = params.tenant("globex").model_copy(
+        update={
+            "name": TOKEN_LIMITED,
+            "tokens_per_minute": 60,
+            "cost_center": "cc-4004",
+            "api_key_sha256": [hashlib.sha256(f"{TOKEN_LIMITED}-demo-key".encode()).hexdigest()],
+        }
+    )
+    tenants.append(umbrella)
     deployment = Deployment(
         name=DEPLOYMENT, variant=params.baseline.name, engine="vllm", tenants=[t.name for t in tenants]
     )
@@ -85,15 +99,56 @@ def _tokens(samples: dict[str, list], tenant: str, kind: str) -> float:
 
 def test_two_tenants_get_completions_and_are_charged_their_tokens(gateway: str) -> None:
     before = _metrics(gateway)
+    usage_before = usage_from_metrics(httpx.get(f"{gateway}/metrics", timeout=10.0).text)
     body = {"model": DEPLOYMENT, "prompt": "A fortune for today:", "max_tokens": 5, "ignore_eos": True}
+    prompt_tokens = {}
     for tenant in ("acme", "globex"):
         response = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key(tenant), timeout=60.0)
         assert response.status_code == 200, response.text
         data = response.json()
         assert data["model"] == SERVED_MODEL and data["usage"]["completion_tokens"] == 5
+        prompt_tokens[tenant] = data["usage"]["prompt_tokens"]
     after = _metrics(gateway)
+    usage_after = usage_from_metrics(httpx.get(f"{gateway}/metrics", timeout=10.0).text)
     for tenant in ("acme", "globex"):
         assert _tokens(after, tenant, "completion") - _tokens(before, tenant, "completion") == 5
+        # the prompt is charged as vLLM counted it, not as the gateway's admission estimate
+        assert _tokens(after, tenant, "prompt") - _tokens(before, tenant, "prompt") == prompt_tokens[tenant]
+        # and the chargeback's token split (cost per 1k tokens) reads the same counters
+        charged = usage_after[tenant].tokens - (usage_before[tenant].tokens if tenant in usage_before else 0)
+        assert charged == prompt_tokens[tenant] + 5
+
+
+def test_tokens_per_minute_bucket_refuses_with_retry_after(gateway: str) -> None:
+    # 60 tokens a minute (capacity 60, one a second). The first request is admitted on its estimate (22 chars:
+    # 22 // 4 + 4 = 9 tokens), then charged its real usage (about 9 prompt + 100 completion tokens): the
+    # bucket is about 49 tokens in debt, so the next request (9 more) waits about 58 s to be admitted.
+    body = {"model": DEPLOYMENT, "prompt": "Tell me a long story:", "max_tokens": 100, "ignore_eos": True}
+    first = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key(TOKEN_LIMITED), timeout=60.0)
+    assert first.status_code == 200, first.text
+    second = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key(TOKEN_LIMITED), timeout=60.0)
+    assert second.status_code == 429, second.text
+    assert "tokens per minute" in second.text
+    assert 40 <= int(second.headers["Retry-After"]) <= 80
+    assert httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("acme"), timeout=60.0).status_code == 200
+
+
+def test_two_tenants_use_the_stock_openai_client(gateway: str) -> None:
+    from openai import OpenAI
+
+    for tenant in ("acme", "globex"):
+        client = OpenAI(base_url=f"{gateway}/v1", api_key=f"{tenant}-demo-key", max_retries=0, timeout=60.0)
+        completion = client.completions.create(
+            model=DEPLOYMENT, prompt="A fortune:", max_tokens=3, extra_body={"ignore_eos": True}
+        )
+        assert completion.usage is not None and completion.usage.completion_tokens == 3
+        chat = client.chat.completions.create(
+            model=DEPLOYMENT,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=2,
+            extra_body={"ignore_eos": True},
+        )
+        assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 2
 
 
 def test_unknown_key_is_refused_before_reaching_vllm(gateway: str) -> None:
@@ -128,8 +183,46 @@ def test_token_bucket_exceeded_gives_429_with_retry_after(gateway: str) -> None:
     assert httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("globex"), timeout=60.0).status_code == 200
 
 
+def _gauge(samples: dict[str, list], name: str, **labels: str) -> float | None:
+    found = [s.value for s in samples.get(name, []) if s.labels == {"model": DEPLOYMENT, **labels}]
+    return found[0] if found else None
+
+
 def test_metrics_expose_vllm_waiting_and_the_queue_length(gateway: str) -> None:
     samples = _metrics(gateway)
-    waiting = [s for s in samples.get("infopt_vllm_num_requests_waiting", []) if s.labels == {"model": DEPLOYMENT}]
-    assert len(waiting) == 1 and waiting[0].value == 0.0  # idle engine, read from vLLM's real /metrics
-    assert "request_queue_length" in samples
+    assert _gauge(samples, "infopt_vllm_num_requests_waiting") == 0.0  # idle engine, from vLLM's real /metrics
+    for sla_class in ("premium", "standard", "batch"):
+        assert _gauge(samples, "request_queue_length", sla_class=sla_class) == 0.0, sla_class
+
+
+def test_queued_requests_show_in_both_queue_metrics(gateway: str) -> None:
+    """vLLM runs one sequence at a time here (--max-num-seqs 1). Three long standard-class requests sent
+    together: one runs, two wait in vLLM for at least two whole generations (seconds), a window far longer
+    than one /metrics poll. Inside it, the gateway's per-class queue (forwarded, no response byte yet: the
+    running non-streamed one counts too) and vLLM's own waiting count both show them."""
+    body = {"model": DEPLOYMENT, "prompt": "a long answer", "max_tokens": 300, "ignore_eos": True}
+    statuses: list[int] = []
+
+    def send() -> None:
+        statuses.append(
+            httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("globex"), timeout=300).status_code
+        )
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 120.0
+    while True:
+        samples = _metrics(gateway)
+        queue = _gauge(samples, "request_queue_length", sla_class="standard") or 0.0
+        waiting = _gauge(samples, "infopt_vllm_num_requests_waiting") or 0.0
+        if queue >= 2 and waiting >= 1:
+            break
+        assert time.monotonic() < deadline, f"queue {queue}, vLLM waiting {waiting} after 120 s"
+        time.sleep(0.05)
+    assert queue >= waiting  # the gateway's count includes the one vLLM is running
+    assert _gauge(samples, "request_queue_length", sla_class="premium") == 0.0  # another class's queue
+    for sender in senders:
+        sender.join(timeout=300)
+    assert statuses == [200, 200, 200]
+    assert _gauge(_metrics(gateway), "request_queue_length", sla_class="standard") == 0.0

@@ -28,7 +28,7 @@ from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
 from model_builds.tiny_llama import build_tiny_llama
 
 SERVED_MODEL = "tiny-llama"
-VLLM_STARTUP_TIMEOUT_S = 150.0  # measured 35 s idle, up to 79 s on a shared, loaded 2-core box
+VLLM_STARTUP_TIMEOUT_S = 300.0  # measured 35 s idle, 79 s loaded, 260 s at load average 10 on 2 cores
 _MODEL_KEY = pytest.StashKey[Path]()
 _SERVER_KEY = pytest.StashKey[VllmProcess]()
 
@@ -74,6 +74,8 @@ class FakeUpstream:
     port: int = 0
     waiting: float = 0.0
     bodies: list[dict] = field(default_factory=list)
+    hold: asyncio.Event | None = None  # when set: answers (or a stream's first chunk) wait for the event
+    health_hold: asyncio.Event | None = None  # when set: /health waits for the event (a busy server)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -87,11 +89,15 @@ class FakeUpstream:
             self.bodies.append(body)
             usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
             if not body.get("stream"):
+                if self.hold is not None:
+                    await self.hold.wait()
                 choice = {"index": 0, "text": f"from {self.name}", "finish_reason": "length"}
                 answer = {"id": "cmpl-fake", "model": body.get("model"), "choices": [choice], "usage": usage}
                 return JSONResponse(answer)
 
             async def events() -> AsyncIterator[bytes]:
+                if self.hold is not None:
+                    await self.hold.wait()
                 for word in ("from", self.name):
                     chunk = {"id": "cmpl-fake", "choices": [{"index": 0, "text": word, "finish_reason": None}]}
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
@@ -102,6 +108,8 @@ class FakeUpstream:
             return StreamingResponse(events(), media_type="text/event-stream")
 
         async def health(_request: Request) -> Response:
+            if self.health_hold is not None:
+                await self.health_hold.wait()
             return PlainTextResponse("")
 
         async def metrics(_request: Request) -> Response:

@@ -96,7 +96,9 @@ def curve_from_points(points: Sequence[BatchPoint], source: str) -> ServiceCurve
 def find_sweep(entry: VariantEntry, engine: str, threads: int, device: str) -> Sweep | None:
     """The served-shape sweep of `engine` with `threads` on `device` (on a GPU, any thread count)."""
     sweeps = [s for s in entry.sweeps if s.engine == engine and s.device == device and s.shape == "served"]
-    return next((s for s in sweeps if s.threads == threads), None) or (sweeps[0] if device == "cuda" and sweeps else None)
+    return next((s for s in sweeps if s.threads == threads), None) or (
+        sweeps[0] if device == "cuda" and sweeps else None
+    )
 
 
 def sweep_ref(entry: VariantEntry, sweep: Sweep) -> str:

@@ -128,9 +128,7 @@ def plan_change(
     from infra.stack_config import load_stack_config, stack_file
 
     config = load_stack_config(stack_file(stack, stacks_dir))
-    return diff_results(
-        plan(before, manifest, config, stack), plan(after, manifest, config, stack)
-    )
+    return diff_results(plan(before, manifest, config, stack), plan(after, manifest, config, stack))
 
 
 def _lines_changed(before: str, after: str) -> tuple[str, str]:

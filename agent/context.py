@@ -7,7 +7,7 @@ DVC-experiment hook for measuring missing points. Nothing here edits files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,8 +15,12 @@ from typing import Protocol
 from agent.experiments import ExperimentRunner
 from agent.prometheus import PrometheusClient, traffic_from_prometheus
 from agent.traffic import TrafficTrace, read_trace
-from infopt.manifest import Manifest, load_manifest
+from infopt.deployments import ResolvedDeployment
+from infopt.manifest import BatchPoint, Manifest, load_manifest
 from infopt.params import Params, parse_params
+
+BatchMeasurer = Callable[[ResolvedDeployment], Callable[[int], BatchPoint]]
+# Given a deployment, a function that measures one batch size on its real engine (agent/measure.py).
 
 
 class TrafficSource(Protocol):
@@ -65,6 +69,7 @@ class AgentContext:
     traffic: TrafficSource | None = None
     deployments: tuple[str, ...] = ()  # restrict the nodes to these deployments (empty: all)
     experiments: ExperimentRunner | None = None
+    batch_measurer: BatchMeasurer | None = None  # measures batch sizes the sweep lacks (None: sweep only)
     _manifest: Manifest | None = field(default=None, repr=False)
 
     @classmethod
@@ -77,6 +82,7 @@ class AgentContext:
         traffic: TrafficSource | None = None,
         deployments: Sequence[str] = (),
         experiments: ExperimentRunner | None = None,
+        batch_measurer: BatchMeasurer | None = None,
     ) -> AgentContext:
         from ruamel.yaml import YAML
 
@@ -97,6 +103,7 @@ class AgentContext:
             traffic=traffic,
             deployments=tuple(deployments),
             experiments=experiments,
+            batch_measurer=batch_measurer,
         )
 
     def manifest(self) -> Manifest:

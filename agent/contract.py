@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 ParamValue = JsonValue  # what a params key can hold: scalars, lists and mappings of them
 
 Guardrail = Literal["params_schema", "accuracy", "sla", "policy", "evidence"]
-EvidenceKind = Literal["file", "mlflow_run", "prometheus_query", "dvc_experiment", "simulation", "trace"]
+EvidenceKind = Literal[
+    "file", "mlflow_run", "prometheus_query", "dvc_experiment", "simulation", "trace", "measurement", "profile"
+]
 NodeName = str  # "scaling", "batching", "quantization", "profiler"
 
 

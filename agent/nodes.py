@@ -31,10 +31,15 @@ class NodeSpec:
 
 
 def registered_nodes() -> list[NodeSpec]:
-    """Every node, in the order their proposals are preferred when several apply."""
-    from agent import scaling
+    """Every node, in the order their proposals are preferred when several apply: a batching change is a
+    config change of the running model (cheapest to review and revert), a variant change swaps the model, a
+    profiler change swaps the engine or precision, and scaling depends on the capacity the others set."""
+    from agent import batching, profiler, quantization, scaling
 
     return [
+        NodeSpec("batching", batching.run, "max_batch_size per deployment under its SLA class from the sweep"),
+        NodeSpec("quantization", quantization.run, "a cheaper variant, only when non-inferior and cheaper at the SLA"),
+        NodeSpec("profiler", profiler.run, "the profiled bottleneck and the measured change that cuts it"),
         NodeSpec("scaling", scaling.run, "min/max replicas and the HPA queue target from traffic and capacity"),
     ]
 

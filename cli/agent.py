@@ -28,17 +28,21 @@ def _duration(text: str) -> float:
 def _print_outcome(outcome: object) -> None:
     from agent.contract import NoChange, Recommendation, Refusal
 
+    target = getattr(outcome, "target", None)
+    label = target.label if target is not None else ""
+    if target is not None and target.deployment and target.variant:
+        label = f"{target.deployment} ({target.variant})"
     if isinstance(outcome, Recommendation):
-        console.print(
-            f"[green]recommend[/green] {outcome.node} {outcome.target.label}: {outcome.summary}", soft_wrap=True
-        )
+        console.print(f"[green]recommend[/green] {outcome.node} {label}: {outcome.summary}", soft_wrap=True)
+        for note in outcome.notes:
+            console.print(f"    {note}", soft_wrap=True, markup=False, highlight=False)
     elif isinstance(outcome, Refusal):
         console.print(
-            f"[yellow]refused[/yellow] {outcome.node} {outcome.target.label} ({outcome.guardrail}): {outcome.reason}",
+            f"[yellow]refused[/yellow] {outcome.node} {label} ({outcome.guardrail}): {outcome.reason}",
             soft_wrap=True,
         )
     elif isinstance(outcome, NoChange):
-        console.print(f"no change {outcome.node} {outcome.target.label}: {outcome.reason}", soft_wrap=True)
+        console.print(f"no change {outcome.node} {label}: {outcome.reason}", soft_wrap=True)
 
 
 @app.command("propose")
@@ -53,6 +57,14 @@ def propose_command(
     step: str = typer.Option("60s", help="Prometheus: resolution of the traffic series"),
     rate_window: str = typer.Option("1m", help="Prometheus: the rate() window"),
     deployment: list[str] = typer.Option([], help="only these deployments (repeatable; default all)"),
+    node: list[str] = typer.Option(
+        [], help="only these nodes, in this order (repeatable: batching, quantization, profiler, scaling; default all)"
+    ),
+    measure_missing: bool = typer.Option(
+        False,
+        "--measure-missing",
+        help="batching: measure the batch sizes the sweep lacks on the real engine (needs the pipeline's artifacts)",
+    ),
     stack: str = typer.Option("prod", help="stack whose offline infra plan the proposal is checked against"),
     stacks_dir: Path = typer.Option(Path("stacks"), help="folder of the Pulumi.<stack>.yaml files"),
     no_plan: bool = typer.Option(
@@ -69,7 +81,8 @@ def propose_command(
     """Run the agent's nodes and write ONE proposal (dry run by default: print it, write the PR body)."""
     from agent.context import AgentContext, PrometheusTraffic, TraceFileTraffic, TrafficSource
     from agent.experiments import ExperimentRunner
-    from agent.nodes import run_nodes
+    from agent.measure import ServedShapeMeasurer
+    from agent.nodes import registered_nodes, run_nodes
     from agent.prometheus import PrometheusClient
     from agent.proposal import propose
     from infopt.params import ParamsError
@@ -102,7 +115,18 @@ def propose_command(
     except (ParamsError, KeyError, OSError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    outcomes = run_nodes(context)
+    known = {spec.name: spec for spec in registered_nodes()}
+    unknown = [name for name in node if name not in known]
+    if unknown:
+        console.print(f"[red]unknown node(s) {unknown}; the nodes are {list(known)}[/red]")
+        raise typer.Exit(2)
+    measurer = ServedShapeMeasurer(context.params, Path(".")) if measure_missing else None
+    context.batch_measurer = measurer
+    try:
+        outcomes = run_nodes(context, [known[name] for name in node] if node else None)
+    finally:
+        if measurer is not None:
+            measurer.close()
     proposal, report = propose(context, outcomes, stack=stack, stacks_dir=stacks_dir, plan=not no_plan)
     for outcome in report:
         _print_outcome(outcome)

@@ -40,7 +40,7 @@ def test_propose_dry_run_then_open_pr_twice_gives_one_pr(
 ) -> None:
     trace = write_trace(tmp_path / "trace.jsonl")
     no_token = {"GITHUB_TOKEN": "", "GH_TOKEN": ""}
-    dry = agent(repo, "--trace", str(trace), env=no_token)
+    dry = agent(repo, "--trace", str(trace), "--node", "scaling", env=no_token)
     assert dry.returncode == 0, dry.stderr + dry.stdout
     assert "dry run: nothing committed or pushed" in dry.stdout
     body = repo.work / "plan" / "agent" / "agent-scaling-textcls-premium.md"
@@ -48,10 +48,10 @@ def test_propose_dry_run_then_open_pr_twice_gives_one_pr(
     assert repo.remote_branch("agent/scaling-textcls-premium") is None
 
     env = {"GITHUB_TOKEN": github_server.token, "GITHUB_API_URL": github_server.url}
-    first = agent(repo, "--trace", str(trace), "--open-pr", "--repo", OWNER_REPO, env=env)
+    first = agent(repo, "--trace", str(trace), "--node", "scaling", "--open-pr", "--repo", OWNER_REPO, env=env)
     assert first.returncode == 0, first.stderr + first.stdout
     assert "opened #1" in first.stdout
-    second = agent(repo, "--trace", str(trace), "--open-pr", "--repo", OWNER_REPO, env=env)
+    second = agent(repo, "--trace", str(trace), "--node", "scaling", "--open-pr", "--repo", OWNER_REPO, env=env)
     assert second.returncode == 0, second.stderr + second.stdout
     assert "branch already up to date" in second.stdout and "#1 unchanged" in second.stdout
     (pull,) = github_server.state.pulls[OWNER_REPO]
@@ -61,3 +61,20 @@ def test_propose_dry_run_then_open_pr_twice_gives_one_pr(
     assert "-    min: 2" in pull["body"]
     assert github_server.token not in first.stdout + first.stderr + second.stdout + second.stderr
     assert git(repo.work, "status", "--porcelain") == "?? plan/"  # only the PR body folder (git-ignored in the project)
+
+
+def test_propose_runs_every_node_and_proposes_the_first_that_passes(repo: Repo) -> None:
+    done = agent(repo, "--no-plan", env={"GITHUB_TOKEN": "", "GH_TOKEN": ""})
+    assert done.returncode == 0, done.stderr + done.stdout
+    out = done.stdout
+    # batching first: every measured batch of the fixture's int8-dynamic meets premium at max_wait_ms 2
+    assert "recommend batching textcls-premium (int8-dynamic): max_batch_size 8 -> 64" in out
+    assert "batch 16: 2,976 req/s, p99 10.6 ms, $8.96e-06/1k (meets premium p99 50 ms)" in out
+    assert "recommend quantization textcls-premium (int8-static)" in out
+    assert "refused quantization textcls-premium (pruned-heads-25) (accuracy): pruned-heads-25 is over budget" in out
+    assert "refused profiler textcls-premium (evidence)" in out and "no profile" in out  # no metrics/ in the repo
+    assert "refused scaling textcls-premium (evidence): no traffic source" in out
+    # --no-plan: the policy guardrail cannot pass, so nothing is proposed, and that is said
+    assert "no proposal: nothing passed every guardrail" in out
+    with_unknown = agent(repo, "--node", "nope", env={})
+    assert with_unknown.returncode == 2 and "unknown node(s) ['nope']" in with_unknown.stdout

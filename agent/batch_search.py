@@ -9,9 +9,9 @@ Two facts about a served-shape sweep make a search possible:
    and false above it: a **bisection** between the largest size known to fit and the smallest known to miss
    finds the boundary in log2(range) measurements.
 2. Throughput per replica rises with the batch size and flattens (or dips, past the cache) — one peak over
-   the feasible sizes. If the boundary beats its left neighbour the curve is still rising there and the
-   boundary is the peak (one more measurement); otherwise a **golden-section search** over the sizes below
-   finds it in log_phi(range) measurements.
+   the feasible sizes: a **golden-section search** over [smallest, boundary] finds it in log_phi(range)
+   measurements. (A shortcut that stopped at the boundary when it beat its left neighbour was tried and
+   dropped: on a flat, noisy curve one comparison of two neighbours sent the search to the wrong end.)
 
 Noise can break both assumptions by a little: the answer is the best FEASIBLE point actually measured (never an
 interpolation), and every measurement is kept, so a reviewer sees exactly what was run. Points already known
@@ -99,11 +99,7 @@ def search_batch(
         point = get(index)
         return point.throughput_rps if feasible(point) else -math.inf
 
-    # Unimodal: when the boundary beats its left neighbour, throughput is still rising there: it is the peak.
-    if boundary == 0 or throughput(boundary) >= throughput(boundary - 1):
-        a = b = boundary
-    else:
-        a, b = 0, boundary - 1
+    a, b = 0, boundary
     if b - a >= 3:
         c = b - round(INV_PHI * (b - a))
         d = a + round(INV_PHI * (b - a))

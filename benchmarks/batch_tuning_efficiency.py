@@ -116,6 +116,8 @@ def table(points: dict[int, BatchPoint], wait_ms: float) -> list[dict[str, float
         {
             "batch_size": b,
             "throughput_rps": round(p.throughput_rps, 1),
+            "throughput_rps_min_round": round(p.throughput_rps_min, 1),
+            "throughput_rps_max_round": round(p.throughput_rps_max, 1),
             "p99_ms_worst_round": round(p.latency_p99_ms_max, 3),
             "predicted_p99_ms": round(wait_ms + p.latency_p99_ms_max, 3),
             "p50_ms": round(p.latency_p50_ms, 3),
@@ -128,7 +130,7 @@ def table(points: dict[int, BatchPoint], wait_ms: float) -> list[dict[str, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--wait-ms", type=float, default=2.0, help="max_wait_ms added to every p99 (plan_sla)")
     parser.add_argument("--sla-quantiles", type=float, nargs="+", default=[0.25, 0.5, 0.75])

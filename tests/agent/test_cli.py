@@ -74,7 +74,12 @@ def test_propose_runs_every_node_and_proposes_the_first_that_passes(repo: Repo) 
     assert "refused quantization textcls-premium (pruned-heads-25) (accuracy): pruned-heads-25 is over budget" in out
     assert "refused profiler textcls-premium (evidence)" in out and "no profile" in out  # no metrics/ in the repo
     assert "refused scaling textcls-premium (evidence): no traffic source" in out
-    # --no-plan: the policy guardrail cannot pass, so nothing is proposed, and that is said
-    assert "no proposal: nothing passed every guardrail" in out
+    # the first recommendation that passes (here without the infra plan: policy n/a) is the one proposal
+    assert "agent: Batching of textcls-premium: max_batch_size 8 -> 64  (branch agent/batching-textcls-premium" in out
+    assert "-    max_batch_size: 8\n+    max_batch_size: 64" in out
+    body = (repo.work / "plan" / "agent" / "agent-batching-textcls-premium.md").read_text()
+    assert "| policy | n/a | infra plan skipped (--no-plan) |" in body
+    assert "- batch 64: 3,999 req/s, p99 27.6 ms, $6.67e-06/1k (meets premium p99 50 ms)" in body
+    assert "dry run: nothing committed or pushed" in out
     with_unknown = agent(repo, "--node", "nope", env={})
     assert with_unknown.returncode == 2 and "unknown node(s) ['nope']" in with_unknown.stdout

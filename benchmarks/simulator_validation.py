@@ -218,10 +218,11 @@ def gateway_settings(args: argparse.Namespace) -> Any:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from serving.app import create_app, run_server
+    from serving.app import create_app
+    from serving.server import run_server
 
     settings = gateway_settings(args)
-    run_server(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning", grace_s=5.0)
+    run_server(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 def start_gateway(args: argparse.Namespace, model_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -254,7 +255,7 @@ def calibrate_engine(model_dir: Path, args: argparse.Namespace, max_batch: int) 
 
     engine = load_engine("onnxruntime", model_dir, device="cpu", precision="fp32", threads=args.threads)
     codec = Codec(model_dir, args.max_len)
-    rows = codec.encode(list(texts()))
+    rows, _truncated = codec.encode(list(texts()))
     rng = random.Random(1)
     points = []
     for batch in range(1, max_batch + 1):

@@ -75,6 +75,7 @@ def artifact_verify(path: Path, sha256: str) -> None:
 
 def _register_subcommands() -> None:
     """Each part owns its sub-app; their modules import heavy libraries only inside commands."""
+    from cli.agent import app as agent_app
     from cli.challenge import register as register_challenge
     from cli.images import app as images_app
     from cli.infra import app as infra_app
@@ -85,6 +86,7 @@ def _register_subcommands() -> None:
     app.add_typer(pipeline_app, name="pipeline", help="The model pipeline: summary table, stage helpers.")
     app.add_typer(infra_app, name="infra", help="Offline Pulumi plan of the Kubernetes deployment.")
     app.add_typer(images_app, name="images", help="Build the serving images (docker or podman), tagged by content.")
+    app.add_typer(agent_app, name="agent", help="Evidence-backed pull requests that change params.yaml.")
     app.add_typer(llm_app, name="llm", help="The causal-LM path: the serving-framework comparison.")
     for command in serving_app.registered_commands:
         app.registered_commands.append(command)

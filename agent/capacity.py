@@ -19,6 +19,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from infopt.deployments import ResolvedDeployment
 from infopt.manifest import BatchPoint, Sweep, VariantEntry
 
 Z99 = 2.3263478740408408  # standard normal quantile of 0.99
@@ -124,3 +125,16 @@ def service_curve(
             "measures torch and onnxruntime with benchmark.threads"
         )
     return curve_from_points(sweep.points, f"{manifest_path}: {sweep_ref(entry, sweep)}")
+
+
+def deployment_service_curve(resolved: ResolvedDeployment, *, manifest_path: str) -> ServiceCurve:
+    """The service curve of a resolved deployment: its variant's sweep on its engine, threads and device."""
+    if not isinstance(resolved.variant, VariantEntry):
+        raise CurveError(
+            f"deployments[{resolved.name}] serves the LLM variant {resolved.variant.name!r} with vLLM: the gateway "
+            "simulator models the classifier's dynamic batcher, not vLLM's continuous batching"
+        )
+    device = "cuda" if resolved.gpus else "cpu"
+    return service_curve(
+        resolved.variant, resolved.engine, resolved.engine_threads, device, manifest_path=manifest_path
+    )

@@ -21,7 +21,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.capacity import CurveError, ServiceCurve, service_curve
+from agent.capacity import ServiceCurve, deployment_service_curve
 from agent.context import AgentContext
 from agent.contract import (
     Evidence,
@@ -38,7 +38,6 @@ from agent.simulator import GatewayModel, SimResult, batching_spec, class_specs,
 from agent.traffic import TrafficError, TrafficTrace
 from infopt.cost import cost_per_1k
 from infopt.deployments import resolve_deployment
-from infopt.manifest import VariantEntry
 from infopt.params import BatchingParams, SlaClass
 
 NODE = "scaling"
@@ -395,15 +394,7 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
     manifest = context.manifest()
     resolved = resolve_deployment(params, manifest, deployment)
     manifest_name = context.relative(context.manifest_path)
-    if not isinstance(resolved.variant, VariantEntry):
-        raise CurveError(
-            f"deployments[{deployment}] serves the LLM variant {resolved.variant.name!r} with vLLM: the gateway "
-            "simulator models the classifier's dynamic batcher, not vLLM's continuous batching"
-        )
-    device = "cuda" if resolved.gpus else "cpu"
-    curve = service_curve(
-        resolved.variant, resolved.engine, resolved.engine_threads, device, manifest_path=manifest_name
-    )
+    curve = deployment_service_curve(resolved, manifest_path=manifest_name)
     served = sorted({tenant.sla_class for tenant in resolved.tenants}, key=lambda n: params.sla_classes[n].priority)
     if context.traffic is None:
         raise TrafficError("no traffic source: give a trace file (--trace) or a Prometheus URL (--prometheus-url)")
@@ -441,7 +432,7 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
         engine_replicas=params.serving.engine_replicas,
         current_min=spec.replicas.min,
         current_max=spec.replicas.max,
-        hourly_usd=params.cost.hourly_usd[device] * max(1, spec.resources.gpu),
+        hourly_usd=params.cost.hourly_usd["cuda" if resolved.gpus else "cpu"] * max(1, spec.resources.gpu),
         curve=curve,
         traffic=trace,
         plan_queue_target=resolved.sla.queue_target if resolved.sla else None,

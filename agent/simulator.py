@@ -32,7 +32,7 @@ import random
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -325,14 +325,14 @@ def simulate(
     while events:
         now, _, kind, payload = heapq.heappop(events)
         if kind == ARRIVAL:
-            klass = payload  # type: ignore[assignment]
+            klass = cast(str, payload)
             if routing == "random":
                 pod_index = rng.randrange(pods) if pods > 1 else 0
             else:
                 pod_index, next_pod = next_pod, (next_pod + 1) % pods
             pod = state[pod_index]
-            spec = model.classes[klass]  # type: ignore[index]
-            row = _Row(now, now + spec.timeout_s, klass, pod_index, 0)  # type: ignore[arg-type]
+            spec = model.classes[klass]
+            row = _Row(now, now + spec.timeout_s, klass, pod_index, 0)
             if now >= warmup_s:
                 results[row.klass].arrived += 1
             if pod.size >= model.queue_capacity:
@@ -358,7 +358,7 @@ def simulate(
             push(row.deadline, DEADLINE, row)
             progress(pod_index, now)
         elif kind == DEADLINE:
-            row = payload  # type: ignore[assignment]
+            row = cast(_Row, payload)
             if row.state == 0:
                 state[row.pod].unlink(row, now)
                 fail(row, expired=True)
@@ -367,12 +367,12 @@ def simulate(
             else:
                 continue  # answered in time: this timer was cancelled
         elif kind == WINDOW:
-            pod_index, token = payload  # type: ignore[misc]
+            pod_index, token = cast(tuple[int, int], payload)
             pod = state[pod_index]
             if state[pod_index].state == "window" and state[pod_index].window_token == token:
                 progress(pod_index, now)
         else:
-            pod_index, rows = payload  # type: ignore[misc]
+            pod_index, rows = cast(tuple[int, list[_Row]], payload)
             pod = state[pod_index]
             for row in rows:
                 if row.state == 1:

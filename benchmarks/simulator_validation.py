@@ -374,7 +374,7 @@ def load_average() -> list[float]:
 
 
 # ----------------------------------------------------------------------------- prediction
-def predict(model: GatewayModel, rate: float, *, duration_s: float, seeds: int) -> dict[str, dict[str, float]]:
+def predict(model: GatewayModel, rate: float, *, duration_s: float, seeds: int) -> dict[str, dict[str, Any]]:
     per_class: dict[str, list[float]] = {name: [] for name in MIX}
     p50s: dict[str, list[float]] = {name: [] for name in MIX}
     queue = []

@@ -221,7 +221,7 @@ def simulate_command(
     """Simulate a deployment at a load: p50/p99 per class, failures, queue and utilisation."""
     import random
 
-    from agent.capacity import CurveError, service_curve
+    from agent.capacity import CurveError, deployment_service_curve
     from agent.simulator import GatewayModel, batching_spec, class_specs, poisson_arrivals, simulate
     from infopt.deployments import DeploymentError, resolve_deployment
     from infopt.manifest import ManifestError, load_manifest
@@ -230,7 +230,7 @@ def simulate_command(
     try:
         params = load_params(params_path)
         resolved = resolve_deployment(params, load_manifest(manifest_path), deployment)
-        curve = service_curve(resolved.variant, resolved.engine, manifest_path=str(manifest_path))
+        curve = deployment_service_curve(resolved, manifest_path=str(manifest_path))
     except (ParamsError, ManifestError, DeploymentError, CurveError) as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None

@@ -129,7 +129,15 @@ def variants_section() -> list[str]:
     distilled = next((b for b in (builds or {}).get("variants", {}).values() if b.get("kind") == "distilled"), None)
     if distilled and distilled.get("status") == "built":
         details = distilled["details"]
-        paired = details.get("kd_minus_no_kd")
+        paired = (
+            {
+                "estimate": details["kd_minus_no_kd"],
+                "low": details["kd_minus_no_kd_low"],
+                "high": details["kd_minus_no_kd_high"],
+            }
+            if "kd_minus_no_kd_low" in details
+            else None
+        )
         lines += [
             "",
             f"Distillation (`metrics/variants.json`): the KD student {details['kd_test_accuracy']:.3f} test accuracy, "
@@ -377,8 +385,7 @@ def llm_section() -> list[str]:
 
 
 SECTIONS: list[Callable[[], list[str]]] = [
-    variants_section,
-    cold_repro_section,
+    variants_section,  # cold_repro.json predates the WordNet task and the LLM stages: not shown until re-measured
     gpu_section,
     llm_section,
     gateway_section,

@@ -218,7 +218,7 @@ def test_queued_requests_show_in_both_queue_metrics(gateway: str) -> None:
         waiting = _gauge(samples, "infopt_vllm_num_requests_waiting") or 0.0
         if queue >= 2 and waiting >= 1:
             break
-        assert time.monotonic() < deadline, f"queue {queue}, vLLM waiting {waiting} after 120 s"
+        assert time.monotonic() < deadline, f"queue {queue}, vLLM waiting {waiting} after 120 s; answers {statuses}"
         time.sleep(0.05)
     assert queue >= waiting  # the gateway's count includes the one vLLM is running
     assert _gauge(samples, "request_queue_length", sla_class="premium") == 0.0  # another class's queue

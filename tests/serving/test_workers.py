@@ -118,7 +118,13 @@ async def test_a_tenant_bucket_is_one_bucket_whatever_worker_takes_the_request(t
     settings = make_settings(tiny_model, tenants=tenants)
     with serve_workers(settings, workers=3, engines=[FakeEngine()]) as (url, supervisor):
         async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=60, limits=FRESH) as client:
-            responses = await asyncio.gather(*(client.post("/v1/classify", json={"texts": ["x"]}) for _ in range(40)))
+            # One at a time first, each on a new connection (the kernel picks a worker per connection), so the
+            # admitted ones spread over the workers however the box schedules them; then a concurrent burst
+            # that the one shared bucket must refuse whole.
+            responses = [await client.post("/v1/classify", json={"texts": ["x"]}) for _ in range(burst + 2)]
+            responses += await asyncio.gather(
+                *(client.post("/v1/classify", json={"texts": ["x"]}) for _ in range(40 - burst - 2))
+            )
             metrics = (await client.get("/metrics")).text
         spread = [link.served for link in supervisor.admission.links]
     codes = [response.status_code for response in responses]

@@ -211,17 +211,24 @@ def test_queued_requests_show_in_both_queue_metrics(gateway: str) -> None:
     senders = [threading.Thread(target=send) for _ in range(3)]
     for sender in senders:
         sender.start()
+    # Each metric is judged at its own peak over the window: the gateway reads vLLM's waiting count with a
+    # 2 s timeout, and a busy vLLM on a loaded box can miss it in one scrape (it then counts as 0).
     deadline = time.monotonic() + 120.0
-    while True:
+    peak_queue, peak_waiting, premium = 0.0, 0.0, []
+    while (peak_queue < 2 or peak_waiting < 1) and any(sender.is_alive() for sender in senders):
         samples = _metrics(gateway)
         queue = _gauge(samples, "request_queue_length", sla_class="standard") or 0.0
-        waiting = _gauge(samples, "infopt_vllm_num_requests_waiting") or 0.0
-        if queue >= 2 and waiting >= 1:
-            break
-        assert time.monotonic() < deadline, f"queue {queue}, vLLM waiting {waiting} after 120 s; answers {statuses}"
+        peak_queue, peak_waiting = (
+            max(peak_queue, queue),
+            max(peak_waiting, _gauge(samples, "infopt_vllm_num_requests_waiting") or 0.0),
+        )
+        if queue >= 2:
+            premium.append(_gauge(samples, "request_queue_length", sla_class="premium"))
+        assert time.monotonic() < deadline, f"queue {peak_queue}, vLLM waiting {peak_waiting} after 120 s"
         time.sleep(0.05)
-    assert queue >= waiting  # the gateway's count includes the one vLLM is running
-    assert _gauge(samples, "request_queue_length", sla_class="premium") == 0.0  # another class's queue
+    assert peak_queue >= 2 and peak_waiting >= 1, (peak_queue, peak_waiting, statuses)
+    assert peak_queue >= peak_waiting  # the gateway's count includes the one vLLM is running
+    assert premium and set(premium) == {0.0}  # another class's queue stays empty
     for sender in senders:
         sender.join(timeout=300)
     assert statuses == [200, 200, 200]

@@ -322,16 +322,6 @@ def inputs_for(context: AgentContext, deployment: str) -> BatchingInputs:
 
 
 def run(context: AgentContext) -> list[Outcome]:
-    from agent.nodes import MISSING_EVIDENCE
+    from agent.nodes import each_deployment
 
-    outcomes: list[Outcome] = []
-    for deployment in context.selected_deployments():
-        try:
-            inputs = inputs_for(context, deployment)
-        except MISSING_EVIDENCE as error:
-            outcomes.append(
-                Refusal(node=NODE, target=Target(deployment=deployment), guardrail="evidence", reason=str(error))
-            )
-            continue
-        outcomes.append(recommend_batching(inputs))
-    return outcomes
+    return each_deployment(context, NODE, lambda deployment: recommend_batching(inputs_for(context, deployment)))

@@ -52,3 +52,21 @@ def run_nodes(context: AgentContext, nodes: Sequence[NodeSpec] | None = None) ->
         except MISSING_EVIDENCE as error:
             outcomes.append(Refusal(node=node.name, target=Target(), guardrail="evidence", reason=str(error)))
     return outcomes
+
+
+def each_deployment(
+    context: AgentContext, node: str, examine: Callable[[str], Outcome | Sequence[Outcome]]
+) -> list[Outcome]:
+    """`examine` for every selected deployment; a deployment whose evidence is missing gets its own
+    Refusal (guardrail "evidence") instead of stopping the node for the others."""
+    outcomes: list[Outcome] = []
+    for deployment in context.selected_deployments():
+        try:
+            found = examine(deployment)
+        except MISSING_EVIDENCE as error:
+            outcomes.append(
+                Refusal(node=node, target=Target(deployment=deployment), guardrail="evidence", reason=str(error))
+            )
+            continue
+        outcomes.extend(found if isinstance(found, Sequence) else [found])
+    return outcomes

@@ -274,14 +274,6 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
 
 
 def run(context: AgentContext) -> list[Outcome]:
-    from agent.nodes import MISSING_EVIDENCE
+    from agent.nodes import each_deployment
 
-    outcomes: list[Outcome] = []
-    for deployment in context.selected_deployments():
-        try:
-            outcomes.extend(evaluate(context, deployment))
-        except MISSING_EVIDENCE as error:
-            outcomes.append(
-                Refusal(node=NODE, target=Target(deployment=deployment), guardrail="evidence", reason=str(error))
-            )
-    return outcomes
+    return each_deployment(context, NODE, lambda deployment: evaluate(context, deployment))

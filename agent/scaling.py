@@ -442,16 +442,8 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
 
 
 def run(context: AgentContext, options: ScalingOptions = ScalingOptions()) -> list[Outcome]:
-    from agent.nodes import MISSING_EVIDENCE
+    from agent.nodes import each_deployment
 
-    outcomes: list[Outcome] = []
-    for deployment in context.selected_deployments():
-        try:
-            inputs = inputs_for(context, deployment)
-        except MISSING_EVIDENCE as error:
-            outcomes.append(
-                Refusal(node=NODE, target=Target(deployment=deployment), guardrail="evidence", reason=str(error))
-            )
-            continue
-        outcomes.append(recommend_scaling(inputs, options))
-    return outcomes
+    return each_deployment(
+        context, NODE, lambda deployment: recommend_scaling(inputs_for(context, deployment), options)
+    )

@@ -74,6 +74,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Gateway", "create_app", "default_engine_factory"]
 
+# Reading vLLM's waiting count on each scrape: above the backend's own 2 s per-endpoint bound, so a vLLM busy
+# generating on a loaded CPU still answers, and well under Prometheus' default 10 s scrape timeout.
+VLLM_METRICS_TIMEOUT_S = 3.0
+
 log = logging.getLogger("infopt.gateway")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_torchscript", "vllm": "vllm"}
 MODEL_VERSION = "1"
@@ -622,7 +626,7 @@ def create_app(
         waiting = None
         if gateway.backend is not None and gateway._loader is not None and gateway._loader.done():
             try:
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(VLLM_METRICS_TIMEOUT_S):
                     waiting = await gateway.backend.waiting_requests()
                 gateway.metrics.vllm_waiting.labels(gateway.model).set(waiting)
             except (TimeoutError, OSError, GatewayError) as error:

@@ -151,18 +151,6 @@ def variants_section() -> list[str]:
     return lines
 
 
-def cold_repro_section() -> list[str]:
-    result = _load("benchmarks/results/cold_repro.json")
-    if result is None:
-        return []
-    verdict = "within" if result["within_budget"] else "OVER"
-    return [
-        f"**Cold `dvc repro`** on a fresh clone (`benchmarks/results/cold_repro.json`, {_machine(result['fingerprint'])}): "
-        f"{result['cold_repro_seconds']:.0f} s, {verdict} the {result['budget_seconds']:.0f} s budget; "
-        f"a no-op `dvc repro` afterwards: {result['noop_repro_seconds']:.1f} s."
-    ]
-
-
 def gateway_section() -> list[str]:
     result = _load("benchmarks/results/gateway_overhead.json")
     if result is None:
@@ -385,7 +373,7 @@ def llm_section() -> list[str]:
 
 
 SECTIONS: list[Callable[[], list[str]]] = [
-    variants_section,  # cold_repro.json predates the WordNet task and the LLM stages: not shown until re-measured
+    variants_section,  # benchmarks/results/cold_repro.json predates the WordNet task: shown once re-measured
     gpu_section,
     llm_section,
     gateway_section,

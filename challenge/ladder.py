@@ -59,6 +59,9 @@ GATEWAY_RESERVE_S = {"cuda": 70.0, "cpu": 45.0}  # budget kept back for the fina
 STEPS = ("baseline", "precision", "batching", "launch_overhead", "pruning", "quantization")
 
 
+BASELINE_PREDICTIONS = "baseline_predictions.npz"  # step 1's predicted label per test example, in `out`
+
+
 class LadderError(RuntimeError):
     """The ladder cannot start (no teacher, no test split, bad params); the message names the file."""
 
@@ -439,6 +442,10 @@ def step_baseline(ctx: Context, step: Step, state: State | None) -> State:
     if candidate.status != "measured" or predictions is None:
         raise LadderError(f"the baseline could not be measured: {candidate.reason}")
     ctx.baseline_predictions = predictions
+    # Per-example predictions of the teacher, so another run's teacher can be compared paired on this split
+    # (benchmarks/teacher_comparison.py --ladder); a subsampled test split says so in ladder.json's context.
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(ctx.out / BASELINE_PREDICTIONS, teacher=predictions.astype(np.int16))
     candidate.kept, candidate.verdict = True, "the baseline"
     carried = carry(ctx, candidate, None)
     ctx.base = carried

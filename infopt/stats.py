@@ -85,6 +85,19 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     return Interval(estimate=p, low=max(0.0, centre - margin), high=min(1.0, centre + margin), confidence=confidence)
 
 
+def unpaired_difference(successes_a: int, n_a: int, successes_b: int, n_b: int, confidence: float = 0.95) -> Interval:
+    """Newcombe's hybrid score interval of p_a - p_b from two Wilson intervals.
+
+    For when only counts survive (no per-example predictions to pair). On the same test examples it is
+    conservative: correlated errors make the paired interval narrower, never wider."""
+    a = wilson_interval(successes_a, n_a, confidence)
+    b = wilson_interval(successes_b, n_b, confidence)
+    estimate = a.estimate - b.estimate
+    low = estimate - math.sqrt((a.estimate - a.low) ** 2 + (b.high - b.estimate) ** 2)
+    high = estimate + math.sqrt((a.high - a.estimate) ** 2 + (b.estimate - b.low) ** 2)
+    return Interval(estimate=estimate, low=low, high=high, confidence=confidence)
+
+
 def mcnemar_exact_p(a_only: int, b_only: int) -> float:
     """Two-sided exact McNemar p-value: under H0 the discordant pairs split 50/50."""
     discordant = a_only + b_only

@@ -6,6 +6,7 @@ The majority class says how much a model learned at all (the teacher must beat i
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -17,6 +18,7 @@ TFIDF_SETTINGS = {
     "max_features": 200_000,
 }
 LOGREG_C = 10.0  # weak regularisation: many sparse features, few per example (not tuned on test)
+LOGREG_PASSES = 30  # SAGA epochs over the train split
 
 
 def majority_label(train_labels: np.ndarray) -> int:
@@ -29,11 +31,16 @@ def tfidf_logreg_predictions(
     train_texts: list[str], train_labels: np.ndarray, texts: list[str], seed: int
 ) -> np.ndarray:
     """Fit TF-IDF + multinomial logistic regression on the train split; predict `texts`."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     vectorizer = TfidfVectorizer(**TFIDF_SETTINGS)
     features = vectorizer.fit_transform(train_texts)
-    model = LogisticRegression(C=LOGREG_C, max_iter=300, random_state=seed)
-    model.fit(features, train_labels)
+    # SAGA, a fixed number of passes: its cost is linear in the examples, where lbfgs ran for minutes on the
+    # whole WordNet train split (the GPU run) without converging either; the objective is the same.
+    model = LogisticRegression(C=LOGREG_C, solver="saga", max_iter=LOGREG_PASSES, tol=1e-3, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the pass budget is the design, not a failure
+        model.fit(features, train_labels)
     return np.asarray(model.predict(vectorizer.transform(texts)), dtype=np.int64)

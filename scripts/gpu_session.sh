@@ -12,6 +12,8 @@
 # time-bounded MLM pre-training has ended (so it does not take GPU time from it) and ends long before
 # bert-base's benchmark stage; then the paired teacher comparison; then scripts/gpu_challenge.sh on the
 # bert-base variants. RUN_DIR/out holds logs and results; RUN_DIR/out/DONE marks the end.
+# The device's copy has no .git: set INFOPT_GIT_SHA=<the commit sent> in the device command, or every
+# fingerprint of the run says git_sha "unknown".
 # Needs in the tree: .gpu/data/prepared and .gpu/artifacts/tokenizer (the whole split, prepared here), .whl/
 # (scripts/gpu_wheels.sh, scripts/challenge_wheels.sh) and .whl/extra (scikit-learn, joblib, threadpoolctl).
 set -uo pipefail

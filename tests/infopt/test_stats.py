@@ -12,6 +12,7 @@ from infopt.stats import (
     mcnemar_exact_p,
     non_inferior,
     paired_difference,
+    unpaired_difference,
     wilson_interval,
 )
 
@@ -22,6 +23,19 @@ def test_wilson_interval_of_81_in_100_matches_the_textbook_value() -> None:
     assert interval.estimate == pytest.approx(0.81)
     assert interval.low == pytest.approx(0.7222, abs=1e-4)
     assert interval.high == pytest.approx(0.8749, abs=1e-4)
+
+
+def test_unpaired_difference_matches_newcombes_worked_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 - 48/80, method 10: 0.0524 to 0.3339.
+    interval = unpaired_difference(56, 70, 48, 80, 0.95)
+    assert interval.estimate == pytest.approx(0.2)
+    assert interval.low == pytest.approx(0.0524, abs=1e-4)
+    assert interval.high == pytest.approx(0.3339, abs=1e-4)
+
+
+def test_unpaired_difference_is_antisymmetric() -> None:
+    ab, ba = unpaired_difference(900, 1000, 850, 1000), unpaired_difference(850, 1000, 900, 1000)
+    assert (ab.low, ab.high) == pytest.approx((-ba.high, -ba.low))
 
 
 def test_wilson_interval_stays_inside_zero_and_one_at_the_edges() -> None:

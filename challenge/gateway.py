@@ -1,12 +1,12 @@
-"""A ladder step through the real gateway: N gateway processes on 127.0.0.1 and the load client in front.
+"""A ladder step through the real gateway on 127.0.0.1, and the load client in front of it.
 
-The gateway has no multi-process (worker) option at this commit, so the host side is scaled as the issue
-suggests: several gateway processes, each with its own engine replica, batcher and admission state, and
-the client spreads its connections round-robin over their ports (a Kubernetes Service in front of N pods
-does the same). Each concurrency level is one closed-loop run (challenge/loadclient.py), in ascending order
-from a light load that any host answers; once a level fails more than half of its requests the higher ones
-are not run (recorded as `not_run`). The level chosen for the step is the fastest one whose p99 meets the
-SLA with at most 1% of requests failed (else the fastest that answered anything).
+The host side is scaled the way `infopt serve --workers N` scales it: N HTTP worker processes on one port
+(SO_REUSEPORT) in front of one admission process that owns the queue, the batcher and the one engine
+replica, so a GPU's batches are filled from every worker's requests instead of being split over N replicas.
+Each concurrency level is one closed-loop run (challenge/loadclient.py), in ascending order from a light
+load that any host answers; once a level fails more than half of its requests the higher ones are not run
+(recorded as `not_run`). The level chosen for the step is the fastest one whose p99 meets the SLA with at
+most 1% of requests failed (else the fastest that answered anything).
 """
 
 from __future__ import annotations
@@ -28,10 +28,15 @@ from harness.child_server import free_port
 MAX_FAILED_FRACTION = 0.01  # a level with more failed requests than this does not count as meeting the SLA
 OVERLOADED_FRACTION = 0.5  # past a level that failed this share of its requests, higher levels are not run
 LIGHT_LOAD_CONNECTIONS = 8  # per gateway process: the first level, one any host answers (latency at light load)
-PROCESS_MODE = (
-    "separate gateway processes (one engine replica each) behind the client's round-robin: the gateway "
-    "offers no worker-process option at this commit"
-)
+
+
+def mode_of(workers: int) -> str:
+    if workers < 2:
+        return "one gateway process: HTTP, admission, batcher and the engine on one event loop"
+    return (
+        f"one gateway: {workers} HTTP worker processes (serving.workers) in front of one admission process "
+        "with the queue, the batcher and the one engine replica"
+    )
 
 
 class GatewayError(RuntimeError):
@@ -90,71 +95,59 @@ def batch_counters(port: int) -> tuple[float, float]:
     return count, total
 
 
-class Gateways:
-    """Start N gateway children for one spec; stop them all (SIGINT, then kill) on exit."""
+class Gateway:
+    """Start the gateway child for one spec (with its workers, if any); stop it (SIGINT, then kill) on exit."""
 
-    def __init__(self, spec: GatewaySpec, processes: int, workdir: Path) -> None:
-        self.spec, self.count, self.workdir = spec, processes, workdir
-        self.children: list[tuple[int, subprocess.Popen[bytes], Path]] = []
+    def __init__(self, spec: GatewaySpec, workdir: Path) -> None:
+        self.spec, self.workdir = spec, workdir
+        self.port = free_port()
+        self.log = workdir / "gateway.log"
+        self.child: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Gateways:
+    def __enter__(self) -> Gateway:
         self.workdir.mkdir(parents=True, exist_ok=True)
         spec_path = self.workdir / "gateway-spec.json"
         spec_path.write_text(self.spec.model_dump_json(indent=2))
-        for index in range(self.count):
-            port = free_port()
-            log = self.workdir / f"gateway-{index}.log"
-            child = subprocess.Popen(
-                [sys.executable, "-m", "challenge.gateway_child", "--spec", str(spec_path), "--port", str(port)],
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-            self.children.append((port, child, log))
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "challenge.gateway_child", "--spec", str(spec_path), "--port", str(self.port)],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         return self
 
-    @property
-    def ports(self) -> list[int]:
-        return [port for port, _, _ in self.children]
-
     def wait_ready(self, timeout_s: float) -> None:
+        assert self.child is not None
         deadline = time.monotonic() + timeout_s
-        pending = list(self.children)
-        while pending:
-            for item in list(pending):
-                port, child, log = item
-                if child.poll() is not None:
-                    raise GatewayError(f"gateway on port {port} exited with {child.returncode}:\n{_tail(log)}")
-                try:
-                    status, body = _get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2.0)
-                except OSError:
-                    continue  # not listening yet
-                if status == 200:
-                    pending.remove(item)
-                elif b'"error"' in body:
-                    raise GatewayError(f"gateway on port {port} failed to load its engine: {body[:500]!r}")
-            if pending and time.monotonic() > deadline:
+        while True:
+            if self.child.poll() is not None:
                 raise GatewayError(
-                    f"{len(pending)} gateway(s) not ready within {timeout_s:.0f} s:\n{_tail(pending[0][2])}"
+                    f"gateway on port {self.port} exited with {self.child.returncode}:\n{_tail(self.log)}"
                 )
+            try:
+                status, body = _get(f"http://127.0.0.1:{self.port}/v2/health/ready", timeout=2.0)
+            except OSError:
+                status, body = 0, b""  # not listening yet
+            if status == 200:
+                return
+            if b'"error"' in body:
+                raise GatewayError(f"gateway on port {self.port} failed to load its engine: {body[:500]!r}")
+            if time.monotonic() > deadline:
+                raise GatewayError(f"gateway not ready within {timeout_s:.0f} s:\n{_tail(self.log)}")
             time.sleep(0.2)
 
     def counters(self) -> tuple[float, float]:
-        batches = rows = 0.0
-        for port in self.ports:
-            count, total = batch_counters(port)
-            batches, rows = batches + count, rows + total
-        return batches, rows
+        return batch_counters(self.port)
 
     def __exit__(self, *exc: object) -> None:
-        for _, child, _ in self.children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for _, child, _ in self.children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=10)
+        if self.child is None:
+            return
+        if self.child.poll() is None:
+            self.child.send_signal(signal.SIGINT)
+        try:
+            self.child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait(timeout=10)
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -164,7 +157,6 @@ def _tail(path: Path, chars: int = 3000) -> str:
 def measure_gateway(
     spec: GatewaySpec,
     *,
-    processes: int,
     client_processes: int,
     connection_levels: list[int],
     texts: list[str],
@@ -174,17 +166,17 @@ def measure_gateway(
     workdir: Path,
     p99_sla_ms: float | None,
 ) -> GatewayRun:
-    """Start the gateways, run each connection level, stop them; the chosen level as the module says."""
+    """Start the gateway, run each connection level, stop it; the chosen level as the module says."""
     began = time.monotonic()
     levels: list[GatewayLevel] = []
     not_run: list[int] = []
-    with Gateways(spec, processes, workdir) as gateways:
-        gateways.wait_ready(ready_timeout_s)
+    with Gateway(spec, workdir) as gateway:
+        gateway.wait_ready(ready_timeout_s)
         startup = time.monotonic() - began
         for index, connections in enumerate(connection_levels):
-            before = gateways.counters()
+            before = gateway.counters()
             client_spec = ClientSpec(
-                ports=gateways.ports,
+                ports=[gateway.port],
                 api_key=API_KEY,
                 texts=texts,
                 connections=connections,
@@ -192,7 +184,7 @@ def measure_gateway(
                 duration_s=duration_s,
             )
             result = run_clients(client_spec, client_processes, workdir / f"level-{index}", timeout_s=120.0)
-            after = gateways.counters()
+            after = gateway.counters()
             batches, rows = after[0] - before[0], after[1] - before[1]
             total = result.ok + result.status_429 + result.status_503 + result.expired + result.errors
             failed = (total - result.ok) / total if total else 1.0  # nothing answered in the window: overloaded
@@ -219,8 +211,8 @@ def measure_gateway(
     chosen = max(pool, key=lambda i: levels[i].client.throughput_rps) if pool else None
     best = levels[chosen].client if chosen is not None else None
     return GatewayRun(
-        processes=processes,
-        mode=PROCESS_MODE,
+        processes=spec.workers,
+        mode=mode_of(spec.workers),
         client_processes=client_processes,
         engine=spec.engine.describe(),
         batching=spec.batching.model_dump(),

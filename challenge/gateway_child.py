@@ -1,17 +1,20 @@
-"""One gateway process of a ladder step: the project's gateway app serving the step's engine.
+"""The gateway of a ladder step: the project's gateway serving the step's engine.
 
     python -m challenge.gateway_child --spec SPEC.json --port PORT
 
-The app is `serving.app.create_app` run by `serving.server.run_server`, the same app and server `infopt serve`
-runs (auth, token bucket, priority queue with deadlines, dynamic batcher, metrics). The only difference is
-the engine factory: it builds the step's engine from the spec (challenge/engines.py), e.g. the CUDA-graph
-engine, which `infopt serve` cannot select from params today. Bound to 127.0.0.1 only.
+What `infopt serve` runs (auth, token bucket, priority queue with deadlines, dynamic batcher, metrics): with
+`workers` 1 the app (`serving.app.create_app`) in one process (`serving.server.run_server`); with 2 or more
+the supervisor (`serving.supervisor.run_supervisor`): N HTTP worker processes on one port in front of one
+admission process that owns the queue, the batcher and the ONE engine. The only difference from `infopt
+serve` is the engine factory: it builds the step's engine from the spec (challenge/engines.py), e.g. the
+CUDA-graph engine, which `infopt serve` cannot select from params today. Bound to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +40,7 @@ class GatewaySpec(BaseModel):
     batching: BatchingParams
     serving: ServingParams
     connections: int  # the most connections this process will hold (its file limit is raised to fit)
+    workers: int = 1  # HTTP worker processes in front of the one engine (serving.workers); 1 = one process
 
 
 def load_tenant(sla_class: str) -> Tenant:
@@ -89,8 +93,12 @@ def main() -> None:
     spec = GatewaySpec.model_validate_json(args.spec.read_text())
     raise_file_limit(spec.connections + 256)
     settings = settings_of(spec, args.port)
-    app = create_app(settings, engine_factory=lambda _settings: [build_engine(spec.engine)])
-    run_server(app, host="127.0.0.1", port=args.port, log_level="warning")
+    factory = lambda _settings: [build_engine(spec.engine)]  # noqa: E731
+    if spec.workers >= 2:
+        from serving.supervisor import run_supervisor
+
+        sys.exit(run_supervisor(settings, workers=spec.workers, log_level="warning", engine_factory=factory))
+    run_server(create_app(settings, engine_factory=factory), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

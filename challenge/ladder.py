@@ -7,7 +7,7 @@ Steps, each building on the configuration the previous ones carried:
    probe batch; the precision carried on is the fastest at the probe batch within the accuracy decision.
 3. dynamic batching: a served-shape sweep; `infopt.sla.plan_sla` picks the largest batch whose
    max_wait + worst-round p99 meets the premium SLA (max_wait from the premium deployment, or from the
-   agent's batching recommendation); measured model-level and through N real gateway processes.
+   agent's batching recommendation); measured model-level and through the real gateway (N HTTP workers in front of one engine).
 4. launch overhead: GPU: the static forward captured in CUDA graphs per (batch, length bucket), pinned
    host memory, non-blocking copies. CPU: no CUDA graphs; the same fp32 model through ONNX Runtime (fused
    graph, no per-op Python dispatch) and the static forward eager are measured; torch.compile is skipped.
@@ -529,16 +529,16 @@ def through_gateway(
         serving=ctx.params.serving.model_copy(
             update={
                 "queue_capacity": max(4 * levels[-1], 1024),
-                # every client connection of the highest level lands on one of the processes: none refused
+                # every client connection of the highest level lands on one of the workers: none refused
                 "max_connections": max(ctx.params.serving.max_connections, -(-levels[-1] // processes) + 64),
                 "shutdown_grace_s": 2.0,  # the load has stopped when the gateways are stopped
             }
         ),
         connections=levels[-1],
+        workers=processes,
     )
     run = measure_gateway(
         gateway_spec,
-        processes=processes,
         client_processes=config.client_processes,
         connection_levels=levels,
         texts=ctx.test.texts[:512],

@@ -252,13 +252,22 @@ class Supervisor:
             link.close()
 
 
-def run_supervisor(settings: GatewaySettings, *, workers: int, log_level: str, access_log: bool = False) -> int:
+def run_supervisor(
+    settings: GatewaySettings,
+    *,
+    workers: int,
+    log_level: str,
+    access_log: bool = False,
+    engine_factory: EngineFactory = default_engine_factory,
+) -> int:
     """`infopt serve` with serving.workers >= 2: serve until SIGTERM/SIGINT, then drain; the exit status."""
     import uvloop
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s %(message)s")
-    supervisor = Supervisor(settings, workers=workers, log_level=log_level, access_log=access_log)
+    supervisor = Supervisor(
+        settings, workers=workers, log_level=log_level, access_log=access_log, engine_factory=engine_factory
+    )
 
     async def main() -> int:
         supervisor.install_signal_handlers()

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
+import pytest
+
 from challenge.engines import EngineSpec
+from challenge.gateway import measure_gateway
 from challenge.gateway_child import API_KEY, GatewaySpec, settings_of
 from infopt.params import BatchingParams, load_params
 
@@ -33,3 +37,42 @@ def test_gateway_child_serves_the_step_engine_to_one_unthrottled_premium_tenant(
     (tenant,) = settings.tenants
     assert tenant.sla_class == "premium" and tenant.rate_per_s >= 1e9
     assert tenant.api_key_sha256 == [hashlib.sha256(API_KEY.encode()).hexdigest()]
+
+
+@pytest.mark.slow
+def test_a_gateway_with_workers_serves_the_step_engine_from_one_admission_process(
+    ladder_workspace: Path, tmp_path: Path
+) -> None:
+    """The ladder's gateway as `infopt serve --workers 2` runs it: one port, two HTTP workers, one engine;
+    the batch histogram (rendered by the admission process) counts every answered request."""
+    params = load_params(ladder_workspace / "params.yaml")
+    engine = EngineSpec(
+        family="hf", model_dir=str(ladder_workspace / "artifacts/variants/fp32/hf"), variant="fp32", threads=1
+    )
+    spec = GatewaySpec(
+        engine=engine,
+        labels=json.loads((ladder_workspace / "data/prepared/labels.json").read_text()),
+        max_seq_len=params.model.max_seq_len,
+        tokenizer_dir=str(ladder_workspace / "artifacts/tokenizer"),
+        sla_classes=dict(params.sla_classes),
+        sla_class="premium",
+        batching=BatchingParams(max_batch_size=8, max_wait_ms=2),
+        serving=params.serving.model_copy(update={"shutdown_grace_s": 1.0}),
+        connections=16,
+        workers=2,
+    )
+    run = measure_gateway(
+        spec,
+        client_processes=1,
+        connection_levels=[4],
+        texts=["a short gloss", "another text to classify", "three words here"],
+        warmup_s=0.5,
+        duration_s=1.5,
+        ready_timeout_s=120.0,
+        workdir=tmp_path,
+        p99_sla_ms=None,
+    )
+    assert run.error is None and run.processes == 2 and "2 HTTP worker processes" in run.mode
+    (level,) = run.levels
+    assert level.client.ok > 0 and level.failed_fraction == 0.0
+    assert level.mean_batch_size is not None and 1.0 <= level.mean_batch_size <= 8.0

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,10 +53,19 @@ def test_script_packs_the_ladder_into_at_most_eight_files(ladder_workspace: Path
     assert completed.returncode == 0, completed.stdout[-3000:]
     files = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
     files = [name for name in files if not name.startswith("site/")]
-    assert files == ["challenge-env.txt", "challenge-log.txt", "challenge/ladder.json", "challenge/ladder.md"]
+    assert files == [
+        "challenge-env.txt",
+        "challenge-log.txt",
+        "challenge/baseline_predictions.npz",
+        "challenge/ladder.json",
+        "challenge/ladder.md",
+    ]
     assert all((tmp_path / name).stat().st_size <= 16 * 2**20 for name in files)
     result = json.loads((tmp_path / "challenge/ladder.json").read_text())
     assert result["status"] == "complete" and result["budget_s"] == 400
+    # step 1's prediction per scored test text, for paired teacher comparisons (benchmarks/teacher_comparison.py)
+    predictions = np.load(tmp_path / "challenge/baseline_predictions.npz")["teacher"]
+    assert predictions.shape == (result["context"]["test_examples"],)
     assert any(item["what"].startswith("gateway") and "--no-gateway" in item["reason"] for item in result["skipped"])
     env = (tmp_path / "challenge-env.txt").read_text()
     assert "torch" in env and "budget 400 s" in env and "installed into" in env

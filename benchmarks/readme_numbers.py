@@ -349,6 +349,17 @@ def gpu_section() -> list[str]:
     ]
 
 
+def _target(target: dict[str, Any]) -> str:
+    if target["value"] is None:
+        return f"{target['name']} not measured here"
+    bound = "<=" if target["name"].startswith("premium") else ">="
+    unit = " ms" if target["name"].startswith("premium") else ""
+    return (
+        f"{target['name']} {target['value']:.3g}{unit} ({bound} {target['threshold']:g}: "
+        f"{'met' if target['met'] else 'not met'})"
+    )
+
+
 def challenge_section() -> list[str]:
     lines: list[str] = []
     for device in ("cuda", "cpu"):
@@ -378,12 +389,7 @@ def challenge_section() -> list[str]:
                     f"{carried['throughput_gain']:.1f}",
                 ]
             )
-        targets = "; ".join(
-            f"{t['name']} {t['value']:.3g} (>= {t['threshold']:g}: {'met' if t['met'] else 'not met'})"
-            if not t["name"].startswith("premium")
-            else f"{t['name']} {t['value']:.3g} ms (<= {t['threshold']:g}: {'met' if t['met'] else 'not met'})"
-            for t in ladder["targets"]
-        )
+        targets = "; ".join(_target(target) for target in ladder["targets"])
         spec = ladder["spec_comparison"]
         if lines:
             lines.append("")
@@ -393,8 +399,18 @@ def challenge_section() -> list[str]:
             f"each row is the configuration carried after the step; loss vs step 1 in points):",
             "",
             *_table(
-                ["step", "carried", "batch", "model req/s", "p99 (ms)", "gateway req/s", "USD / 1k", "accuracy [CI]",
-                 "loss [CI]", "gain x"],
+                [
+                    "step",
+                    "carried",
+                    "batch",
+                    "model req/s",
+                    "p99 (ms)",
+                    "gateway req/s",
+                    "USD / 1k",
+                    "accuracy [CI]",
+                    "loss [CI]",
+                    "gain x",
+                ],
                 rows,
             ),
             "",

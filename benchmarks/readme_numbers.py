@@ -293,7 +293,8 @@ GPU_RUN = "benchmarks/results/gpu/bert-base-2026-11-30"
 
 
 def _provenance(fingerprint: dict[str, Any], folder: str) -> str:
-    """_machine, with the commit from the folder's provenance.json where the run's host had no .git."""
+    """_machine, with the commit from the folder's provenance.json where the run's host had no .git
+    (dashboard.sources.recorded_commit reads the same files)."""
     provenance = _load(f"{folder}/provenance.json")
     if fingerprint.get("git_sha", "unknown") == "unknown" and provenance:
         fingerprint = {**fingerprint, "git_sha": provenance["git_sha"]}
@@ -395,7 +396,7 @@ def challenge_section() -> list[str]:
             lines.append("")
         lines += [
             f"**Challenge ladder** on {device}{' (reduced)' if ladder['reduced'] else ''} (`{path}`, "
-            f"{_provenance(ladder['fingerprint'], GPU_RUN if device == 'cuda' else path)}; status {ladder['status']}; "
+            f"{_provenance(ladder['fingerprint'], path.rsplit('/', 1)[0])}; status {ladder['status']}; "
             f"each row is the configuration carried after the step; loss vs step 1 in points):",
             "",
             *_table(

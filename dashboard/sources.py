@@ -63,7 +63,21 @@ def load(root: Path, relative: str) -> Source | None:
     except json.JSONDecodeError as error:
         raise SourceError(f"{relative}: not JSON ({error})") from None
     fingerprint = data.get("fingerprint") if isinstance(data, dict) else None
+    if fingerprint and fingerprint.get("git_sha", "unknown") == "unknown":
+        fingerprint = {**fingerprint, "git_sha": recorded_commit(root, path) or "unknown"}
     return Source(relative, data, Provenance.of(fingerprint))
+
+
+def recorded_commit(root: Path, path: Path) -> str | None:
+    """The commit a provenance.json beside the file (or in a folder above it) records: a run on a host whose
+    copy of the tree had no .git fingerprints itself git_sha "unknown"."""
+    for folder in path.parents:
+        if folder == root or root not in folder.parents:
+            return None
+        record = folder / "provenance.json"
+        if record.is_file():
+            return str(json.loads(record.read_text())["git_sha"])
+    return None
 
 
 def resolve(data: Any, pointer: str) -> Any:

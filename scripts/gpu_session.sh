@@ -43,6 +43,7 @@ start() {
   python3 -c 'import sklearn, scipy; print("sklearn", sklearn.__version__, "scipy", scipy.__version__)' \
     >> "$out/pip.txt" 2>&1
   export GPU_SITE_READY=1 CHALLENGE_SITE=/tmp/site
+  [ -n "${INFOPT_GIT_SHA:-}" ] || echo "gpu_session: INFOPT_GIT_SHA is not set: fingerprints will say git_sha unknown" >&2
   setsid nohup bash -c "
     set -u
     cd '$run/tiny' && (

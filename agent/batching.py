@@ -40,6 +40,7 @@ from agent.contract import (
     SlaPrediction,
     Target,
 )
+from agent.evidence import each_deployment
 from infopt.deployments import ResolvedDeployment, resolve_deployment
 from infopt.manifest import BatchPoint, Sweep, VariantEntry
 from infopt.params import BatchingParams, SlaClass
@@ -322,6 +323,4 @@ def inputs_for(context: AgentContext, deployment: str) -> BatchingInputs:
 
 
 def run(context: AgentContext) -> list[Outcome]:
-    from agent.nodes import each_deployment
-
     return each_deployment(context, NODE, lambda deployment: recommend_batching(inputs_for(context, deployment)))

@@ -2,8 +2,8 @@
 
 A node is a plain function `run(context: AgentContext) -> list[Outcome]` (agent/contract.py). Adding one is
 one `NodeSpec` line in `registered_nodes()`; nothing else in the framework changes. Evidence a node cannot
-find (no manifest, no sweep for the engine, no traffic) becomes a `Refusal` with guardrail "evidence" here,
-so one node's missing input never stops the others.
+find (no manifest, no sweep for the engine, no traffic) becomes a `Refusal` with guardrail "evidence" here
+(per deployment inside a node: agent/evidence.py), so one node's missing input never stops the others.
 """
 
 from __future__ import annotations
@@ -11,16 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.capacity import CurveError
 from agent.context import AgentContext
 from agent.contract import Outcome, Refusal, Target
-from agent.prometheus import PrometheusError
-from agent.traffic import TrafficError
-from infopt.deployments import DeploymentError
-from infopt.manifest import ManifestError
+from agent.evidence import MISSING_EVIDENCE
 
 NodeFn = Callable[[AgentContext], Sequence[Outcome]]
-MISSING_EVIDENCE = (ManifestError, DeploymentError, CurveError, TrafficError, PrometheusError)
 
 
 @dataclass(frozen=True)
@@ -51,22 +46,4 @@ def run_nodes(context: AgentContext, nodes: Sequence[NodeSpec] | None = None) ->
             outcomes.extend(node.run(context))
         except MISSING_EVIDENCE as error:
             outcomes.append(Refusal(node=node.name, target=Target(), guardrail="evidence", reason=str(error)))
-    return outcomes
-
-
-def each_deployment(
-    context: AgentContext, node: str, examine: Callable[[str], Outcome | Sequence[Outcome]]
-) -> list[Outcome]:
-    """`examine` for every selected deployment; a deployment whose evidence is missing gets its own
-    Refusal (guardrail "evidence") instead of stopping the node for the others."""
-    outcomes: list[Outcome] = []
-    for deployment in context.selected_deployments():
-        try:
-            found = examine(deployment)
-        except MISSING_EVIDENCE as error:
-            outcomes.append(
-                Refusal(node=node, target=Target(deployment=deployment), guardrail="evidence", reason=str(error))
-            )
-            continue
-        outcomes.extend(found if isinstance(found, Sequence) else [found])
     return outcomes

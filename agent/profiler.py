@@ -41,6 +41,7 @@ from agent.contract import (
     SlaPrediction,
     Target,
 )
+from agent.evidence import each_deployment
 from agent.quantization import decision_of
 from infopt.deployments import ARTIFACT_ENGINE, resolve_deployment
 from infopt.manifest import ManifestError, Sweep, VariantEntry
@@ -326,6 +327,4 @@ def examine(context: AgentContext, deployment: str) -> Outcome:
 
 
 def run(context: AgentContext) -> list[Outcome]:
-    from agent.nodes import each_deployment
-
     return each_deployment(context, NODE, lambda deployment: examine(context, deployment))

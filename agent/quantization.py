@@ -32,6 +32,7 @@ from agent.contract import (
     SlaPrediction,
     Target,
 )
+from agent.evidence import each_deployment
 from infopt.deployments import ARTIFACT_ENGINE, resolve_deployment
 from infopt.manifest import Manifest, VariantEntry
 from infopt.sla import SlaError, SlaPlan, plan_sla
@@ -274,6 +275,4 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
 
 
 def run(context: AgentContext) -> list[Outcome]:
-    from agent.nodes import each_deployment
-
     return each_deployment(context, NODE, lambda deployment: evaluate(context, deployment))

@@ -34,6 +34,7 @@ from agent.contract import (
     SlaPrediction,
     Target,
 )
+from agent.evidence import each_deployment
 from agent.simulator import GatewayModel, SimResult, batching_spec, class_specs, poisson_arrivals, simulate
 from agent.traffic import TrafficError, TrafficTrace
 from infopt.cost import cost_per_1k
@@ -442,8 +443,6 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
 
 
 def run(context: AgentContext, options: ScalingOptions = ScalingOptions()) -> list[Outcome]:
-    from agent.nodes import each_deployment
-
     return each_deployment(
         context, NODE, lambda deployment: recommend_scaling(inputs_for(context, deployment), options)
     )

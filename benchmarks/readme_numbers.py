@@ -384,7 +384,7 @@ def challenge_section() -> list[str]:
                     _num(point["throughput_rps"], 0),
                     _num(point["latency_p99_ms"]),
                     _num(carried.get("gateway_throughput_rps"), 0),
-                    f"{carried['cost_per_1k_usd'] if 'cost_per_1k_usd' in carried else point['cost_per_1k_usd']:.2e}",
+                    f"{point['cost_per_1k_usd']:.2e}",
                     _interval(accuracy.get("accuracy")),
                     _interval(decision.get("loss"), 100, 2, signed=True) if decision else "baseline",
                     f"{carried['throughput_gain']:.1f}",

@@ -56,7 +56,7 @@ class GatewayLevel(BaseModel):
 class GatewayRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    processes: int
+    processes: int  # HTTP processes of the one gateway (serving.workers); one engine behind them
     mode: str
     client_processes: int
     engine: str

@@ -11,7 +11,7 @@ import pytest
 from harness.vllm_process import VllmProcess
 from serving.errors import EngineUnavailable, error_response
 from serving.vllm_backend import Usage, VllmBackend, VllmResponse, VllmStreamingResponse
-from tests.serving.vllm_fixtures import SERVED_MODEL, FakeUpstream, read_body, sse_events
+from tests.serving.vllm_fixtures import SERVED_MODEL, VLLM_TEST_CONTEXT, FakeUpstream, read_body, sse_events
 
 
 async def _backend(urls: list[str], **kwargs: object) -> VllmBackend:
@@ -252,11 +252,12 @@ async def _vllm_waiting(backend: VllmBackend, url: str) -> float:
 async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: VllmProcess) -> None:
     """With one sequence slot, queued requests are served by priority, not by arrival.
 
-    Synchronised on the engine's own state instead of on timing: a long priority-0 blocker is streamed and
-    its first token awaited (it holds the only slot); then three priority-5 requests are sent and the test
-    waits until vLLM reports 3 waiting; then one priority-0 request (4 waiting), then three priority-1
-    requests (7 waiting). The queue is then complete while the blocker still runs, so the completion order
-    is the scheduler's alone: FCFS gives low0-2 first, priority scheduling gives high, blocker1-3, low0-2.
+    Synchronised on the engine's own state instead of on timing: a priority-0 blocker that fills the context
+    is streamed and its first token awaited (it holds the only slot); then three priority-5 requests are sent
+    and the test waits until vLLM reports 3 waiting; then one priority-0 request (4 waiting), then three
+    priority-1 requests (7 waiting). The blocker's client then goes away, which must abort it and free the
+    slot; the completion order is the scheduler's alone: FCFS gives low0-2 first, priority scheduling gives
+    high, blocker1-3, low0-2.
     """
     backend = await _backend([vllm_server.base_url])
     url = vllm_server.base_url
@@ -279,7 +280,7 @@ async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: Vll
 
     tasks: list[asyncio.Task[None]] = []
     try:
-        body = {"prompt": "blocker", "max_tokens": 480, "ignore_eos": True, "stream": True}
+        body = {"prompt": "blocker", "max_tokens": VLLM_TEST_CONTEXT - 16, "ignore_eos": True, "stream": True}
         blocker = await backend.forward("/v1/completions", body, priority=0, stream=True)
         chunks = blocker.body_iterator.__aiter__()
         await chunks.__anext__()  # the blocker's first token: it holds the one sequence slot
@@ -287,8 +288,7 @@ async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: Vll
         await queue(["high"], 0, 4, tasks)
         await queue(["blocker1", "blocker2", "blocker3"], 1, 7, tasks)
         assert not finished, f"{finished} finished while the blocker still held the only slot"
-        async for _chunk in chunks:  # let the blocker run to its end
-            pass
+        await chunks.aclose()  # the blocker's client goes away: vLLM aborts it and schedules the queue
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
         idle = await backend.waiting_requests()
     finally:

@@ -25,10 +25,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
-from model_builds.tiny_llama import build_tiny_llama
+from model_builds.tiny_llama import TinyLlamaSpec, build_tiny_llama
 
 SERVED_MODEL = "tiny-llama"
 VLLM_STARTUP_TIMEOUT_S = 300.0  # measured 35 s idle, 79 s loaded, 260 s at load average 10 on 2 cores
+# Context of the test model and server: long enough for a blocker generation that outlasts any test's set-up
+# (480 tokens took 1.75 s on an idle box, shorter than staging seven queued requests) and is then aborted.
+VLLM_TEST_CONTEXT = 4096
 _MODEL_KEY = pytest.StashKey[Path]()
 _SERVER_KEY = pytest.StashKey[VllmProcess]()
 
@@ -38,7 +41,8 @@ def tiny_llama_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     """The tiny Llama folder, built once per session with this venv's transformers."""
     stash = request.config.stash
     if _MODEL_KEY not in stash:
-        stash[_MODEL_KEY] = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+        spec = TinyLlamaSpec(max_position_embeddings=VLLM_TEST_CONTEXT)
+        stash[_MODEL_KEY] = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model", spec)
     return stash[_MODEL_KEY]
 
 
@@ -53,6 +57,7 @@ def vllm_server(request: pytest.FixtureRequest, tiny_llama_dir: Path) -> VllmPro
             model=tiny_llama_dir,
             served_model_name=SERVED_MODEL,
             startup_timeout_s=VLLM_STARTUP_TIMEOUT_S,
+            max_model_len=VLLM_TEST_CONTEXT,
             extra_args=("--max-num-seqs", "1"),
         )
         process = VllmProcess(settings)

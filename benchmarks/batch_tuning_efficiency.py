@@ -23,6 +23,15 @@ What runs, on this machine's CPU with one intra-op thread (a deployment with res
    **search** runs live with fresh measurements: its pick is judged by the exhaustive table (its throughput
    there vs the best feasible throughput there; it must be feasible there too). The same search replayed on
    the exhaustive table is reported beside it (no measurement noise: the algorithm's own accuracy).
+5. **Referee**: the exhaustive "best" is the maximum of 64 noisy cells, so its own cell overstates it (the
+   winner's curse; on the flat part of the curve neighbours differ by less than their round-to-round spread).
+   Both picks are measured again, interleaved, `--referee-rounds` times (same clock): the goal's ratio is the
+   search pick's throughput over the exhaustive pick's with a bootstrap-over-rounds 95% interval
+   (infopt.stats.ratio_interval). Feasibility stays the exhaustive table's (the rule that chose the
+   exhaustive best: both picks are judged by the same cells). The goal is met only when the pick is feasible
+   there, the interval's LOWER bound is >= 0.95 (non-inferior by 5%) and the search stayed within the trial
+   budget. The table ratio is kept beside it, and so is the p99 of all referee batches pooled: over 40 rounds
+   the tail is heavier than any 3-round cell shows (what plan_sla's worst-of-3-rounds p99 leaves out).
 
 Writes benchmarks/results/batch_tuning_efficiency.json with the fingerprint and the load average at start.
 Run: `python -m benchmarks.batch_tuning_efficiency` (about 2-3 minutes of one core).
@@ -37,6 +46,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +55,7 @@ from agent.measure import BatchBench
 from infopt.fingerprint import collect
 from infopt.manifest import BatchPoint
 from infopt.params import load_params
+from infopt.stats import Interval, ratio_interval
 
 RESULT = Path("benchmarks/results/batch_tuning_efficiency.json")
 GOAL_RATIO, GOAL_TRIALS = 0.95, 0.40
@@ -111,6 +122,46 @@ class CpuClockBench(BatchBench):
         return batch_point(batch_size, rounds, 0.0, self.hourly_usd)
 
 
+@dataclass
+class Refereed:
+    """Fresh interleaved rounds of the search's pick and the exhaustive pick."""
+
+    ratio: Interval  # pick throughput / best throughput (mean over rounds), bootstrap over rounds
+    pick_rounds: list[float]  # per-round throughput (req/s)
+    best_rounds: list[float]
+    pick_p99_ms: float  # p99 of every pick batch timed in the referee (all rounds pooled)
+    best_p99_ms: float
+
+
+def referee(bench: BatchBench, pick: int, best: int, rounds: int, clock: str, seed: int) -> Refereed:
+    """Both picks timed again, one round each in turn, `rounds` times, with the same clock as the sweep."""
+    import numpy as np
+
+    from model_builds.benchmark import measure_round, round_stats
+
+    def one_round(size: int) -> Any:
+        if clock == "cpu":
+            return cpu_round(bench.infer, bench.batches, size, bench.config)
+        return measure_round(bench.infer, bench.batches, size, bench.config, bench.device)
+
+    throughput: dict[int, list[float]] = {pick: [], best: []}
+    latencies: dict[int, list[float]] = {pick: [], best: []}
+    for index in range(rounds):
+        order = (pick, best) if index % 2 == 0 else (best, pick)  # alternate who goes first (drift, caches)
+        for size in dict.fromkeys(order):  # the same size once per round when both picks agree
+            round_ = one_round(size)
+            throughput[size].append(round_stats(round_, size)["throughput"])
+            latencies[size].extend(round_.latencies_ms)
+    ratio = ratio_interval(throughput[pick], throughput[best], seed=seed)
+    return Refereed(
+        ratio=ratio,
+        pick_rounds=throughput[pick],
+        best_rounds=throughput[best],
+        pick_p99_ms=float(np.percentile(latencies[pick], 99)),
+        best_p99_ms=float(np.percentile(latencies[best], 99)),
+    )
+
+
 def table(points: dict[int, BatchPoint], wait_ms: float) -> list[dict[str, float]]:
     return [
         {
@@ -136,6 +187,7 @@ def main() -> None:
     parser.add_argument("--sla-quantiles", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--model-dir", type=Path, default=None, help="a real HF classifier folder instead")
+    parser.add_argument("--referee-rounds", type=int, default=40, help="interleaved re-measurements per pick")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     load_at_start = [round(value, 2) for value in os.getloadavg()]
@@ -183,6 +235,10 @@ def main() -> None:
                 pick = exhaustive[live.best.batch_size]
                 ratio = pick.throughput_rps / best.throughput_rps if fits(pick) else 0.0
                 replay_ratio = replay.best.throughput_rps / best.throughput_rps
+                judged = referee(
+                    bench, live.best.batch_size, best.batch_size, args.referee_rounds, args.clock, seed=len(runs)
+                )
+                within_budget = live.trials <= GOAL_TRIALS * len(sizes)
                 runs.append(
                     {
                         "sla_p99_ms": sla_ms,
@@ -203,13 +259,22 @@ def main() -> None:
                             "ratio_to_exhaustive_best": round(ratio, 4),
                             "seconds": round(search_s, 2),
                         },
+                        "referee": {
+                            "rounds": len(judged.pick_rounds),
+                            "pick_throughput_rps_rounds": [round(v, 1) for v in judged.pick_rounds],
+                            "best_throughput_rps_rounds": [round(v, 1) for v in judged.best_rounds],
+                            "ratio": round(judged.ratio.estimate, 4),
+                            "ratio_ci95": [round(judged.ratio.low, 4), round(judged.ratio.high, 4)],
+                            "pick_pooled_p99_ms_plus_wait": round(args.wait_ms + judged.pick_p99_ms, 3),
+                            "best_pooled_p99_ms_plus_wait": round(args.wait_ms + judged.best_p99_ms, 3),
+                        },
                         "search_replayed_on_exhaustive": {
                             "measured": replay.measured,
                             "trials": replay.trials,
                             "pick": replay.best.batch_size,
                             "ratio_to_exhaustive_best": round(replay_ratio, 4),
                         },
-                        "goal_met": ratio >= GOAL_RATIO and live.trials <= GOAL_TRIALS * len(sizes),
+                        "goal_met": fits(pick) and judged.ratio.low >= GOAL_RATIO and within_budget,
                     }
                 )
         finally:
@@ -217,7 +282,8 @@ def main() -> None:
     result = {
         "benchmark": "batch_tuning_efficiency",
         "goal": f"pick within {1 - GOAL_RATIO:.0%} of the exhaustive best throughput under the SLA using at most "
-        f"{GOAL_TRIALS:.0%} of the exhaustive trials",
+        f"{GOAL_TRIALS:.0%} of the exhaustive trials (judged on the referee's interval: its lower bound >= "
+        f"{GOAL_RATIO})",
         "goal_met": all(run["goal_met"] for run in runs),
         "fingerprint": collect("cpu", repo=Path(".")).model_dump(),
         "load_average_at_start": load_at_start,
@@ -237,8 +303,7 @@ def main() -> None:
             "throughput = median over rounds; p99 = the worst round's (as infopt.sla.plan_sla)",
             "max_wait_ms": args.wait_ms,
             "candidates": f"batch sizes 1..{args.max_batch}",
-            "search": "agent/batch_search.py: bisection for the SLA boundary, then the boundary if it beats its "
-            "left neighbour, else golden section below it",
+            "search": "agent/batch_search.py: bisection for the SLA boundary, then golden section below it",
         },
         "exhaustive": {
             "trials": len(sizes),
@@ -254,7 +319,9 @@ def main() -> None:
         print(
             f"SLA p99 {run['sla_p99_ms']} ms: exhaustive best batch {run['exhaustive_best']['batch_size']} "
             f"({run['exhaustive_best']['throughput_rps']} req/s, 64 trials); search picked {live['pick']} "
-            f"({live['ratio_to_exhaustive_best']:.1%} of it) in {live['trials']} trials ({live['trials_share']:.0%}); "
+            f"({live['ratio_to_exhaustive_best']:.1%} of it in the table; referee {run['referee']['ratio']:.1%} "
+            f"[{run['referee']['ratio_ci95'][0]:.1%}, {run['referee']['ratio_ci95'][1]:.1%}]) in {live['trials']} "
+            f"trials ({live['trials_share']:.0%}); "
             f"goal {'met' if run['goal_met'] else 'NOT met'}"
         )
     print(f"wrote {args.out}")

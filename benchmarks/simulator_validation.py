@@ -12,7 +12,7 @@ One run, on this machine:
    JSON, tokenisation, client): closed-loop single requests through the gateway, minus the batch window and
    the median batch-1 engine time.
 3. Load tests: open-loop Poisson at several total rates (a fixed mix of premium/standard/batch), each for
-   `--duration` seconds, from a separate client process (`harness.loadgen`).
+   `--duration` seconds, from the benchmark's own process (`harness.loadgen`; the gateway runs in another).
 4. Predict each load's per-class p99 with the simulator (the calibrated curve and overhead, long simulated
    runs over several seeds) and compare with the measured p99.
 
@@ -369,6 +369,27 @@ def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str,
     }
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (all its threads); None: this process."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def host_cpu(gateway_s: float, client_s: float, wall_s: float, requests: int) -> dict[str, float]:
+    """Where the host's cores went during one load: the gateway process (event loop + engine) and the client."""
+    return {
+        "wall_s": round(wall_s, 2),
+        "cores": os.cpu_count() or 0,
+        "gateway_cores_busy": round(gateway_s / wall_s, 3),
+        "client_cores_busy": round(client_s / wall_s, 3),
+        "gateway_cpu_ms_per_request": round(1000 * gateway_s / max(1, requests), 3),
+        "client_cpu_ms_per_request": round(1000 * client_s / max(1, requests), 3),
+    }
+
+
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -469,16 +490,23 @@ def main() -> None:
                 ]
                 before = load_average()
                 engine_before = engine_totals(url)
+                cpu_before = (cpu_seconds(gateway.pid), cpu_seconds(), time.monotonic())
                 report = asyncio.run(run_load(url, streams, model="validation", seed=10 * index, timeout_s=30))
+                cpu = host_cpu(
+                    cpu_seconds(gateway.pid) - cpu_before[0],
+                    cpu_seconds() - cpu_before[1],
+                    time.monotonic() - cpu_before[2],
+                    sum(stream.sent for stream in report.streams),
+                )
                 in_load = engine_delta(engine_before, engine_totals(url))
-                measured.append((level, rate, before, load_average(), calibration, report, in_load))
+                measured.append((level, rate, before, load_average(), calibration, report, in_load, cpu))
         finally:
             stop(gateway)
     load_after = load_average()
 
     rows = []
     errors = []
-    for level, rate, before, after, calibration, report, in_load in measured:
+    for level, rate, before, after, calibration, report, in_load, cpu in measured:
         model = GatewayModel(
             classes=class_specs(params.sla_classes),
             batching=batching_spec(batching),
@@ -542,7 +570,7 @@ def main() -> None:
                 "load_average_after": after,
                 "calibration": calibration["summary"],
                 "engine_during_load": in_load
-                | {"slowdown_vs_calibration": None if slowdown is None else round(slowdown, 3)},
+                | {"slowdown_vs_calibration": None if slowdown is None else round(slowdown, 3), "host_cpu": cpu},
                 "predicted_mean_queue": predicted["_mean_queue"]["value"],
                 "classes": classes,
             }
@@ -556,7 +584,8 @@ def main() -> None:
             f"{batching.model_dump()}",
             "model": f"BERT encoder, random weights, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, "
             f"ONNX Runtime fp32, texts of 30-60 words (max_len {args.max_len} tokens)",
-            "client": "harness.loadgen, open-loop Poisson per class, in the benchmark's process",
+            "client": "harness.loadgen, open-loop Poisson per class, in the benchmark's process (its CPU is "
+            "counted in each load's engine_during_load.host_cpu)",
             "mix": MIX,
             "duration_s_per_load": args.duration,
             "judged": f"a class at a load counts toward the goal when it has >= {args.min_samples} responses (a p99 "

@@ -34,13 +34,16 @@ class BatchBench:
         self._close = close
         self.measured: list[int] = []
 
-    def measure(self, batch_size: int) -> BatchPoint:
-        from model_builds.benchmark import batch_point, measure_round
+    def round(self, batch_size: int) -> Any:  # -> model_builds.benchmark.Round
+        """One timed round of `batch_size` (the benchmark stage's wall clock); subclasses change the clock."""
+        from model_builds.benchmark import measure_round
 
-        rounds = [
-            measure_round(self.infer, self.batches, batch_size, self.config, self.device)
-            for _ in range(self.config.repeats)
-        ]
+        return measure_round(self.infer, self.batches, batch_size, self.config, self.device)
+
+    def measure(self, batch_size: int) -> BatchPoint:
+        from model_builds.benchmark import batch_point
+
+        rounds = [self.round(batch_size) for _ in range(self.config.repeats)]
         self.measured.append(batch_size)
         return batch_point(batch_size, rounds, 0.0, self.hourly_usd)
 

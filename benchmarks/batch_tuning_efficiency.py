@@ -114,12 +114,8 @@ def cpu_round(infer: Callable[[Any, Any], Any], batches: Any, batch_size: int, c
 
 
 class CpuClockBench(BatchBench):
-    def measure(self, batch_size: int) -> BatchPoint:
-        from model_builds.benchmark import batch_point
-
-        rounds = [cpu_round(self.infer, self.batches, batch_size, self.config) for _ in range(self.config.repeats)]
-        self.measured.append(batch_size)
-        return batch_point(batch_size, rounds, 0.0, self.hourly_usd)
+    def round(self, batch_size: int) -> Any:
+        return cpu_round(self.infer, self.batches, batch_size, self.config)
 
 
 @dataclass
@@ -133,23 +129,18 @@ class Refereed:
     best_p99_ms: float
 
 
-def referee(bench: BatchBench, pick: int, best: int, rounds: int, clock: str, seed: int) -> Refereed:
-    """Both picks timed again, one round each in turn, `rounds` times, with the same clock as the sweep."""
+def referee(bench: BatchBench, pick: int, best: int, rounds: int, seed: int) -> Refereed:
+    """Both picks timed again, one round each in turn, `rounds` times, with the sweep's own bench (its clock)."""
     import numpy as np
 
-    from model_builds.benchmark import measure_round, round_stats
-
-    def one_round(size: int) -> Any:
-        if clock == "cpu":
-            return cpu_round(bench.infer, bench.batches, size, bench.config)
-        return measure_round(bench.infer, bench.batches, size, bench.config, bench.device)
+    from model_builds.benchmark import round_stats
 
     throughput: dict[int, list[float]] = {pick: [], best: []}
     latencies: dict[int, list[float]] = {pick: [], best: []}
     for index in range(rounds):
         order = (pick, best) if index % 2 == 0 else (best, pick)  # alternate who goes first (drift, caches)
         for size in dict.fromkeys(order):  # the same size once per round when both picks agree
-            round_ = one_round(size)
+            round_ = bench.round(size)
             throughput[size].append(round_stats(round_, size)["throughput"])
             latencies[size].extend(round_.latencies_ms)
     ratio = ratio_interval(throughput[pick], throughput[best], seed=seed)
@@ -235,9 +226,7 @@ def main() -> None:
                 pick = exhaustive[live.best.batch_size]
                 ratio = pick.throughput_rps / best.throughput_rps if fits(pick) else 0.0
                 replay_ratio = replay.best.throughput_rps / best.throughput_rps
-                judged = referee(
-                    bench, live.best.batch_size, best.batch_size, args.referee_rounds, args.clock, seed=len(runs)
-                )
+                judged = referee(bench, live.best.batch_size, best.batch_size, args.referee_rounds, seed=len(runs))
                 within_budget = live.trials <= GOAL_TRIALS * len(sizes)
                 runs.append(
                     {
@@ -318,7 +307,7 @@ def main() -> None:
         live = run["search_live"]
         print(
             f"SLA p99 {run['sla_p99_ms']} ms: exhaustive best batch {run['exhaustive_best']['batch_size']} "
-            f"({run['exhaustive_best']['throughput_rps']} req/s, 64 trials); search picked {live['pick']} "
+            f"({run['exhaustive_best']['throughput_rps']} req/s, {result['exhaustive']['trials']} trials); search picked {live['pick']} "
             f"({live['ratio_to_exhaustive_best']:.1%} of it in the table; referee {run['referee']['ratio']:.1%} "
             f"[{run['referee']['ratio_ci95'][0]:.1%}, {run['referee']['ratio_ci95'][1]:.1%}]) in {live['trials']} "
             f"trials ({live['trials_share']:.0%}); "

@@ -307,7 +307,7 @@ def main() -> None:
         live = run["search_live"]
         print(
             f"SLA p99 {run['sla_p99_ms']} ms: exhaustive best batch {run['exhaustive_best']['batch_size']} "
-            f"({run['exhaustive_best']['throughput_rps']} req/s, {result['exhaustive']['trials']} trials); search picked {live['pick']} "
+            f"({run['exhaustive_best']['throughput_rps']} req/s, {len(sizes)} trials); search picked {live['pick']} "
             f"({live['ratio_to_exhaustive_best']:.1%} of it in the table; referee {run['referee']['ratio']:.1%} "
             f"[{run['referee']['ratio_ci95'][0]:.1%}, {run['referee']['ratio_ci95'][1]:.1%}]) in {live['trials']} "
             f"trials ({live['trials_share']:.0%}); "

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from challenge.split import plan_groups, row_lengths
 from infopt.engines.base import Engine, EngineError
 
 CHECK_TOLERANCE = 1e-3  # static forward vs HF, both fp32 on the CPU: relative to the largest |logit|
@@ -48,13 +49,22 @@ class EngineSpec(BaseModel):
     threads: int | None = None
     pad_id: int = 0
     fused_gelu: bool | None = None  # static: GELU in the matmul epilogue (None: on CUDA for fp16/bf16 dense)
+    split_lengths: bool = False  # graphs: run a batch as length-bucketed sub-batches (challenge/split.py)
     notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _split_needs_graphs(self) -> EngineSpec:
+        if self.split_lengths and not self.graphs:
+            raise ValueError("split_lengths runs sub-batches on captured graphs: it needs graphs=true")
+        return self
 
     def describe(self) -> str:
         what = {"hf": "HF eager", "static": "static forward", "onnxruntime": "ONNX Runtime"}[self.family]
         parts = [what, self.precision if self.linear == "dense" else f"{self.linear} ({self.precision})"]
         if self.graphs:
             parts.append(f"CUDA graphs ({len(self.batch_sizes)} batch sizes x {len(self.length_buckets)} lengths)")
+        if self.split_lengths:
+            parts.append("length-bucketed sub-batches")
         return f"{self.variant}: " + ", ".join(parts)
 
 
@@ -211,6 +221,33 @@ class StaticEngine:
         if cuda:
             torch.cuda.synchronize()
         self.capture_seconds = round(time.perf_counter() - began, 2)
+        self.replay_s: dict[tuple[int, int], float] = self._time_replays() if spec.split_lengths else {}
+
+    def _time_replays(self, repeats: int = 3) -> dict[tuple[int, int], float]:
+        """Seconds one replay of each captured shape takes (the median of `repeats`): split_lengths' costs."""
+        torch = self._torch
+        times: dict[tuple[int, int], float] = {}
+        context = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        with torch.inference_mode(), context:
+            for key, shape in self.shapes.items():
+                samples = []
+                for _ in range(repeats):
+                    began = time.perf_counter()
+                    shape.run()
+                    if self.stream is not None:
+                        self.stream.synchronize()
+                    samples.append(time.perf_counter() - began)
+                times[key] = float(np.median(samples))
+        return times
+
+    def sub_batch_cost(self, rows: int, bucket: int) -> float:
+        """Replay seconds of `rows` rows padded to `bucket`, in chunks of the largest captured batch."""
+        largest = self.sizes[-1]
+        full, rest = divmod(rows, largest)
+        cost = full * self.replay_s[(largest, bucket)]
+        if rest:
+            cost += self.replay_s[self.shape_for(rest, bucket)]
+        return cost
 
     def shape_for(self, rows: int, width: int) -> tuple[int, int]:
         """The captured (batch, length) a batch of `rows` x `width` is padded up to."""
@@ -221,26 +258,74 @@ class StaticEngine:
             )
         return self.sizes[bisect.bisect_left(self.sizes, rows)], self.buckets[position]
 
-    def _replay(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _run_parts(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Stage, copy and replay each part on the engine's stream; synchronise once at the end, or earlier
+        when a part needs a captured shape (and so its staging buffers) an earlier part still uses."""
         torch = self._torch
-        rows, width = ids.shape
-        shape = self.shapes[self.shape_for(rows, width)]
-        with torch.inference_mode():  # the static tensors were made in inference mode: update them in it
-            staged_ids, staged_mask = shape.host_ids.numpy(), shape.host_mask.numpy()
-            staged_ids.fill(self.spec.pad_id)
-            staged_mask.fill(0)
-            staged_ids[:rows, :width] = ids
-            staged_mask[:rows, :width] = mask
-            staged_mask[rows:, 0] = 1  # padding rows attend to one position: no all-masked softmax
-            context = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-            with context:
-                shape.ids.copy_(shape.host_ids, non_blocking=True)
-                shape.mask.copy_(shape.host_mask, non_blocking=True)
-                shape.run()
-                shape.host_out.copy_(shape.out, non_blocking=True)
+        results: list[np.ndarray] = [np.empty(0)] * len(parts)
+        pending: list[tuple[int, _Shape, int]] = []
+        in_use: set[tuple[int, int]] = set()
+
+        def finish() -> None:
             if self.stream is not None:
                 self.stream.synchronize()
-            return shape.host_out.numpy()[:rows].copy()
+            for index, shape, rows in pending:
+                results[index] = shape.host_out.numpy()[:rows].copy()
+            pending.clear()
+            in_use.clear()
+
+        with torch.inference_mode():  # the static tensors were made in inference mode: update them in it
+            for index, (ids, mask) in enumerate(parts):
+                rows, width = ids.shape
+                key = self.shape_for(rows, width)
+                if key in in_use:
+                    finish()
+                in_use.add(key)
+                shape = self.shapes[key]
+                staged_ids, staged_mask = shape.host_ids.numpy(), shape.host_mask.numpy()
+                staged_ids.fill(self.spec.pad_id)
+                staged_mask.fill(0)
+                staged_ids[:rows, :width] = ids
+                staged_mask[:rows, :width] = mask
+                staged_mask[rows:, 0] = 1  # padding rows attend to one position: no all-masked softmax
+                context = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+                with context:
+                    shape.ids.copy_(shape.host_ids, non_blocking=True)
+                    shape.mask.copy_(shape.host_mask, non_blocking=True)
+                    shape.run()
+                    shape.host_out.copy_(shape.out, non_blocking=True)
+                pending.append((index, shape, rows))
+            finish()
+        return results
+
+    def _chunks(self, ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        largest = self.sizes[-1]
+        return [(ids[i : i + largest], mask[i : i + largest]) for i in range(0, len(ids), largest)]
+
+    def _split(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Rows sorted by length bucket, run as the sub-batches `plan_groups` picks, logits back in row order."""
+        lengths = row_lengths(mask)
+        if int(lengths.max()) > self.buckets[-1]:
+            self.shape_for(len(ids), int(lengths.max()))  # raises: wider than the largest captured bucket
+        bucket_of = np.searchsorted(np.asarray(self.buckets), lengths, side="left")
+        order = np.argsort(bucket_of, kind="stable")
+        counts = [(bucket, int(np.sum(bucket_of == index))) for index, bucket in enumerate(self.buckets)]
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        owners: list[np.ndarray] = []
+        start = 0
+        for _bucket, rows in plan_groups(counts, self.sub_batch_cost):
+            chosen = order[start : start + rows]
+            start += rows
+            width = int(lengths[chosen].max())
+            for offset in range(0, rows, self.sizes[-1]):
+                part = chosen[offset : offset + self.sizes[-1]]
+                parts.append((ids[part, :width], mask[part, :width]))
+                owners.append(part)
+        logits = self._run_parts(parts)
+        out = np.empty((len(ids), self.num_labels), dtype=np.float32)
+        for part, values in zip(owners, logits, strict=True):
+            out[part] = values
+        return out
 
     # ------------------------------------------------------------------ engine contract
     def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -248,8 +333,9 @@ class StaticEngine:
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
         try:
             if self.shapes:
-                largest = self.sizes[-1]
-                parts = [self._replay(ids[i : i + largest], mask[i : i + largest]) for i in range(0, len(ids), largest)]
+                if self.spec.split_lengths and len(ids) > 1:
+                    return self._split(ids, mask)
+                parts = self._run_parts(self._chunks(ids, mask))
                 return parts[0] if len(parts) == 1 else np.concatenate(parts)
             torch = self._torch
             with torch.inference_mode():

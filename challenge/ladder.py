@@ -9,7 +9,9 @@ Steps, each building on the configuration the previous ones carried:
    max_wait + worst-round p99 meets the premium SLA (max_wait from the premium deployment, or from the
    agent's batching recommendation); measured model-level and through the real gateway (N HTTP workers in front of one engine).
 4. launch overhead: GPU: the static forward captured in CUDA graphs per (batch, length bucket), pinned
-   host memory, non-blocking copies. CPU: no CUDA graphs; the same fp32 model through ONNX Runtime (fused
+   host memory, non-blocking copies; in the carried precision and in bf16 (the precision is decided again
+   where the host no longer bounds the batch), each also with length-bucketed sub-batches (a batch's rows
+   grouped by length bucket, challenge/split.py). CPU: no CUDA graphs; the same fp32 model through ONNX Runtime (fused
    graph, no per-op Python dispatch) and the static forward eager are measured; torch.compile is skipped.
 5. pruning: the pipeline's structured (heads + FFN) and 2:4 semi-structured variants in the carried
    engine; kept only if faster within the accuracy decision.
@@ -645,21 +647,33 @@ def _batched(ctx: Context, step: Step, state: State, candidates: list[tuple[str,
 def step_launch(ctx: Context, step: Step, state: State) -> State:
     spec = state.spec
     if ctx.device == "cuda":
+        config = ctx.config
         precision = spec.precision if spec.precision in ("fp32", "tf32", "fp16", "bf16") else "bf16"
-        graphs = spec.model_copy(
-            update={
-                "family": "static",
-                "precision": precision,
-                "graphs": True,
-                "batch_sizes": tuple(sorted({*ctx.config.sweep_batches, 64})),
-                "length_buckets": ctx.config.length_buckets,
-            }
-        )
+        # the precision is decided again here: step 2 measured HF eager, whose batches are host-bound
+        precisions = [precision] + (["bf16"] if precision in ("fp32", "tf32") else [])
+        candidates = []
+        for each in precisions:
+            graphs = spec.model_copy(
+                update={
+                    "family": "static",
+                    "precision": each,
+                    "graphs": True,
+                    "batch_sizes": tuple(sorted({*config.sweep_batches, 64})),
+                    "length_buckets": config.length_buckets,
+                }
+            )
+            split = graphs.model_copy(
+                update={"split_lengths": True, "batch_sizes": config.graph_sizes(max(config.sweep_batches))}
+            )
+            candidates += [
+                (f"{each} static forward + CUDA graphs", graphs),
+                (f"{each} static forward + CUDA graphs, length-bucketed sub-batches", split),
+            ]
         ctx.skip(
             "torch.compile (GPU)",
             "max-autotune compiles for minutes per shape; CUDA graphs of the static forward instead",
         )
-        return _batched(ctx, step, state, [(f"{precision} static forward + CUDA graphs", graphs)])
+        return _batched(ctx, step, state, candidates)
     ctx.skip("CUDA graphs (CPU)", "CUDA graphs need a CUDA device")
     ctx.skip(
         "torch.compile (CPU)",

@@ -138,19 +138,26 @@ def to_point(point: BatchPoint, wait_ms: float | None) -> Point:
         latency_p99_ms_max=point.latency_p99_ms_max,
         predicted_request_p99_ms=None if wait_ms is None else wait_ms + point.latency_p99_ms_max,
         mean_tokens=point.mean_tokens,
+        mean_attended_tokens=point.mean_attended_tokens,
         peak_memory_mb=point.peak_memory_mb,
         cost_per_1k_usd=point.cost_per_1k_usd,
     )
+
+
+def useful_tokens(point: Point | BatchPoint) -> float:
+    """The tokens a request's FLOPs are counted at: its own (unpadded) length; the padded width for a point
+    measured before attended tokens were recorded. Padding is work the engine did, not work it had to do."""
+    return point.mean_attended_tokens if point.mean_attended_tokens is not None else point.mean_tokens
 
 
 def roofline_of(
     shape: BertShape, point: Point, points: Sequence[BatchPoint], ceiling: str, ceiling_flops: float
 ) -> Roofline:
     """The fraction of `ceiling` reached at `point`, and at the sweep's highest-throughput batch."""
-    flops = shape.flops(point.mean_tokens)
+    flops = shape.flops(useful_tokens(point))
     best = max(points, key=lambda item: item.throughput_rps) if points else None
     best_fraction = (
-        roofline_fraction(best.throughput_rps, shape.flops(best.mean_tokens), ceiling_flops) if best else None
+        roofline_fraction(best.throughput_rps, shape.flops(useful_tokens(best)), ceiling_flops) if best else None
     )
     return Roofline(
         ceiling=ceiling,

@@ -51,7 +51,8 @@ class Point(_Model):
     latency_p99_ms: float
     latency_p99_ms_max: float  # worst round: what the SLA plan reads
     predicted_request_p99_ms: float | None  # batching steps: max_wait_ms + worst-round p99 of the batch
-    mean_tokens: float
+    mean_tokens: float  # mean padded width of the timed batches
+    mean_attended_tokens: float | None = None  # mean unpadded tokens per request (the roofline's FLOPs)
     peak_memory_mb: float
     cost_per_1k_usd: float
 
@@ -59,7 +60,7 @@ class Point(_Model):
 class Roofline(_Model):
     ceiling: str  # which measured matmul rate
     ceiling_flops_per_s: float
-    flops_per_request: float  # at the point's mean padded length
+    flops_per_request: float  # at the requests' own (unpadded) mean length: padding is not useful work
     achieved_flops_per_s: float
     fraction: float
     best_batch_size: int | None  # the sweep's highest-throughput batch

@@ -84,6 +84,7 @@ class BatchPoint(_Record):
     mean_tokens: (
         float  # mean padded width of the timed batches: the served shape (each batch padded to its longest row)
     )
+    mean_attended_tokens: float | None = None  # mean unpadded tokens per request: the requests' own length
     peak_memory_mb: float
     cost_per_1k_usd: float  # at the median throughput
     iterations: int  # timed batches over all rounds

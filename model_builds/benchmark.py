@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,11 +50,13 @@ class BenchmarkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Round:
-    """One timed pass over one batch size: per-batch latencies and the padded widths of those batches."""
+    """One timed pass over one batch size: per-batch latencies, the padded widths of those batches and their
+    rows' mean attended (unpadded) tokens."""
 
     latencies_ms: list[float]
     widths: list[int]
     stopped_by_max_seconds: bool
+    attended: list[float] = field(default_factory=list)
 
 
 class ServedBatches:
@@ -188,12 +190,14 @@ def measure_round(
         probe.start()
     latencies: list[float] = []
     widths: list[int] = []
+    attended: list[float] = []
     begin = time.perf_counter()
     stopped_by_max = False
     while True:
         ids, mask = next(stream)
         latencies.append(timer(partial(infer, ids, mask)))
         widths.append(int(ids.shape[1]))
+        attended.append(float(np.count_nonzero(mask)) / len(mask))
         if probe is not None:
             probe.sample()
         elapsed = time.perf_counter() - begin
@@ -202,7 +206,7 @@ def measure_round(
         if elapsed >= config.max_seconds:
             stopped_by_max = True
             break
-    return Round(latencies_ms=latencies, widths=widths, stopped_by_max_seconds=stopped_by_max)
+    return Round(latencies_ms=latencies, widths=widths, stopped_by_max_seconds=stopped_by_max, attended=attended)
 
 
 def round_stats(round_: Round, batch_size: int) -> dict[str, float]:
@@ -230,6 +234,9 @@ def batch_point(batch_size: int, rounds: Sequence[Round], peak_memory_mb: float,
         latency_p99_ms_min=min(row["p99"] for row in stats),
         latency_p99_ms_max=max(row["p99"] for row in stats),
         mean_tokens=float(np.mean([width for round_ in rounds for width in round_.widths])),
+        mean_attended_tokens=(
+            float(np.mean(attended)) if (attended := [a for round_ in rounds for a in round_.attended]) else None
+        ),
         peak_memory_mb=peak_memory_mb,
         cost_per_1k_usd=cost_per_1k(hourly_usd, throughput),
         iterations=sum(len(round_.latencies_ms) for round_ in rounds),

@@ -33,7 +33,9 @@ fi
 } 2>&1 | tee "$out/env.txt"
 original=$(mktemp)
 cp params.yaml "$original"
-# GPU_PIPELINE_DEVICE=cpu and GPU_PIPELINE_EXTRA="key=value ..." rehearse the script on a CPU host.
+# GPU_PIPELINE_DEVICE=cpu and GPU_PIPELINE_EXTRA="key=value ..." rehearse the script on a CPU host; EXTRA also
+# narrows a GPU run (e.g. the ladder-only session disables the variants the ladder does not read), and
+# GPU_PIPELINE_BASE_UNTIL (default manifest) ends bert-base's stages earlier (variants: all the ladder reads).
 read -r -a extra <<< "${GPU_PIPELINE_EXTRA:-}"
 common=(device="${GPU_PIPELINE_DEVICE:-cuda}" data.max_train=null 'benchmark.engines=[torch]' 'benchmark.threads=[1]'
         'benchmark.batch_sizes=[1,2,4,8,16,32,64,128,256]' train.batch_size=128)
@@ -68,7 +70,7 @@ if [ "$part" = all ] || [ "$part" = bert-base ]; then
   # benchmark.engines: the CPU run measures it.
   fresh model.preset=bert-base pretrain.enabled=true train.epochs=3 train.lr=0.0001 \
     variants.pruned-l1-40.enabled=false variants.distilled.epochs=2
-  timeout "${GPU_PIPELINE_BASE_TIMEOUT:-1000}" python3 scripts/run_stages.py --skip prepare --until manifest \
+  timeout "${GPU_PIPELINE_BASE_TIMEOUT:-1000}" python3 scripts/run_stages.py --skip prepare --until "${GPU_PIPELINE_BASE_UNTIL:-manifest}" \
     --timings metrics/stage_seconds.json
   rc=$?; echo "bert-base: exit $rc"; status=$(( status || rc ))
   pack bert-base

@@ -12,6 +12,9 @@
 # time-bounded MLM pre-training has ended (so it does not take GPU time from it) and ends long before
 # bert-base's benchmark stage; then the paired teacher comparison; then scripts/gpu_challenge.sh on the
 # bert-base variants. RUN_DIR/out holds logs and results; RUN_DIR/out/DONE marks the end.
+# GPU_SESSION_PARTS (default "tiny compare"): the optional parts; empty for a ladder-only session (bert-base
+# and the ladder; pair it with GPU_PIPELINE_BASE_UNTIL=variants). GPU_SESSION_PROBE=1 first runs
+# benchmarks/gpu_hf_precision_probe.py (HF eager per precision at batch 1, about a minute) into out/.
 # The device's copy has no .git: set INFOPT_GIT_SHA=<the commit sent> in the device command, or every
 # fingerprint of the run says git_sha "unknown".
 # Needs in the tree: .gpu/data/prepared and .gpu/artifacts/tokenizer (the whole split, prepared here), .whl/
@@ -44,16 +47,25 @@ start() {
     >> "$out/pip.txt" 2>&1
   export GPU_SITE_READY=1 CHALLENGE_SITE=/tmp/site
   [ -n "${INFOPT_GIT_SHA:-}" ] || echo "gpu_session: INFOPT_GIT_SHA is not set: fingerprints will say git_sha unknown" >&2
+  local parts=" ${GPU_SESSION_PARTS-tiny compare} "
+  [ "$parts" = "${parts/ tiny /}" ] && echo 0 > "$out/tiny.exit"  # not run: nothing to wait for
   setsid nohup bash -c "
     set -u
-    cd '$run/tiny' && (
-      until [ -e '$run/base/metrics/pretrain.json' ] || [ -e '$out/base.exit' ]; do sleep 5; done
-      bash scripts/gpu_pipeline.sh '$out' tiny > '$out/log-tiny.txt' 2>&1; echo \$? > '$out/tiny.exit'
-    ) &
+    if [ '${GPU_SESSION_PROBE:-0}' = 1 ]; then
+      cd '$run/base' && PYTHONPATH=/tmp/site:'$run/base' timeout 240 python3 -m benchmarks.gpu_hf_precision_probe \
+        --out '$out/hf_precision_probe.json' > '$out/log-probe.txt' 2>&1
+    fi
+    if [ ! -e '$out/tiny.exit' ]; then
+      (
+        cd '$run/tiny' || exit 1
+        until [ -e '$run/base/metrics/pretrain.json' ] || [ -e '$out/base.exit' ]; do sleep 5; done
+        bash scripts/gpu_pipeline.sh '$out' tiny > '$out/log-tiny.txt' 2>&1; echo \$? > '$out/tiny.exit'
+      ) &
+    fi
     cd '$run/base'
     bash scripts/gpu_pipeline.sh '$out' bert-base > '$out/log-bert-base.txt' 2>&1; echo \$? > '$out/base.exit'
     wait
-    bash scripts/gpu_pipeline.sh '$out' compare > '$out/log-compare.txt' 2>&1
+    [ '$parts' = '${parts/ compare /}' ] || bash scripts/gpu_pipeline.sh '$out' compare > '$out/log-compare.txt' 2>&1
     left=\$(( $deadline - \$(date +%s) ))
     cap=${CHALLENGE_MAX_S:-480}
     [ \$left -gt \$(( cap + 45 )) ] && left=\$(( cap + 45 ))

@@ -70,3 +70,37 @@ def test_engine_spec_round_trips_through_json(tiny_bert: Path) -> None:
     spec = _spec(tiny_bert, family="static", graphs=True, batch_sizes=(1, 8), length_buckets=(16,), precision="bf16")
     assert EngineSpec.model_validate_json(spec.model_dump_json()) == spec
     assert "CUDA graphs (2 batch sizes x 1 lengths)" in spec.describe()
+
+
+def test_length_split_runs_sub_batches_and_returns_rows_in_order(tiny_bert: Path) -> None:
+    hf = build_engine(_spec(tiny_bert))
+    split = StaticEngine(
+        _spec(
+            tiny_bert,
+            family="static",
+            graphs=True,
+            split_lengths=True,
+            batch_sizes=(1, 2, 4, 8),
+            length_buckets=(8, 16, 32),
+        ),
+        emulate_graphs=True,
+    )
+    assert set(split.replay_s) == set(split.shapes) and all(t > 0 for t in split.replay_s.values())
+    rng = np.random.default_rng(3)
+    ids = rng.integers(5, 120, size=(19, 30))
+    mask = np.zeros_like(ids)
+    lengths = rng.integers(2, 31, size=19)
+    lengths[4] = 30  # one long row among short ones: a split batch pads the short rows to their own bucket
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+    ids[mask == 0] = 0
+    np.testing.assert_allclose(split.infer(ids, mask), hf.infer(ids, mask), atol=1e-5)
+    with pytest.raises(EngineError, match="exceeds the largest captured shape"):
+        split.infer(*_batch(3, 33, seed=0))
+    release(split)
+    release(hf)
+
+
+def test_length_split_needs_graphs(tiny_bert: Path) -> None:
+    with pytest.raises(ValueError, match="split_lengths .* needs graphs=true"):
+        _spec(tiny_bert, family="static", split_lengths=True)

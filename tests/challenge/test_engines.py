@@ -102,5 +102,5 @@ def test_length_split_runs_sub_batches_and_returns_rows_in_order(tiny_bert: Path
 
 
 def test_length_split_needs_graphs(tiny_bert: Path) -> None:
-    with pytest.raises(ValueError, match="split_lengths .* needs graphs=true"):
+    with pytest.raises(ValueError, match=r"split_lengths .* needs graphs=true"):
         _spec(tiny_bert, family="static", split_lengths=True)

@@ -32,6 +32,7 @@ class LadderConfig:
     gateway_processes: int
     client_processes: int
     connection_factors: tuple[float, ...]  # levels: factor x model req/s x SLA p99 (Little's law), see gateway
+    gateway_refine: int  # more levels between the busiest meeting the SLA and the next missing it
     gateway_warmup_s: float
     gateway_duration_s: float
     ready_timeout_s: float
@@ -65,6 +66,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             gateway_processes=max(1, min(8, (cores - 4) // 2)),
             client_processes=max(1, min(4, cores // 4)),
             connection_factors=(0.25, 0.5, 1.0),
+            gateway_refine=3,
             gateway_warmup_s=1.5,
             gateway_duration_s=4.0,
             ready_timeout_s=150.0,
@@ -85,6 +87,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             gateway_processes=1,
             client_processes=1,
             connection_factors=(0.5, 1.0),
+            gateway_refine=0,
             gateway_warmup_s=1.0,
             gateway_duration_s=2.0,
             ready_timeout_s=240.0,
@@ -104,6 +107,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
         gateway_processes=1,
         client_processes=1,
         connection_factors=(0.25, 0.5, 1.0),
+        gateway_refine=1,
         gateway_warmup_s=2.0,
         gateway_duration_s=5.0,
         ready_timeout_s=240.0,

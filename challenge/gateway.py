@@ -5,8 +5,10 @@ The host side is scaled the way `infopt serve --workers N` scales it: N HTTP wor
 replica, so a GPU's batches are filled from every worker's requests instead of being split over N replicas.
 Each concurrency level is one closed-loop run (challenge/loadclient.py), in ascending order from a light
 load that any host answers; once a level fails more than half of its requests the higher ones are not run
-(recorded as `not_run`). The level chosen for the step is the fastest one whose p99 meets the SLA with at
-most 1% of requests failed (else the fastest that answered anything).
+(recorded as `not_run`). The levels are coarse (fractions of the Little's-law concurrency of the model-level
+rate), so up to `refine` more levels bisect, geometrically, the gap between the busiest level that meets the
+SLA and the next one that does not. The level chosen for the step is the fastest one whose p99 meets the SLA
+with at most 1% of requests failed (else the fastest that answered anything).
 """
 
 from __future__ import annotations
@@ -154,6 +156,21 @@ def _tail(path: Path, chars: int = 3000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.is_file() else ""
 
 
+def refine_between(levels: list[GatewayLevel]) -> int | None:
+    """The connection count halfway (geometrically) between the most loaded level that meets the SLA and the
+    least loaded one above it that does not; None when there is no such gap or it is already closed."""
+    meeting = [level.connections for level in levels if level.meets_sla]
+    if not meeting:
+        return None
+    top = max(meeting)
+    above = [level.connections for level in levels if not level.meets_sla and level.connections > top]
+    if not above:
+        return None
+    between = round((top * min(above)) ** 0.5)
+    tried = {level.connections for level in levels}
+    return between if between not in tried and min(above) - top > max(2, top // 8) else None
+
+
 def measure_gateway(
     spec: GatewaySpec,
     *,
@@ -165,15 +182,18 @@ def measure_gateway(
     ready_timeout_s: float,
     workdir: Path,
     p99_sla_ms: float | None,
+    refine: int = 0,
 ) -> GatewayRun:
-    """Start the gateway, run each connection level, stop it; the chosen level as the module says."""
+    """Start the gateway, run each connection level (then up to `refine` levels between the busiest one that
+    meets the SLA and the next one that does not), stop it; the chosen level as the module says."""
     began = time.monotonic()
     levels: list[GatewayLevel] = []
     not_run: list[int] = []
     with Gateway(spec, workdir) as gateway:
         gateway.wait_ready(ready_timeout_s)
         startup = time.monotonic() - began
-        for index, connections in enumerate(connection_levels):
+
+        def run_level(connections: int) -> GatewayLevel:
             before = gateway.counters()
             client_spec = ClientSpec(
                 ports=[gateway.port],
@@ -183,7 +203,7 @@ def measure_gateway(
                 warmup_s=warmup_s,
                 duration_s=duration_s,
             )
-            result = run_clients(client_spec, client_processes, workdir / f"level-{index}", timeout_s=120.0)
+            result = run_clients(client_spec, client_processes, workdir / f"level-{len(levels)}", timeout_s=120.0)
             after = gateway.counters()
             batches, rows = after[0] - before[0], after[1] - before[1]
             total = result.ok + result.status_429 + result.status_503 + result.expired + result.errors
@@ -194,18 +214,25 @@ def measure_gateway(
                 and result.latency_p99_ms <= p99_sla_ms
                 and failed <= MAX_FAILED_FRACTION
             )
-            levels.append(
-                GatewayLevel(
-                    connections=connections,
-                    client=result,
-                    mean_batch_size=rows / batches if batches else None,
-                    failed_fraction=failed,
-                    meets_sla=meets,
-                )
+            level = GatewayLevel(
+                connections=connections,
+                client=result,
+                mean_batch_size=rows / batches if batches else None,
+                failed_fraction=failed,
+                meets_sla=meets,
             )
-            if failed > OVERLOADED_FRACTION:
+            levels.append(level)
+            return level
+
+        for index, connections in enumerate(connection_levels):
+            if run_level(connections).failed_fraction > OVERLOADED_FRACTION:
                 not_run = connection_levels[index + 1 :]
                 break
+        for _ in range(refine):
+            between = refine_between(levels)
+            if between is None:
+                break
+            run_level(between)
     meeting = [i for i, level in enumerate(levels) if level.meets_sla]
     pool = meeting or [i for i, level in enumerate(levels) if level.client.ok]
     chosen = max(pool, key=lambda i: levels[i].client.throughput_rps) if pool else None

@@ -509,7 +509,7 @@ def through_gateway(
         return None
     left = ctx.budget.deadline - time.monotonic()
     needed = config.gateway_warmup_s + config.gateway_duration_s
-    if left < needed * (len(config.connection_factors) + 1) + 20:
+    if left < needed * (len(config.connection_factors) + 1 + config.gateway_refine) + 20:
         ctx.skip(f"gateway ({candidate.name})", f"cut: {left:.0f} s of budget left")
         return None
     for engine, batch_params, run in ctx.gateway_runs:
@@ -549,6 +549,7 @@ def through_gateway(
         ready_timeout_s=min(config.ready_timeout_s, max(30.0, left - needed * len(levels))),
         workdir=ctx.workdir / f"gateway-{len(ctx.gateway_runs)}",
         p99_sla_ms=ctx.sla.p99_ms,
+        refine=config.gateway_refine,
     )
     ctx.gateway_runs.append((spec.model_dump(mode="json"), batching.model_dump(), run))
     return run

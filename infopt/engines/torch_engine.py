@@ -1,5 +1,11 @@
 """PyTorch engine: eager on CPU; on CUDA optionally torch.compile (CUDA graphs via reduce-overhead).
 
+On CUDA in fp16/bf16 the cuDNN attention backend of SDPA is switched off while the engine lives: cuDNN builds
+an execution plan for every new input shape (about 50 ms each on an H200), and served batches come in every
+(batch, length) shape; flash / memory-efficient attention need no plan
+(benchmarks/results/gpu/hf_precision_probe.json: fp16 batch 1 over new lengths 55 ms a call with it, 5.2 ms
+without).
+
 A model folder with `sparsity.json` ({"pattern": "2:4", "modules": [...]}) was pruned to NVIDIA's 2:4 pattern:
 on CUDA its listed Linear weights are converted to torch's semi-structured sparse format, so the matmuls run
 on the sparse tensor cores (what is served is sparse, and the benchmark times exactly that).
@@ -40,6 +46,9 @@ class TorchEngine:
             torch.set_num_threads(threads)
         self._torch = torch
         self.device = device
+        if device == "cuda" and precision in ("fp16", "bf16"):
+            self._previous_cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
+            torch.backends.cuda.enable_cudnn_sdp(False)
         dtype = getattr(torch, DTYPES[precision])
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
         self.model = model.to(device).eval()
@@ -73,11 +82,14 @@ class TorchEngine:
             raise EngineError(f"torch failed on a batch of shape {input_ids.shape}: {error}") from error
 
     _previous_threads: int | None = None
+    _previous_cudnn_sdp: bool | None = None
 
     def close(self) -> None:
         self.model = None
+        torch = self._torch
         if self._previous_threads is not None:
-            import torch
-
             torch.set_num_threads(self._previous_threads)
             self._previous_threads = None
+        if self._previous_cudnn_sdp is not None:
+            torch.backends.cuda.enable_cudnn_sdp(self._previous_cudnn_sdp)
+            self._previous_cudnn_sdp = None

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from challenge.gateway import GatewayLevel, refine_between
+
+
+def _level(connections: int, meets: bool) -> GatewayLevel:
+    return GatewayLevel.model_construct(
+        connections=connections, client=None, mean_batch_size=None, failed_fraction=0.0, meets_sla=meets
+    )
+
+
+def test_refine_bisects_the_gap_above_the_busiest_level_that_meets_the_sla() -> None:
+    levels = [_level(48, True), _level(908, False), _level(1815, False)]
+    assert refine_between(levels) == 209  # sqrt(48 * 908)
+    levels.append(_level(209, True))
+    assert refine_between(levels) == 436  # sqrt(209 * 908)
+    levels.append(_level(436, False))
+    assert refine_between(levels) == 302  # sqrt(209 * 436)
+
+
+def test_no_refinement_without_a_gap() -> None:
+    assert refine_between([_level(48, False), _level(96, False)]) is None  # nothing meets the SLA
+    assert refine_between([_level(48, True), _level(96, True)]) is None  # nothing above misses it
+    assert refine_between([_level(48, True), _level(52, False)]) is None  # the gap is closed

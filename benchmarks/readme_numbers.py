@@ -290,6 +290,7 @@ def vllm_section() -> list[str]:
 
 
 GPU_RUN = "benchmarks/results/gpu/bert-base-2026-11-30"
+GPU_LADDER_REPEAT = "benchmarks/results/gpu/ladder-2026-12-01/repeat/ladder.json"  # same teacher, run again
 
 
 def _provenance(fingerprint: dict[str, Any], folder: str) -> str:
@@ -419,6 +420,18 @@ def challenge_section() -> list[str]:
             f"model-level, {spec['throughput_x_gateway']:g}x through the gateway, {spec['cost_x']:g}x lower cost, "
             f"{spec['latency_x_batch1_p50']:g}x lower batch-1 p50. Targets: {targets}.",
         ]
+        repeat = _load(GPU_LADDER_REPEAT) if device == "cuda" else None
+        if repeat is not None and repeat["steps"][0].get("carried") and repeat["steps"][-1].get("carried"):
+            first, last = repeat["steps"][0]["carried"], repeat["steps"][-1]["carried"]
+            lines += [
+                "",
+                f"The same ladder run again on the same machine and teacher (`{GPU_LADDER_REPEAT}`): step 1 "
+                f"{_num(first['point']['throughput_rps'], 0)} req/s, final {last['candidate']} "
+                f"{_num(last['point']['throughput_rps'], 0)} req/s model-level and "
+                f"{_num(last.get('gateway_throughput_rps'), 0)} through the gateway "
+                f"({repeat['spec_comparison']['throughput_x_model_level']:g}x / "
+                f"{repeat['spec_comparison']['throughput_x_gateway']:g}x step 1).",
+            ]
     return lines
 
 

@@ -3,7 +3,7 @@
 On CUDA in fp16/bf16 the cuDNN attention backend of SDPA is switched off while the engine lives: cuDNN builds
 an execution plan for every new input shape (about 50 ms each on an H200), and served batches come in every
 (batch, length) shape; flash / memory-efficient attention need no plan
-(benchmarks/results/gpu/hf_precision_probe.json: fp16 batch 1 over new lengths 55 ms a call with it, 5.2 ms
+(benchmarks/results/gpu/ladder-2026-12-01/hf_precision_probe.json: fp16 batch 1 over new lengths 55 ms a call with it, 5.2 ms
 without).
 
 A model folder with `sparsity.json` ({"pattern": "2:4", "modules": [...]}) was pruned to NVIDIA's 2:4 pattern:

@@ -18,6 +18,17 @@ does not run) on a virtual clock:
   holds its replica for a service time drawn from the curve for its size; its rows finish together.
 - Latency of a served row = (finish - arrival) + an optional per-request overhead (HTTP, client) drawn
   from measured samples.
+- Host (optional, `HostModel`): the CPU work around the engine. Each request passes, in order, the client's
+  event loop (send), the pod's event loop (HTTP parse, JSON, tokenisation) before it is queued, and after its
+  batch the pod's event loop again (response) and the client's (receive). A batch's own Python work in the
+  gateway (`engine_gil_s`) needs the interpreter lock the loop holds, so it runs on the loop too, next in
+  line after the running job; the engine's slot is held until it is done. Event loops are single-threaded:
+  each is a FIFO station of one server. The host's cores are shared: a loop segment or a batch that starts
+  while more work is running than there are cores (loops, the engine's threads, measured background load)
+  takes longer in proportion (processor sharing, sampled at the start), and work that runs beside other work
+  takes `contention` times longer (cores that share an SMT core, caches or a hypervisor slow each other
+  before they run out; measured with a core-hog beside the engine). Latency then runs from the client's
+  send; the gateway's deadline timer starts when the request reaches its queue.
 
 Results per class: served/expired/rejected counts, latency percentiles of served rows (what a load
 generator reports) and an effective p99 in which a row that missed its deadline counts at its timeout;
@@ -69,16 +80,64 @@ class GatewayModel:
     queue_capacity: int = 512
     engine_replicas: int = 1  # in-process engine instances per pod (batcher slots)
     overhead_s: tuple[float, ...] = ()  # per-request overhead samples (seconds); empty: none
+    host: HostModel | None = None  # the CPU work around the engine; None: only the engine takes time
+
+
+@dataclass(frozen=True)
+class HostModel:
+    """CPU seconds per request on each event loop, and the cores everything shares (see the module docstring).
+
+    Measured, not fitted: a benchmark reads them from single requests (process CPU time per request, minus the
+    engine's) and the host's background load from /proc/stat."""
+
+    cores: float
+    loop_in_s: float  # the pod's event loop, before the request is queued
+    loop_out_s: float  # the pod's event loop, after its batch
+    client_send_s: float = 0.0  # a load generator on the same host (0: the client is elsewhere)
+    client_receive_s: float = 0.0
+    engine_cores: float = 1.0  # cores a running batch keeps busy (its intra-op threads)
+    background_cores: float = 0.0  # other work on the host
+    contention: float = 1.0  # how much slower work runs while other work shares the host (SMT, caches)
+    engine_gil_s: float = 0.0  # per batch: the gateway's Python work around the engine (collate, handing the
+    # result back), which holds the interpreter lock the event loop needs: run on the loop after the engine
+
+    def __post_init__(self) -> None:
+        if self.cores <= 0:
+            raise ValueError(f"host cores is {self.cores}; must be > 0")
+        for name in ("loop_in_s", "loop_out_s", "client_send_s", "client_receive_s", "engine_cores", "engine_gil_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"host {name} is {getattr(self, name)}; must be >= 0")
+        if self.contention < 1:
+            raise ValueError(f"host contention is {self.contention}; must be >= 1 (a slowdown factor)")
 
 
 @dataclass
 class _Row:
-    __slots__ = ("arrival", "deadline", "klass", "pod", "state")
-    arrival: float
+    __slots__ = ("arrival", "deadline", "klass", "pod", "sent", "state")
+    arrival: float  # when it reached the pod's queue
     deadline: float
     klass: str
     pod: int
     state: int  # 0 queued, 1 in a batch, 2 done, 3 failed
+    sent: float  # when the client sent it (= arrival without a host model)
+
+
+@dataclass
+class _Batch:
+    __slots__ = ("pod", "rows")
+    pod: int
+    rows: list[_Row]
+
+
+class _Station:
+    """One single-threaded event loop: jobs in FIFO order, one at a time (a batch's interpreter-lock work
+    goes ahead of the queued requests, after the running job: the lock is handed over, not preempted)."""
+
+    __slots__ = ("busy", "jobs")
+
+    def __init__(self) -> None:
+        self.jobs: deque[tuple[_Row | _Batch, str]] = deque()  # (row or batch, phase), the running one first
+        self.busy = False
 
 
 class _Pod:
@@ -254,11 +313,16 @@ def simulate(
         raise ValueError(f"arrivals of unknown SLA classes {sorted(unknown)}; the model has {sorted(model.classes)}")
     rng = random.Random(seed)
     batching = model.batching
+    host = model.host
+    if host is not None and pods > 1 and (host.client_send_s or host.client_receive_s):
+        raise ValueError("a client on the gateway's host (client_send_s/client_receive_s) models one pod, not several")
+    stations = [_Station() for _ in range(pods + 1)]  # 0: the client's event loop; 1 + i: pod i's
+    running = [0] * pods  # batches running on each pod's engine
     state = [_Pod(model) for _ in range(pods)]
     results = {name: ClassResult(name, timeout_s=spec.timeout_s) for name, spec in model.classes.items()}
     events: list[tuple[float, int, int, object]] = []  # (time, seq, kind, payload)
     seq = 0
-    ARRIVAL, DEADLINE, WINDOW, DONE = 0, 1, 2, 3
+    ARRIVAL, DEADLINE, WINDOW, DONE, STATION = 0, 1, 2, 3, 4
     for time_s, klass in arrivals:
         events.append((time_s, seq, ARRIVAL, klass))
         seq += 1
@@ -276,7 +340,7 @@ def simulate(
 
     def fail(row: _Row, expired: bool) -> None:
         row.state = 3
-        if row.arrival >= warmup_s:
+        if row.sent >= warmup_s:
             result = results[row.klass]
             if expired:
                 result.expired += 1
@@ -316,11 +380,118 @@ def simulate(
                 pod.free_slots += 1
                 continue
             service = model.curve.sample(len(rows), rng)
+            if host is not None:
+                running[pod_index] += 1
+                service *= share(pod_index, host.engine_cores)
             pod.ewma_batch_s = service if not pod.ewma_batch_s else 0.8 * pod.ewma_batch_s + 0.2 * service
             pod.busy_s += service
             batches += 1
             batch_rows += len(rows)
             push(now + service, DONE, (pod_index, rows))
+
+    def share(pod_index: int, own: float) -> float:
+        """How much longer work (of `own` cores) starting now on the pod's host takes: the contention penalty
+        in proportion to what else runs beside it (up to one core's worth), and processor sharing of what
+        runs beyond the cores."""
+        assert host is not None
+        busy = (
+            stations[0].busy
+            + stations[1 + pod_index].busy
+            + host.engine_cores * running[pod_index]
+            + host.background_cores
+        )
+        beside = min(1.0, max(0.0, busy - own))
+        return max(1.0, busy / host.cores) * (1.0 + (host.contention - 1.0) * beside)
+
+    def station_time(phase: str) -> float:
+        assert host is not None
+        return {
+            "send": host.client_send_s,
+            "in": host.loop_in_s,
+            "out": host.loop_out_s,
+            "receive": host.client_receive_s,
+            "gil": host.engine_gil_s,
+        }[phase]
+
+    def submit(row: _Row, phase: str, now: float) -> None:
+        """Hand the row to the event loop of `phase` (send/receive: the client's; in/out: its pod's); a phase
+        that takes no time is not a visit: the row goes straight on."""
+        if station_time(phase) <= 0:
+            after(row, phase, now)
+            return
+        index = 0 if phase in ("send", "receive") else 1 + row.pod
+        station = stations[index]
+        station.jobs.append((row, phase))
+        if not station.busy:
+            start(index, now)
+
+    def after(row: _Row, phase: str, now: float) -> None:
+        """Where a row goes once `phase` is done: send -> in -> the queue; (its batch) out -> receive -> answered."""
+        if phase == "send":
+            submit(row, "in", now)
+        elif phase == "in":
+            enqueue(row, now)
+        elif phase == "out":
+            submit(row, "receive", now)
+        else:
+            answer(row, now)
+
+    def start(index: int, now: float) -> None:
+        station = stations[index]
+        job, phase = station.jobs[0]
+        station.busy = True
+        if phase == "send" and isinstance(job, _Row):
+            job.sent = now  # a client times a request from when its loop starts sending it
+        push(now + station_time(phase) * share(job.pod, 1.0), STATION, index)
+
+    def finish_batch(pod_index: int, rows: list[_Row], now: float) -> None:
+        """The batch's future resolves: its rows are answered (or, with a host, go back through the loops)."""
+        for row in rows:
+            if row.state == 1:
+                row.state = 2
+                if host is None:
+                    answer(row, now)
+                else:
+                    submit(row, "out", now)
+        state[pod_index].free_slots += 1
+        progress(pod_index, now)
+
+    def answer(row: _Row, now: float) -> None:
+        if row.sent >= warmup_s:
+            result = results[row.klass]
+            result.served += 1
+            latency = now - row.sent
+            if overhead:
+                latency += overhead[rng.randrange(len(overhead))]
+            result.latencies_s.append(latency)
+
+    def enqueue(row: _Row, now: float) -> None:
+        """The request reaches its pod's queue: admitted (evicting lower classes when full) or refused."""
+        pod_index = row.pod
+        pod = state[pod_index]
+        row.arrival, row.deadline, row.state = now, now + model.classes[row.klass].timeout_s, 0
+        if pod.size >= model.queue_capacity:
+            lower = [name for name in reversed(pod.order) if pod.rank[name] > pod.rank[row.klass]]
+            if sum(pod.live[name] for name in lower) < 1:
+                fail(row, expired=False)
+                return
+            for name in lower:  # evict the newest row of the lowest class that has one
+                items = pod.items[name]
+                victim = None
+                while items and victim is None:
+                    candidate = items.pop()
+                    if candidate.state == 0:
+                        victim = candidate
+                if victim is not None:
+                    pod.unlink(victim, now)
+                    fail(victim, expired=False)
+                    break
+        pod.account(now)
+        pod.items[row.klass].append(row)
+        pod.live[row.klass] += 1
+        pod.size += 1
+        push(row.deadline, DEADLINE, row)
+        progress(pod_index, now)
 
     while events:
         now, _, kind, payload = heapq.heappop(events)
@@ -330,33 +501,24 @@ def simulate(
                 pod_index = rng.randrange(pods) if pods > 1 else 0
             else:
                 pod_index, next_pod = next_pod, (next_pod + 1) % pods
-            pod = state[pod_index]
-            spec = model.classes[klass]
-            row = _Row(now, now + spec.timeout_s, klass, pod_index, 0)
+            row = _Row(now, now, klass, pod_index, 4, now)  # 4: on its way to the queue
             if now >= warmup_s:
                 results[row.klass].arrived += 1
-            if pod.size >= model.queue_capacity:
-                lower = [name for name in reversed(pod.order) if pod.rank[name] > pod.rank[row.klass]]
-                if sum(pod.live[name] for name in lower) < 1:
-                    fail(row, expired=False)
-                    continue
-                for name in lower:  # evict the newest row of the lowest class that has one
-                    items = pod.items[name]
-                    victim = None
-                    while items and victim is None:
-                        candidate = items.pop()
-                        if candidate.state == 0:
-                            victim = candidate
-                    if victim is not None:
-                        pod.unlink(victim, now)
-                        fail(victim, expired=False)
-                        break
-            pod.account(now)
-            pod.items[row.klass].append(row)
-            pod.live[row.klass] += 1
-            pod.size += 1
-            push(row.deadline, DEADLINE, row)
-            progress(pod_index, now)
+            if host is None:
+                enqueue(row, now)
+            else:
+                submit(row, "send", now)
+        elif kind == STATION:
+            index = cast(int, payload)
+            station = stations[index]
+            done, phase = station.jobs.popleft()
+            station.busy = False
+            if station.jobs:
+                start(index, now)
+            if isinstance(done, _Batch):
+                finish_batch(done.pod, done.rows, now)
+            else:
+                after(done, phase, now)
         elif kind == DEADLINE:
             row = cast(_Row, payload)
             if row.state == 0:
@@ -373,19 +535,15 @@ def simulate(
                 progress(pod_index, now)
         else:
             pod_index, rows = cast(tuple[int, list[_Row]], payload)
-            pod = state[pod_index]
-            for row in rows:
-                if row.state == 1:
-                    row.state = 2
-                    if row.arrival >= warmup_s:
-                        result = results[row.klass]
-                        result.served += 1
-                        latency = now - row.arrival
-                        if overhead:
-                            latency += overhead[rng.randrange(len(overhead))]
-                        result.latencies_s.append(latency)
-            pod.free_slots += 1
-            progress(pod_index, now)
+            if host is not None:
+                running[pod_index] -= 1
+            if host is not None and host.engine_gil_s > 0:
+                station = stations[1 + pod_index]
+                station.jobs.insert(1 if station.busy else 0, (_Batch(pod_index, rows), "gil"))
+                if not station.busy:
+                    start(1 + pod_index, now)
+            else:
+                finish_batch(pod_index, rows, now)
         end_time = max(end_time, now)
 
     for pod in state:

@@ -13,6 +13,7 @@ from agent.simulator import (
     BatchingSpec,
     ClassSpec,
     GatewayModel,
+    HostModel,
     _Pod,
     _Row,
     class_specs,
@@ -154,7 +155,7 @@ def test_weighted_take_matches_the_real_queue() -> None:
     sim_model = GatewayModel(classes=class_specs(slas), batching=BatchingSpec(), curve=fixed({1: 1.0}))
     pod = _Pod(sim_model)
     for name in backlog:
-        row = _Row(0.0, 1e9, name, 0, 0)
+        row = _Row(0.0, 1e9, name, 0, 0, 0.0)
         pod.items[name].append(row)
         pod.live[name] += 1
         pod.size += 1
@@ -231,3 +232,67 @@ def test_static_batching_waits_for_a_full_batch_but_not_past_the_deadline_margin
     assert lone.classes["premium"].latencies_s == pytest.approx([0.240 + 0.001])
     full = simulate(static, [(0.0, "standard"), (0.001, "standard"), (0.002, "standard"), (0.003, "standard")])
     assert sorted(full.classes["standard"].latencies_s) == pytest.approx([0.002, 0.003, 0.004, 0.005])
+
+
+# ------------------------------------------------------------------ the host around the engine
+def with_host(curve: ServiceCurve, host: HostModel, **batching: object) -> GatewayModel:
+    return model(curve, **batching).__class__(**{**model(curve, **batching).__dict__, "host": host})
+
+
+def test_a_lone_request_passes_both_event_loops_around_the_engine() -> None:
+    host = HostModel(cores=8, loop_in_s=0.001, loop_out_s=0.0005, client_send_s=0.0002, client_receive_s=0.0003)
+    result = simulate(with_host(fixed({1: 1.0, 8: 4.0}), host), [(0.0, "premium")])
+    # send 0.2 + loop in 1.0 + window 2.0 + engine 1.0 + loop out 0.5 + receive 0.3 ms
+    assert result.classes["premium"].latencies_s == pytest.approx([0.005])
+
+
+def test_the_event_loop_is_a_single_server_queue() -> None:
+    """M/D/1 at the loop (engine and window ~0): mean latency = d + rho d / (2 (1 - rho))."""
+    d, rate = 0.004, 150.0  # rho = 0.6
+    host = HostModel(cores=64, loop_in_s=d, loop_out_s=0.0)
+    arrivals = poisson_arrivals([{"batch": rate}], 400.0, random.Random(7))
+    result = simulate(with_host(fixed({1: 0.001, 8: 0.001}), host, max_wait_s=0.0), arrivals, warmup_s=5.0)
+    rho = rate * d
+    expected = d + rho * d / (2 * (1 - rho)) + 0.000001
+    assert np.mean(result.classes["batch"].latencies_s) == pytest.approx(expected, rel=0.05)
+
+
+def test_work_beyond_the_cores_slows_what_starts_then() -> None:
+    alone = HostModel(cores=2, loop_in_s=0.0, loop_out_s=0.0)
+    crowded = HostModel(cores=2, loop_in_s=0.0, loop_out_s=0.0, background_cores=3.0)  # 1 engine + 3 on 2 cores
+    lone = [(0.0, "premium")]
+    assert simulate(with_host(fixed({1: 10.0}), alone, max_wait_s=0.0), lone).classes["premium"].latencies_s == (
+        pytest.approx([0.010])
+    )
+    assert simulate(with_host(fixed({1: 10.0}), crowded, max_wait_s=0.0), lone).classes["premium"].latencies_s == (
+        pytest.approx([0.020])
+    )
+
+
+def test_contention_slows_work_in_proportion_to_what_runs_beside_it() -> None:
+    lone = [(0.0, "premium")]
+    quiet = HostModel(cores=2, loop_in_s=0.0, loop_out_s=0.0, contention=1.5)
+    half = HostModel(cores=2, loop_in_s=0.0, loop_out_s=0.0, contention=1.5, background_cores=0.5)
+    busy = HostModel(cores=2, loop_in_s=0.0, loop_out_s=0.0, contention=1.5, background_cores=1.0)
+    for host, expected in ((quiet, 0.010), (half, 0.0125), (busy, 0.015)):
+        result = simulate(with_host(fixed({1: 10.0}), host, max_wait_s=0.0), lone)
+        assert result.classes["premium"].latencies_s == pytest.approx([expected])
+
+
+def test_a_batch_holds_its_slot_through_its_python_work_on_the_loop() -> None:
+    host = HostModel(cores=8, loop_in_s=0.0, loop_out_s=0.0, engine_gil_s=0.0005)
+    one_by_one = with_host(fixed({1: 1.0}), host, max_batch_size=1, preferred_batch_sizes=())
+    result = simulate(one_by_one, [(0.0, "premium"), (0.0002, "premium")])
+    # first: engine 1 + its Python work 0.5 ms = 1.5 ms; the second (t=0.2 ms) waits for the slot until
+    # 1.5 ms, then 1 + 0.5: done at 3.0 ms
+    assert sorted(result.classes["premium"].latencies_s) == pytest.approx([0.0015, 0.003 - 0.0002])
+
+
+def test_a_client_on_the_host_is_a_one_pod_model() -> None:
+    host = HostModel(cores=2, loop_in_s=0.001, loop_out_s=0.001, client_send_s=0.001)
+    with pytest.raises(ValueError, match="one pod"):
+        simulate(with_host(fixed({1: 1.0}), host), [(0.0, "premium")], pods=2)
+    with pytest.raises(ValueError, match="cores"):
+        HostModel(cores=0, loop_in_s=0.0, loop_out_s=0.0)
+    with pytest.raises(ValueError, match="contention"):
+        HostModel(cores=2, loop_in_s=0.0, loop_out_s=0.0, contention=0.5)

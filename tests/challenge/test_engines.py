@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from challenge.engines import EngineSpec, StaticEngine, build_engine, release
-from infopt.engines.base import EngineError
+from infopt.engines.base import Engine, EngineError
 
 
 def _spec(folder: Path, **changes: object) -> EngineSpec:
@@ -24,6 +24,16 @@ def _batch(rows: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
+def _matches_hf_then_refuses_wider(engine: Engine, hf: Engine, batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """The graph engine's logits equal HF's on each batch; a batch wider than its buckets is refused; both closed."""
+    for ids, mask in batches:
+        np.testing.assert_allclose(engine.infer(ids, mask), hf.infer(ids, mask), atol=1e-5)
+    with pytest.raises(EngineError, match="exceeds the largest captured shape"):
+        engine.infer(*_batch(3, 33, seed=0))
+    release(engine)
+    release(hf)
+
+
 def test_graph_path_pads_to_captured_shapes_and_returns_the_same_logits(tiny_bert: Path) -> None:
     hf = build_engine(_spec(tiny_bert))
     graphs = StaticEngine(
@@ -33,13 +43,9 @@ def test_graph_path_pads_to_captured_shapes_and_returns_the_same_logits(tiny_ber
     assert len(graphs.shapes) == 6
     assert graphs.shape_for(3, 17) == (4, 32)  # rows up to the next captured size, width to the next bucket
     assert graphs.shape_for(1, 16) == (1, 16)
-    for rows, width in ((1, 5), (3, 16), (8, 31), (19, 9)):  # 19 rows: split into captured batches of 8
-        ids, mask = _batch(rows, width, seed=rows)
-        np.testing.assert_allclose(graphs.infer(ids, mask), hf.infer(ids, mask), atol=1e-5)
-    with pytest.raises(EngineError, match="exceeds the largest captured shape"):
-        graphs.infer(*_batch(2, 33, seed=0))
-    release(graphs)
-    release(hf)
+    # 19 rows: split into captured batches of 8
+    batches = [_batch(rows, width, seed=rows) for rows, width in ((1, 5), (3, 16), (8, 31), (19, 9))]
+    _matches_hf_then_refuses_wider(graphs, hf, batches)
 
 
 def test_graphs_are_refused_off_cuda_unless_emulated(tiny_bert: Path) -> None:
@@ -94,11 +100,7 @@ def test_length_split_runs_sub_batches_and_returns_rows_in_order(tiny_bert: Path
     for row, length in enumerate(lengths):
         mask[row, :length] = 1
     ids[mask == 0] = 0
-    np.testing.assert_allclose(split.infer(ids, mask), hf.infer(ids, mask), atol=1e-5)
-    with pytest.raises(EngineError, match="exceeds the largest captured shape"):
-        split.infer(*_batch(3, 33, seed=0))
-    release(split)
-    release(hf)
+    _matches_hf_then_refuses_wider(split, hf, [(ids, mask)])
 
 
 def test_length_split_needs_graphs(tiny_bert: Path) -> None:

@@ -118,7 +118,7 @@ class _Row:
     deadline: float
     klass: str
     pod: int
-    state: int  # 0 queued, 1 in a batch, 2 done, 3 failed
+    state: int  # 0 queued, 1 in a batch, 2 done, 3 failed, 4 on its way to the queue (host model)
     sent: float  # when the client sent it (= arrival without a host model)
 
 
@@ -501,7 +501,7 @@ def simulate(
                 pod_index = rng.randrange(pods) if pods > 1 else 0
             else:
                 pod_index, next_pod = next_pod, (next_pod + 1) % pods
-            row = _Row(now, now, klass, pod_index, 4, now)  # 4: on its way to the queue
+            row = _Row(now, now, klass, pod_index, 4, now)
             if now >= warmup_s:
                 results[row.klass].arrived += 1
             if host is None:

@@ -252,14 +252,20 @@ def start_gateway(args: argparse.Namespace, model_dir: Path, port: int) -> subpr
 
 
 # ----------------------------------------------------------------------------- calibration
-def calibrate_engine(model_dir: Path, args: argparse.Namespace, max_batch: int) -> list[BatchPoint]:
-    """Engine time per batch size on the gateway's own batch shapes (its codec, padded to the longest row)."""
+def served_engine(model_dir: Path, args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """The gateway's engine, its codec and the load's texts encoded by it: what the calibrations time."""
     from infopt.engines.factory import load_engine
     from serving.codec import Codec
 
     engine = load_engine("onnxruntime", model_dir, device="cpu", precision="fp32", threads=args.threads)
     codec = Codec(model_dir, args.max_len)
     rows, _truncated = codec.encode(list(texts()))
+    return engine, codec, rows
+
+
+def calibrate_engine(model_dir: Path, args: argparse.Namespace, max_batch: int) -> list[BatchPoint]:
+    """Engine time per batch size on the gateway's own batch shapes (its codec, padded to the longest row)."""
+    engine, codec, rows = served_engine(model_dir, args)
     rng = random.Random(1)
     points = []
     for batch in range(1, max_batch + 1):
@@ -301,12 +307,7 @@ def calibrate_engine(model_dir: Path, args: argparse.Namespace, max_batch: int) 
 def measure_contention(model_dir: Path, args: argparse.Namespace, blocks: int = 4, block_s: float = 0.5) -> float:
     """How much slower batch-1 inference runs while one other core-hog runs on the host (another process
     spinning): the cores' sharing penalty (SMT siblings, caches, the hypervisor), in alternating blocks."""
-    from infopt.engines.factory import load_engine
-    from serving.codec import Codec
-
-    engine = load_engine("onnxruntime", model_dir, device="cpu", precision="fp32", threads=args.threads)
-    codec = Codec(model_dir, args.max_len)
-    rows, _truncated = codec.encode(list(texts()))
+    engine, codec, rows = served_engine(model_dir, args)
     rng = random.Random(2)
     timings: dict[bool, list[float]] = {False: [], True: []}
     for block in range(2 * blocks):
@@ -453,19 +454,19 @@ def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str,
 
 
 def host_busy_seconds() -> float:
-    """CPU seconds every core of the host spent busy since boot (/proc/stat: all but idle and iowait)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds all the host's cores spent busy since boot (everything but idle and I/O wait)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds of a process (all its threads); None: this process."""
-    if pid is None:
-        times = os.times()
-        return times.user + times.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def host_cpu(gateway_s: float, client_s: float, wall_s: float, requests: int) -> dict[str, float]:

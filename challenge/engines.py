@@ -223,12 +223,15 @@ class StaticEngine:
         self.capture_seconds = round(time.perf_counter() - began, 2)
         self.replay_s: dict[tuple[int, int], float] = self._time_replays() if spec.split_lengths else {}
 
+    def _on_stream(self) -> Any:
+        """The engine's own CUDA stream as the current one (nothing on the CPU)."""
+        return self._torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
     def _time_replays(self, repeats: int = 3) -> dict[tuple[int, int], float]:
         """Seconds one replay of each captured shape takes (the median of `repeats`): split_lengths' costs."""
         torch = self._torch
         times: dict[tuple[int, int], float] = {}
-        context = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-        with torch.inference_mode(), context:
+        with torch.inference_mode(), self._on_stream():
             for key, shape in self.shapes.items():
                 samples = []
                 for _ in range(repeats):
@@ -288,8 +291,7 @@ class StaticEngine:
                 staged_ids[:rows, :width] = ids
                 staged_mask[:rows, :width] = mask
                 staged_mask[rows:, 0] = 1  # padding rows attend to one position: no all-masked softmax
-                context = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-                with context:
+                with self._on_stream():
                     shape.ids.copy_(shape.host_ids, non_blocking=True)
                     shape.mask.copy_(shape.host_mask, non_blocking=True)
                     shape.run()

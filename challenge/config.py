@@ -33,6 +33,7 @@ class LadderConfig:
     client_processes: int
     connection_factors: tuple[float, ...]  # levels: factor x model req/s x SLA p99 (Little's law), see gateway
     gateway_refine: int  # more levels between the busiest meeting the SLA and the next missing it
+    batched_texts_per_request: int  # > 1: the final configuration also through the gateway with k texts a request
     gateway_warmup_s: float
     gateway_duration_s: float
     ready_timeout_s: float
@@ -67,6 +68,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             client_processes=max(1, min(4, cores // 4)),
             connection_factors=(0.25, 0.5, 1.0),
             gateway_refine=3,
+            batched_texts_per_request=16,
             gateway_warmup_s=1.5,
             gateway_duration_s=4.0,
             ready_timeout_s=150.0,
@@ -88,6 +90,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             client_processes=1,
             connection_factors=(0.5, 1.0),
             gateway_refine=0,
+            batched_texts_per_request=0,
             gateway_warmup_s=1.0,
             gateway_duration_s=2.0,
             ready_timeout_s=240.0,
@@ -108,6 +111,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
         client_processes=1,
         connection_factors=(0.25, 0.5, 1.0),
         gateway_refine=1,
+        batched_texts_per_request=8,
         gateway_warmup_s=2.0,
         gateway_duration_s=5.0,
         ready_timeout_s=240.0,

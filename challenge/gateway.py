@@ -9,6 +9,11 @@ load that any host answers; once a level fails more than half of its requests th
 rate), so up to `refine` more levels bisect, geometrically, the gap between the busiest level that meets the
 SLA and the next one that does not. The level chosen for the step is the fastest one whose p99 meets the SLA
 with at most 1% of requests failed (else the fastest that answered anything).
+
+Each level also records the CPU each gateway process used in its window (challenge/hostcpu.py: the HTTP
+workers, the admission process's event loop and its engine threads), so a level that stops scaling names
+the process that ran out of core. With `texts_per_request` k > 1 the clients send k texts per request (the
+Little's-law levels are then in requests, and the run's `texts_per_s` is what compares with the engine).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from challenge.gateway_child import API_KEY, GatewaySpec
+from challenge.hostcpu import WindowCpu
 from challenge.loadclient import ClientResult, ClientSpec, run_clients
 from harness.child_server import free_port
 
@@ -53,6 +59,7 @@ class GatewayLevel(BaseModel):
     mean_batch_size: float | None  # rows per engine batch over the window, from the gateways' /metrics
     failed_fraction: float
     meets_sla: bool
+    gateway_cpu: dict[str, float] = {}  # share of one core per gateway process / main-process thread, in the window
 
 
 class GatewayRun(BaseModel):
@@ -61,6 +68,7 @@ class GatewayRun(BaseModel):
     processes: int  # HTTP processes of the one gateway (serving.workers); one engine behind them
     mode: str
     client_processes: int
+    texts_per_request: int = 1
     engine: str
     batching: dict[str, object]
     sla_class: str
@@ -68,7 +76,8 @@ class GatewayRun(BaseModel):
     startup_s: float
     levels: list[GatewayLevel]
     chosen: int | None  # index into levels
-    throughput_rps: float | None
+    throughput_rps: float | None  # requests per second
+    texts_per_s: float | None = None  # texts (engine rows) per second: throughput_rps x texts_per_request
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
@@ -183,6 +192,7 @@ def measure_gateway(
     workdir: Path,
     p99_sla_ms: float | None,
     refine: int = 0,
+    texts_per_request: int = 1,
 ) -> GatewayRun:
     """Start the gateway, run each connection level (then up to `refine` levels between the busiest one that
     meets the SLA and the next one that does not), stop it; the chosen level as the module says."""
@@ -202,8 +212,13 @@ def measure_gateway(
                 connections=connections,
                 warmup_s=warmup_s,
                 duration_s=duration_s,
+                texts_per_request=texts_per_request,
             )
-            result = run_clients(client_spec, client_processes, workdir / f"level-{len(levels)}", timeout_s=120.0)
+            assert gateway.child is not None
+            cpu = WindowCpu(gateway.child.pid)
+            result = run_clients(
+                client_spec, client_processes, workdir / f"level-{len(levels)}", timeout_s=120.0, on_window=cpu.arm
+            )
             after = gateway.counters()
             batches, rows = after[0] - before[0], after[1] - before[1]
             total = result.ok + result.status_429 + result.status_503 + result.expired + result.errors
@@ -220,6 +235,7 @@ def measure_gateway(
                 mean_batch_size=rows / batches if batches else None,
                 failed_fraction=failed,
                 meets_sla=meets,
+                gateway_cpu=cpu.wait(),
             )
             levels.append(level)
             return level
@@ -241,6 +257,7 @@ def measure_gateway(
         processes=spec.workers,
         mode=mode_of(spec.workers),
         client_processes=client_processes,
+        texts_per_request=texts_per_request,
         engine=spec.engine.describe(),
         batching=spec.batching.model_dump(),
         sla_class=spec.sla_class,
@@ -249,6 +266,7 @@ def measure_gateway(
         levels=levels,
         chosen=chosen,
         throughput_rps=best.throughput_rps if best else None,
+        texts_per_s=best.texts_per_s if best else None,
         latency_p50_ms=best.latency_p50_ms if best else None,
         latency_p95_ms=best.latency_p95_ms if best else None,
         latency_p99_ms=best.latency_p99_ms if best else None,

@@ -3,7 +3,8 @@
 `run_clients` starts `processes` worker processes (`python -m challenge.loadclient --worker ...`); each
 opens its share of keep-alive connections, spread round-robin over the gateway processes' ports, and keeps
 exactly one request in flight per connection: POST /v1/classify with ONE text (real test texts in
-rotation), pre-encoded once. Each worker runs one event loop (uvloop where installed) with plain
+rotation), pre-encoded once; with `texts_per_request` k > 1, k consecutive texts per request (a client
+that batches its own texts: the host's per-request work is shared by k rows). Each worker runs one event loop (uvloop where installed) with plain
 asyncio Protocols: no HTTP library on the per-request path, only a header scan for the status and
 Content-Length.
 
@@ -28,11 +29,12 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SATURATED_CPU = 0.9  # a worker that used this fraction of one core over the window limited the load
 
@@ -47,6 +49,7 @@ class ClientSpec(BaseModel):
     warmup_s: float
     duration_s: float
     path: str = "/v1/classify"
+    texts_per_request: int = Field(1, ge=1)
 
 
 class ClientResult(BaseModel):
@@ -63,6 +66,8 @@ class ClientResult(BaseModel):
     expired: int
     errors: int
     throughput_rps: float  # ok responses per second of the window
+    texts_per_request: int = 1
+    texts_per_s: float = 0.0  # texts answered per second of the window: throughput_rps x texts_per_request
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
@@ -73,8 +78,8 @@ class ClientResult(BaseModel):
     error_samples: list[str]
 
 
-def request_bytes(path: str, api_key: str, text: str) -> bytes:
-    body = json.dumps({"texts": [text]}).encode()
+def request_bytes(path: str, api_key: str, text: str | list[str]) -> bytes:
+    body = json.dumps({"texts": [text] if isinstance(text, str) else text}).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api_key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -183,7 +188,11 @@ async def _connect(
     spec: ClientSpec, index: int, processes: int, tally: Tally
 ) -> list[tuple[Connection, asyncio.Future[None]]]:
     loop = asyncio.get_running_loop()
-    requests = [request_bytes(spec.path, spec.api_key, text) for text in spec.texts]
+    k = spec.texts_per_request
+    requests = [
+        request_bytes(spec.path, spec.api_key, [spec.texts[(start + i) % len(spec.texts)] for i in range(k)])
+        for start in range(0, len(spec.texts), k)
+    ]
     mine = [c for c in range(spec.connections) if c % processes == index]
 
     async def connect(number: int) -> tuple[Connection, asyncio.Future[None]]:
@@ -264,8 +273,15 @@ def _await_ready(children: list[subprocess.Popen[str]], workdir: Path, timeout_s
                 raise RuntimeError(f"load client worker {index} failed before it was ready: {tail}")
 
 
-def run_clients(spec: ClientSpec, processes: int, workdir: Path, timeout_s: float) -> ClientResult:
-    """Run the workers to completion and aggregate their windows (see the module docstring)."""
+def run_clients(
+    spec: ClientSpec,
+    processes: int,
+    workdir: Path,
+    timeout_s: float,
+    on_window: Callable[[float, float], None] | None = None,
+) -> ClientResult:
+    """Run the workers to completion and aggregate their windows (see the module docstring); `on_window` is
+    told the measured window (monotonic start, end) as soon as it is fixed, before it begins."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / "client-spec.json"
     spec_path.write_text(spec.model_dump_json())
@@ -283,6 +299,8 @@ def run_clients(spec: ClientSpec, processes: int, workdir: Path, timeout_s: floa
     try:
         _await_ready(children, workdir, timeout_s)
         start_at = time.monotonic() + 0.2
+        if on_window is not None:
+            on_window(start_at + spec.warmup_s, start_at + spec.warmup_s + spec.duration_s)
         for child in children:
             child.stdin.write(f"{start_at}\n")  # type: ignore[union-attr]
             child.stdin.close()  # type: ignore[union-attr]
@@ -315,6 +333,8 @@ def run_clients(spec: ClientSpec, processes: int, workdir: Path, timeout_s: floa
         expired=sum(item["expired"] for item in summaries),
         errors=sum(item["errors"] for item in summaries),
         throughput_rps=ok / spec.duration_s,
+        texts_per_request=spec.texts_per_request,
+        texts_per_s=ok * spec.texts_per_request / spec.duration_s,
         latency_p50_ms=pct(50),
         latency_p95_ms=pct(95),
         latency_p99_ms=pct(99),

@@ -137,6 +137,7 @@ class LadderResult(_Model):
     roofline: dict[str, MatmulRate]
     steps: list[Step] = Field(default_factory=list)
     targets: list[Target] = Field(default_factory=list)
+    gateway_batched_requests: GatewayRun | None = None  # the final configuration, clients sending k texts each
     spec_comparison: dict[str, Any] = Field(default_factory=dict)
     skipped: list[dict[str, str]] = Field(default_factory=list)
     error: str | None = None
@@ -211,6 +212,28 @@ def targets_table(result: LadderResult) -> str:
     return "\n".join(lines)
 
 
+def gateway_lines(result: LadderResult) -> list[str]:
+    """Each gateway run's chosen level, with the CPU its gateway processes used there (who ran out of core)."""
+    runs = [(f"step {step.index} ({step.key})", step.gateway) for step in result.steps if step.gateway is not None]
+    if result.gateway_batched_requests is not None:
+        runs.append(("final configuration, batched client requests", result.gateway_batched_requests))
+    lines = []
+    for label, run in runs:
+        if run.chosen is None:
+            lines.append(f"- {label}: no level answered ({run.error or 'see levels'})")
+            continue
+        level = run.levels[run.chosen]
+        busiest = sorted(level.gateway_cpu.items(), key=lambda item: -item[1])[:4]
+        cpu = ", ".join(f"{role} {share:.2f}" for role, share in busiest) or "not measured"
+        lines.append(
+            f"- {label}: {run.texts_per_request} text(s) per request, {level.connections} connections, "
+            f"{_f(run.throughput_rps, ',.0f')} req/s ({_f(run.texts_per_s, ',.0f')} texts/s), p99 "
+            f"{_f(run.latency_p99_ms, '.1f')} ms, {'meets' if run.meets_sla else 'misses'} the SLA; mean engine "
+            f"batch {_f(level.mean_batch_size, '.1f')}; gateway CPU (cores): {cpu}"
+        )
+    return lines
+
+
 def flops_rate(value: float) -> str:
     """TFLOP/s on GPUs, GFLOP/s below one TFLOP/s (CPUs)."""
     return f"{value / 1e12:,.1f} TFLOP/s" if value >= 1e12 else f"{value / 1e9:,.1f} GFLOP/s"
@@ -245,6 +268,9 @@ def render_markdown(result: LadderResult) -> str:
         targets_table(result),
         "",
     ]
+    gateways = gateway_lines(result)
+    if gateways:
+        parts += ["## Through the gateway", "", *gateways, ""]
     if result.spec_comparison:
         parts += ["## Against the spec's headline", ""]
         parts += [f"- {key}: {value}" for key, value in result.spec_comparison.items()]

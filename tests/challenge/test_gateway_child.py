@@ -76,3 +76,46 @@ def test_a_gateway_with_workers_serves_the_step_engine_from_one_admission_proces
     (level,) = run.levels
     assert level.client.ok > 0 and level.failed_fraction == 0.0
     assert level.mean_batch_size is not None and 1.0 <= level.mean_batch_size <= 8.0
+    # the gateway's own CPU in the window: the admission loop, its engine thread, and both HTTP workers
+    roles = level.gateway_cpu
+    assert {"main process: event loop thread", "main process: other threads"} <= set(roles), roles
+    assert sum(role.startswith("child pid") for role in roles) == 2, roles
+    assert roles["main process: other threads"] > 0.0  # the engine computed in its thread during the window
+    assert all(0.0 <= share <= 4.0 for share in roles.values()), roles
+
+
+@pytest.mark.slow
+def test_clients_may_send_several_texts_per_request_through_the_gateway(ladder_workspace: Path, tmp_path: Path) -> None:
+    """k texts per request reach the engine as k rows: batches hold whole requests, texts/s is k x req/s."""
+    params = load_params(ladder_workspace / "params.yaml")
+    engine = EngineSpec(
+        family="hf", model_dir=str(ladder_workspace / "artifacts/variants/fp32/hf"), variant="fp32", threads=1
+    )
+    spec = GatewaySpec(
+        engine=engine,
+        labels=json.loads((ladder_workspace / "data/prepared/labels.json").read_text()),
+        max_seq_len=params.model.max_seq_len,
+        tokenizer_dir=str(ladder_workspace / "artifacts/tokenizer"),
+        sla_classes=dict(params.sla_classes),
+        sla_class="premium",
+        batching=BatchingParams(max_batch_size=16, max_wait_ms=2),
+        serving=params.serving.model_copy(update={"shutdown_grace_s": 1.0}),
+        connections=8,
+    )
+    run = measure_gateway(
+        spec,
+        client_processes=1,
+        connection_levels=[2],
+        texts=["a short gloss", "another text to classify", "three words here", "and a fourth"],
+        warmup_s=0.5,
+        duration_s=1.5,
+        ready_timeout_s=120.0,
+        workdir=tmp_path,
+        p99_sla_ms=None,
+        texts_per_request=4,
+    )
+    (level,) = run.levels
+    assert run.texts_per_request == 4 and level.client.ok > 0 and level.failed_fraction == 0.0
+    assert run.texts_per_s == pytest.approx(4 * level.client.throughput_rps)
+    assert level.mean_batch_size is not None and level.mean_batch_size >= 4.0  # never less than one request
+    assert "main process: event loop thread" in level.gateway_cpu  # one process: HTTP, admission and engine

@@ -68,6 +68,18 @@ def test_request_bytes_is_a_complete_http_request() -> None:
     assert f"Content-Length: {len(body)}".encode() in head and json.loads(body) == {"texts": ["a text"]}
 
 
+def test_k_texts_per_request_go_in_rotation_and_count_as_texts(server: int, tmp_path: Path) -> None:
+    spec = ClientSpec(
+        ports=[server], api_key="k", texts=["alpha ok"] * 4, connections=2, warmup_s=0.2, duration_s=1.0,
+        texts_per_request=4,
+    )  # fmt: skip
+    result = run_clients(spec, processes=1, workdir=tmp_path, timeout_s=60)
+    assert result.ok > 0 and result.errors == 0 and result.texts_per_request == 4
+    assert result.texts_per_s == pytest.approx(4 * result.throughput_rps)
+    raw = request_bytes("/v1/classify", "key", ["one", "two"])
+    assert json.loads(raw.split(b"\r\n\r\n")[1]) == {"texts": ["one", "two"]}
+
+
 def test_every_answer_lands_in_its_bucket_and_latency_includes_the_server_delay(server: int, tmp_path: Path) -> None:
     connections, duration = 5, 1.5
     spec = ClientSpec(

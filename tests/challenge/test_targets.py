@@ -110,3 +110,24 @@ def test_without_a_gateway_run_the_gateway_targets_are_not_measured() -> None:
     for name in ("throughput_200x", "cost_1_200", "premium_p99_gateway", "gateway_80pct"):
         assert result[name].met is None and result[name].value is None, name
     assert result["dense_roofline_70"].met is True
+
+
+def _batched(texts_per_s: float, meets: bool) -> GatewayRun:
+    run = _gateway(texts_per_s / 16, 40.0, meets)
+    return run.model_copy(update={"texts_per_request": 16, "texts_per_s": texts_per_s})
+
+
+def test_batched_client_requests_are_judged_in_texts_beside_the_single_text_target() -> None:
+    ladder = _ladder(10_000.0, within=True)
+    result = {t.name: t for t in targets(ladder, 50.0, "bf16_matmul", _batched(27_000.0, meets=True))}
+    assert result["gateway_80pct"].met is False  # single-text requests: 10k of 30k
+    batched = result["gateway_80pct_batched_requests"]
+    assert abs(batched.value - 0.9) < 1e-12 and batched.met is True  # type: ignore[operator]
+    assert "16 texts per request" in batched.description
+
+
+def test_a_batched_run_that_misses_the_sla_is_not_counted() -> None:
+    ladder = _ladder(10_000.0, within=True)
+    result = {t.name: t for t in targets(ladder, 50.0, "bf16_matmul", _batched(27_000.0, meets=False))}
+    assert result["gateway_80pct_batched_requests"].met is None
+    assert "gateway_80pct_batched_requests" not in {t.name for t in targets(ladder, 50.0, "bf16_matmul")}

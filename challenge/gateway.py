@@ -28,14 +28,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from challenge.engines import EngineSpec
 from challenge.gateway_child import API_KEY, GatewaySpec
 from challenge.hostcpu import WindowCpu
 from challenge.loadclient import ClientResult, ClientSpec, run_clients
 from harness.child_server import free_port
+from infopt.params import BatchingParams, Params
 
 MAX_FAILED_FRACTION = 0.01  # a level with more failed requests than this does not count as meeting the SLA
 OVERLOADED_FRACTION = 0.5  # past a level that failed this share of its requests, higher levels are not run
 LIGHT_LOAD_CONNECTIONS = 8  # per gateway process: the first level, one any host answers (latency at light load)
+SLA_CLASS = "premium"  # the load tenant's class: the issue's targets are premium p99s
 
 
 def mode_of(workers: int) -> str:
@@ -178,6 +181,49 @@ def refine_between(levels: list[GatewayLevel]) -> int | None:
     between = round((top * min(above)) ** 0.5)
     tried = {level.connections for level in levels}
     return between if between not in tried and min(above) - top > max(2, top // 8) else None
+
+
+def connection_levels(
+    model_rps: float, p99_sla_ms: float, texts_per_request: int, processes: int, factors: tuple[float, ...]
+) -> list[int]:
+    """A light level, then `factors` x the Little's-law concurrency of the model-level rate at the SLA latency
+    (in requests of `texts_per_request` texts), capped at 8192 connections."""
+    base = model_rps / texts_per_request * p99_sla_ms / 1000.0
+    light = LIGHT_LOAD_CONNECTIONS * processes
+    return sorted({light} | {min(8192, max(light, round(factor * base))) for factor in factors})
+
+
+def gateway_spec_for(
+    engine: EngineSpec,
+    batching: BatchingParams,
+    params: Params,
+    *,
+    labels: list[str],
+    tokenizer_dir: Path,
+    levels: list[int],
+    processes: int,
+) -> GatewaySpec:
+    """The gateway child's spec for serving `engine` at `levels` connections with `processes` HTTP workers:
+    the premium class's unthrottled load tenant, a queue and connection limits that refuse none of them."""
+    return GatewaySpec(
+        engine=engine,
+        labels=labels,
+        max_seq_len=params.model.max_seq_len,
+        tokenizer_dir=str(tokenizer_dir),
+        sla_classes=dict(params.sla_classes),
+        sla_class=SLA_CLASS,
+        batching=batching,
+        serving=params.serving.model_copy(
+            update={
+                "queue_capacity": max(4 * levels[-1], 1024),
+                # every client connection of the highest level lands on one of the workers: none refused
+                "max_connections": max(params.serving.max_connections, -(-levels[-1] // processes) + 64),
+                "shutdown_grace_s": 2.0,  # the load has stopped when the gateways are stopped
+            }
+        ),
+        connections=levels[-1],
+        workers=processes,
+    )
 
 
 def measure_gateway(

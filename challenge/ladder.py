@@ -45,8 +45,7 @@ from challenge.agent_input import AGENT_FILE, AgentInput, read_agent
 from challenge.config import LadderConfig, preset
 from challenge.engines import EngineSpec, build_engine, release
 from challenge.flops import BertShape
-from challenge.gateway import LIGHT_LOAD_CONNECTIONS, GatewayRun, measure_gateway
-from challenge.gateway_child import GatewaySpec
+from challenge.gateway import SLA_CLASS, GatewayRun, connection_levels, gateway_spec_for, measure_gateway
 from challenge.measure import TestSet, accuracy_of, roofline_of, score, sweep, to_point
 from challenge.report import STEP_TITLES, Accuracy, Candidate, Carried, LadderResult, Step, Target, render_markdown
 from challenge.roofline import MatmulRate, fp8_matmul_rate, matmul_rate
@@ -56,7 +55,6 @@ from infopt.params import BatchingParams, Params, SlaClass, load_params
 from infopt.paths import PREPARED_DIR, TOKENIZER_DIR, VARIANTS_DIR
 from infopt.sla import plan_sla
 
-SLA_CLASS = "premium"
 GATEWAY_RESERVE_S = {"cuda": 70.0, "cpu": 45.0}  # budget kept back for each final gateway run
 STEPS = ("baseline", "precision", "batching", "launch_overhead", "pruning", "quantization")
 
@@ -517,30 +515,14 @@ def through_gateway(
         if same and run.texts_per_request == texts_per_request:
             return run
     assert candidate.point is not None and ctx.sla.p99_ms is not None
-    processes = config.gateway_processes
-    # Little's law at the SLA latency, in requests (k texts each)
-    base = candidate.point.throughput_rps / texts_per_request * ctx.sla.p99_ms / 1000.0
-    light = LIGHT_LOAD_CONNECTIONS * processes
-    levels = sorted({light} | {min(8192, max(light, round(factor * base))) for factor in config.connection_factors})
-    gateway_spec = GatewaySpec(
-        engine=spec,
-        labels=ctx.labels,
-        max_seq_len=ctx.params.model.max_seq_len,
-        tokenizer_dir=str(ctx.tokenizer),
-        sla_classes=dict(ctx.params.sla_classes),
-        sla_class=SLA_CLASS,
-        batching=batching,
-        serving=ctx.params.serving.model_copy(
-            update={
-                "queue_capacity": max(4 * levels[-1], 1024),
-                # every client connection of the highest level lands on one of the workers: none refused
-                "max_connections": max(ctx.params.serving.max_connections, -(-levels[-1] // processes) + 64),
-                "shutdown_grace_s": 2.0,  # the load has stopped when the gateways are stopped
-            }
-        ),
-        connections=levels[-1],
-        workers=processes,
-    )
+    levels = connection_levels(
+        candidate.point.throughput_rps, ctx.sla.p99_ms, texts_per_request, config.gateway_processes,
+        config.connection_factors,
+    )  # fmt: skip
+    gateway_spec = gateway_spec_for(
+        spec, batching, ctx.params, labels=ctx.labels, tokenizer_dir=ctx.tokenizer, levels=levels,
+        processes=config.gateway_processes,
+    )  # fmt: skip
     run = measure_gateway(
         gateway_spec,
         client_processes=config.client_processes,

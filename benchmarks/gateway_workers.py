@@ -50,10 +50,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[6, 9, 12])
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--clients", type=int, default=None, help="load client processes (default: the preset's)")
-    parser.add_argument(
-        "--switch-interval-ms", type=float, nargs="+", default=[0.0],
-        help="serving.switch_interval_ms values to run at each worker count (0: the interpreter's default)",
-    )  # fmt: skip
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -71,15 +67,12 @@ def main() -> None:
     assert sla_ms is not None
     texts = [example.text for example in read_split(PREPARED_DIR, "test")][:512]
     runs = []
-    for workers, interval in [(w, i) for w in args.workers for i in args.switch_interval_ms]:
+    for workers in args.workers:
         levels = connection_levels(model_rps, sla_ms, args.texts_per_request, workers, config.connection_factors)
         spec = gateway_spec_for(
             engine, batching, params, labels=read_labels(PREPARED_DIR), tokenizer_dir=TOKENIZER_DIR,
             levels=levels, processes=workers,
         )  # fmt: skip
-        spec = spec.model_copy(
-            update={"serving": spec.serving.model_copy(update={"switch_interval_ms": interval or None})}
-        )
         with tempfile.TemporaryDirectory() as scratch:
             run = measure_gateway(
                 spec,
@@ -94,9 +87,9 @@ def main() -> None:
                 refine=config.gateway_refine,
                 texts_per_request=args.texts_per_request,
             )
-        runs.append({"workers": workers, "switch_interval_ms": interval or None, "run": run.model_dump(mode="json")})
+        runs.append({"workers": workers, "run": run.model_dump(mode="json")})
         print(
-            f"{workers} HTTP workers, switch interval {interval or 'default'} ms: {run.throughput_rps or 0:,.0f} req/s ({run.texts_per_s or 0:,.0f} texts/s) "
+            f"{workers} HTTP workers: {run.throughput_rps or 0:,.0f} req/s ({run.texts_per_s or 0:,.0f} texts/s) "
             f"within the SLA: {run.meets_sla}, p99 {run.latency_p99_ms or 0:.1f} ms",
             flush=True,
         )

@@ -273,12 +273,6 @@ class BatchingParams(Strict):
 
 class ServingParams(Strict):
     queue_capacity: int = Field(512, ge=1)  # per model; beyond it requests get 503
-    # CPython's thread switch interval in the process that runs the engines (the only gateway process, or
-    # the admission process of serving.workers >= 2). An engine thread gives the interpreter lock back at
-    # blocking calls (a CUDA synchronise, a graph replay) and then waits up to this long for the event
-    # loop to hand it back; at CPython's 5 ms a busy loop starves a GPU engine between its short calls.
-    # None: the interpreter's default. Measured on the H200 in benchmarks/results/gpu/gateway_workers.json.
-    switch_interval_ms: float | None = Field(None, gt=0, le=100)
     batching: BatchingParams = BatchingParams(preferred_batch_sizes=[4, 8, 16])
     load_balancing: Literal["round_robin", "least_outstanding"] = "least_outstanding"
     engine_replicas: int = Field(1, ge=1)  # in-process engine instances per gateway

@@ -10,7 +10,6 @@ never holds a request past its SLA class's timeout.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
@@ -224,8 +223,6 @@ async def load_service(
 ) -> ModelService:
     """Load the engine replicas (unless given) and the tokenizer in worker threads, then start the batcher:
     the one loading path of the single-process gateway and of the admission process."""
-    if settings.serving.switch_interval_ms is not None:  # this process runs the engines (see ServingParams)
-        sys.setswitchinterval(settings.serving.switch_interval_ms / 1000.0)
     if engines is None:
         engines = await asyncio.to_thread(engine_factory, settings)
     codec = await asyncio.to_thread(Codec, settings.tokenizer_dir, settings.max_seq_len)

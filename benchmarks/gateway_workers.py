@@ -5,7 +5,9 @@ runs (`benchmarks/results/challenge/cuda/ladder.json`, per-process CPU in each l
 at 0.6-0.98 of a core each, the admission process's event loop at about 0.55 and the four load clients at
 0.1. This runs the ladder's final configuration through the ladder's own gateway (`challenge.gateway`:
 same spec, same Little's-law levels bisected at the SLA, same load client) once per `--workers` count, on
-one engine, so the counts differ in nothing else.
+one engine, so the counts differ in nothing else; with `--replicas` also as several independent gateways
+(each its own admission process and engine replica on the one device, as pods of one deployment sharing a
+GPU), the connections spread over them.
 
 The engine is the final configuration's spec from `--ladder` (a ladder.json) with its model folder replaced
 by `--model-dir` (e.g. an untrained bert-base of the pipeline's architecture on a host where the trained
@@ -48,6 +50,10 @@ def main() -> None:
     parser.add_argument("--ladder", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, required=True, help="the HF folder the engine serves")
     parser.add_argument("--workers", type=int, nargs="+", default=[6, 9, 12])
+    parser.add_argument(
+        "--replicas", type=int, nargs="+", default=[1],
+        help="independent gateways (each its own admission process and engine) on the one device, per worker count",
+    )  # fmt: skip
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--clients", type=int, default=None, help="load client processes (default: the preset's)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -67,8 +73,10 @@ def main() -> None:
     assert sla_ms is not None
     texts = [example.text for example in read_split(PREPARED_DIR, "test")][:512]
     runs = []
-    for workers in args.workers:
-        levels = connection_levels(model_rps, sla_ms, args.texts_per_request, workers, config.connection_factors)
+    for replicas, workers in [(r, w) for r in args.replicas for w in args.workers]:
+        levels = connection_levels(
+            model_rps, sla_ms, args.texts_per_request, workers * replicas, config.connection_factors
+        )
         spec = gateway_spec_for(
             engine, batching, params, labels=read_labels(PREPARED_DIR), tokenizer_dir=TOKENIZER_DIR,
             levels=levels, processes=workers,
@@ -86,10 +94,11 @@ def main() -> None:
                 p99_sla_ms=sla_ms,
                 refine=config.gateway_refine,
                 texts_per_request=args.texts_per_request,
+                replicas=replicas,
             )
-        runs.append({"workers": workers, "run": run.model_dump(mode="json")})
+        runs.append({"replicas": replicas, "workers": workers, "run": run.model_dump(mode="json")})
         print(
-            f"{workers} HTTP workers: {run.throughput_rps or 0:,.0f} req/s ({run.texts_per_s or 0:,.0f} texts/s) "
+            f"{replicas} gateway(s) x {workers} HTTP workers: {run.throughput_rps or 0:,.0f} req/s ({run.texts_per_s or 0:,.0f} texts/s) "
             f"within the SLA: {run.meets_sla}, p99 {run.latency_p99_ms or 0:.1f} ms",
             flush=True,
         )

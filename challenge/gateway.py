@@ -18,12 +18,14 @@ Little's-law levels are then in requests, and the run's `texts_per_s` is what co
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -69,6 +71,7 @@ class GatewayRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     processes: int  # HTTP processes of the one gateway (serving.workers); one engine behind them
+    replicas: int = 1  # independent gateways (each with its engine) on the one device, connections spread over them
     mode: str
     client_processes: int
     texts_per_request: int = 1
@@ -226,6 +229,11 @@ def gateway_spec_for(
     )
 
 
+def arm_all(cpus: list[WindowCpu], start: float, end: float) -> None:
+    for cpu in cpus:
+        cpu.arm(start, end)
+
+
 def measure_gateway(
     spec: GatewaySpec,
     *,
@@ -239,20 +247,33 @@ def measure_gateway(
     p99_sla_ms: float | None,
     refine: int = 0,
     texts_per_request: int = 1,
+    replicas: int = 1,
 ) -> GatewayRun:
     """Start the gateway, run each connection level (then up to `refine` levels between the busiest one that
-    meets the SLA and the next one that does not), stop it; the chosen level as the module says."""
+    meets the SLA and the next one that does not), stop it; the chosen level as the module says.
+
+    `replicas` > 1 starts that many independent gateways (each its own admission process and engine on the
+    same device, as replicas of one deployment behind a Service) and spreads the connections over them."""
     began = time.monotonic()
     levels: list[GatewayLevel] = []
     not_run: list[int] = []
-    with Gateway(spec, workdir) as gateway:
-        gateway.wait_ready(ready_timeout_s)
+    with contextlib.ExitStack() as stack:
+        gateways = [
+            stack.enter_context(Gateway(spec, workdir if replicas == 1 else workdir / f"replica-{index}"))
+            for index in range(replicas)
+        ]
+        for gateway in gateways:  # started together above; ready one after the other
+            gateway.wait_ready(ready_timeout_s)
         startup = time.monotonic() - began
 
+        def counters() -> tuple[float, float]:
+            each = [gateway.counters() for gateway in gateways]
+            return sum(batches for batches, _ in each), sum(rows for _, rows in each)
+
         def run_level(connections: int) -> GatewayLevel:
-            before = gateway.counters()
+            before = counters()
             client_spec = ClientSpec(
-                ports=[gateway.port],
+                ports=[gateway.port for gateway in gateways],
                 api_key=API_KEY,
                 texts=texts,
                 connections=connections,
@@ -260,12 +281,15 @@ def measure_gateway(
                 duration_s=duration_s,
                 texts_per_request=texts_per_request,
             )
-            assert gateway.child is not None
-            cpu = WindowCpu(gateway.child.pid)
+            cpus = [WindowCpu(gateway.child.pid) for gateway in gateways if gateway.child is not None]
             result = run_clients(
-                client_spec, client_processes, workdir / f"level-{len(levels)}", timeout_s=120.0, on_window=cpu.arm
+                client_spec,
+                client_processes,
+                workdir / f"level-{len(levels)}",
+                timeout_s=120.0,
+                on_window=partial(arm_all, cpus),
             )
-            after = gateway.counters()
+            after = counters()
             batches, rows = after[0] - before[0], after[1] - before[1]
             total = result.ok + result.status_429 + result.status_503 + result.expired + result.errors
             failed = (total - result.ok) / total if total else 1.0  # nothing answered in the window: overloaded
@@ -281,7 +305,11 @@ def measure_gateway(
                 mean_batch_size=rows / batches if batches else None,
                 failed_fraction=failed,
                 meets_sla=meets,
-                gateway_cpu=cpu.wait(),
+                gateway_cpu={
+                    (f"replica {index}: {role}" if replicas > 1 else role): share
+                    for index, cpu in enumerate(cpus)
+                    for role, share in cpu.wait().items()
+                },
             )
             levels.append(level)
             return level
@@ -301,7 +329,8 @@ def measure_gateway(
     best = levels[chosen].client if chosen is not None else None
     return GatewayRun(
         processes=spec.workers,
-        mode=mode_of(spec.workers),
+        replicas=replicas,
+        mode=mode_of(spec.workers) + (f"; {replicas} such gateways on the one device" if replicas > 1 else ""),
         client_processes=client_processes,
         texts_per_request=texts_per_request,
         engine=spec.engine.describe(),

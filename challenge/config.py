@@ -29,7 +29,8 @@ class LadderConfig:
     length_buckets: tuple[int, ...]  # padded lengths the graph engine captures
     bench: BenchmarkParams  # rounds, warm-up and per-cell time limits of every sweep
     roofline_n: int  # the n of the n^3 matmul that measures the ceiling
-    gateway_processes: int
+    gateway_processes: int  # HTTP worker processes of each gateway
+    gateway_replicas: int  # independent gateways (each its admission process and engine) on the one device
     client_processes: int
     connection_factors: tuple[float, ...]  # levels: factor x model req/s x SLA p99 (Little's law), see gateway
     gateway_refine: int  # more levels between the busiest meeting the SLA and the next missing it
@@ -64,7 +65,10 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             length_buckets=buckets,
             bench=BenchmarkParams(repeats=2, warmup_iters=3, min_iters=10, min_seconds=0.2, max_seconds=1.0),
             roofline_n=8192,
-            gateway_processes=max(1, min(8, (cores - 4) // 2)),
+            # 3 gateways x 4 HTTP workers: one admission process carried 17-19k req/s whatever its workers,
+            # three carried 30.6k (benchmarks/results/gpu/gateway-2026-12-01/)
+            gateway_processes=max(1, min(4, (cores - 4) // 3)),
+            gateway_replicas=3 if cores >= 16 else 1,
             client_processes=max(1, min(4, cores // 4)),
             connection_factors=(0.25, 0.5, 1.0),
             gateway_refine=3,
@@ -87,6 +91,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             bench=BenchmarkParams(repeats=1, warmup_iters=1, min_iters=5, min_seconds=0.05, max_seconds=0.5),
             roofline_n=512,
             gateway_processes=1,
+            gateway_replicas=1,
             client_processes=1,
             connection_factors=(0.5, 1.0),
             gateway_refine=0,
@@ -108,6 +113,7 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
         bench=BenchmarkParams(repeats=2, warmup_iters=3, min_iters=10, min_seconds=0.2, max_seconds=1.0),
         roofline_n=2048,
         gateway_processes=1,
+        gateway_replicas=1,
         client_processes=1,
         connection_factors=(0.25, 0.5, 1.0),
         gateway_refine=1,

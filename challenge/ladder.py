@@ -516,8 +516,8 @@ def through_gateway(
             return run
     assert candidate.point is not None and ctx.sla.p99_ms is not None
     levels = connection_levels(
-        candidate.point.throughput_rps, ctx.sla.p99_ms, texts_per_request, config.gateway_processes,
-        config.connection_factors,
+        candidate.point.throughput_rps, ctx.sla.p99_ms, texts_per_request,
+        config.gateway_processes * config.gateway_replicas, config.connection_factors,
     )  # fmt: skip
     gateway_spec = gateway_spec_for(
         spec, batching, ctx.params, labels=ctx.labels, tokenizer_dir=ctx.tokenizer, levels=levels,
@@ -535,6 +535,7 @@ def through_gateway(
         p99_sla_ms=ctx.sla.p99_ms,
         refine=config.gateway_refine,
         texts_per_request=texts_per_request,
+        replicas=config.gateway_replicas,
     )
     ctx.gateway_runs.append((spec.model_dump(mode="json"), batching.model_dump(), run))
     return run

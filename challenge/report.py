@@ -226,7 +226,8 @@ def gateway_lines(result: LadderResult) -> list[str]:
         busiest = sorted(level.gateway_cpu.items(), key=lambda item: -item[1])[:4]
         cpu = ", ".join(f"{role} {share:.2f}" for role, share in busiest) or "not measured"
         lines.append(
-            f"- {label}: {run.texts_per_request} text(s) per request, {level.connections} connections, "
+            f"- {label}: {run.replicas} gateway(s) x {run.processes} HTTP process(es), "
+            f"{run.texts_per_request} text(s) per request, {level.connections} connections, "
             f"{_f(run.throughput_rps, ',.0f')} req/s ({_f(run.texts_per_s, ',.0f')} texts/s), p99 "
             f"{_f(run.latency_p99_ms, '.1f')} ms, {'meets' if run.meets_sla else 'misses'} the SLA; mean engine "
             f"batch {_f(level.mean_batch_size, '.1f')}; gateway CPU (cores): {cpu}"

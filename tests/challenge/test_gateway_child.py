@@ -119,3 +119,41 @@ def test_clients_may_send_several_texts_per_request_through_the_gateway(ladder_w
     assert run.texts_per_s == pytest.approx(4 * level.client.throughput_rps)
     assert level.mean_batch_size is not None and level.mean_batch_size >= 4.0  # never less than one request
     assert "main process: event loop thread" in level.gateway_cpu  # one process: HTTP, admission and engine
+
+
+@pytest.mark.slow
+def test_replicas_are_independent_gateways_sharing_the_load(ladder_workspace: Path, tmp_path: Path) -> None:
+    """Two gateways (each its own engine) behind one load: both serve, their batches and CPU are counted."""
+    params = load_params(ladder_workspace / "params.yaml")
+    engine = EngineSpec(
+        family="hf", model_dir=str(ladder_workspace / "artifacts/variants/fp32/hf"), variant="fp32", threads=1
+    )
+    spec = GatewaySpec(
+        engine=engine,
+        labels=json.loads((ladder_workspace / "data/prepared/labels.json").read_text()),
+        max_seq_len=params.model.max_seq_len,
+        tokenizer_dir=str(ladder_workspace / "artifacts/tokenizer"),
+        sla_classes=dict(params.sla_classes),
+        sla_class="premium",
+        batching=BatchingParams(max_batch_size=8, max_wait_ms=2),
+        serving=params.serving.model_copy(update={"shutdown_grace_s": 1.0}),
+        connections=8,
+    )
+    run = measure_gateway(
+        spec,
+        client_processes=1,
+        connection_levels=[4],
+        texts=["a short gloss", "another text to classify"],
+        warmup_s=0.5,
+        duration_s=1.5,
+        ready_timeout_s=120.0,
+        workdir=tmp_path,
+        p99_sla_ms=None,
+        replicas=2,
+    )
+    (level,) = run.levels
+    assert run.replicas == 2 and "2 such gateways" in run.mode
+    assert level.client.ok > 0 and level.failed_fraction == 0.0 and level.mean_batch_size is not None
+    for replica in (0, 1):  # the connections alternate over the two ports: both engines computed
+        assert level.gateway_cpu[f"replica {replica}: main process: other threads"] > 0.0, level.gateway_cpu
+    assert (tmp_path / "replica-1" / "gateway.log").is_file()

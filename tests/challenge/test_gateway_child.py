@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from challenge.engines import EngineSpec
-from challenge.gateway import measure_gateway
+from challenge.gateway import GatewayRun, measure_gateway
 from challenge.gateway_child import API_KEY, GatewaySpec, settings_of
 from infopt.params import BatchingParams, load_params
 
@@ -39,38 +39,51 @@ def test_gateway_child_serves_the_step_engine_to_one_unthrottled_premium_tenant(
     assert tenant.api_key_sha256 == [hashlib.sha256(API_KEY.encode()).hexdigest()]
 
 
-@pytest.mark.slow
-def test_a_gateway_with_workers_serves_the_step_engine_from_one_admission_process(
-    ladder_workspace: Path, tmp_path: Path
-) -> None:
-    """The ladder's gateway as `infopt serve --workers 2` runs it: one port, two HTTP workers, one engine;
-    the batch histogram (rendered by the admission process) counts every answered request."""
+def _workspace_spec(ladder_workspace: Path, *, max_batch: int, connections: int, workers: int = 1) -> GatewaySpec:
+    """A gateway spec serving the workspace's fp32 HF variant to the premium load tenant."""
     params = load_params(ladder_workspace / "params.yaml")
     engine = EngineSpec(
         family="hf", model_dir=str(ladder_workspace / "artifacts/variants/fp32/hf"), variant="fp32", threads=1
     )
-    spec = GatewaySpec(
+    return GatewaySpec(
         engine=engine,
         labels=json.loads((ladder_workspace / "data/prepared/labels.json").read_text()),
         max_seq_len=params.model.max_seq_len,
         tokenizer_dir=str(ladder_workspace / "artifacts/tokenizer"),
         sla_classes=dict(params.sla_classes),
         sla_class="premium",
-        batching=BatchingParams(max_batch_size=8, max_wait_ms=2),
+        batching=BatchingParams(max_batch_size=max_batch, max_wait_ms=2),
         serving=params.serving.model_copy(update={"shutdown_grace_s": 1.0}),
-        connections=16,
-        workers=2,
+        connections=connections,
+        workers=workers,
     )
-    run = measure_gateway(
+
+
+def _one_level(spec: GatewaySpec, workdir: Path, *, connections: int, texts: list[str], **options: int) -> GatewayRun:
+    """One short closed-loop level through the gateway, no SLA to judge."""
+    return measure_gateway(
         spec,
         client_processes=1,
-        connection_levels=[4],
-        texts=["a short gloss", "another text to classify", "three words here"],
+        connection_levels=[connections],
+        texts=texts,
         warmup_s=0.5,
         duration_s=1.5,
         ready_timeout_s=120.0,
-        workdir=tmp_path,
+        workdir=workdir,
         p99_sla_ms=None,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.slow
+def test_a_gateway_with_workers_serves_the_step_engine_from_one_admission_process(
+    ladder_workspace: Path, tmp_path: Path
+) -> None:
+    """The ladder's gateway as `infopt serve --workers 2` runs it: one port, two HTTP workers, one engine;
+    the batch histogram (rendered by the admission process) counts every answered request."""
+    spec = _workspace_spec(ladder_workspace, max_batch=8, connections=16, workers=2)
+    run = _one_level(
+        spec, tmp_path, connections=4, texts=["a short gloss", "another text to classify", "three words here"]
     )
     assert run.error is None and run.processes == 2 and "2 HTTP worker processes" in run.mode
     (level,) = run.levels
@@ -87,33 +100,9 @@ def test_a_gateway_with_workers_serves_the_step_engine_from_one_admission_proces
 @pytest.mark.slow
 def test_clients_may_send_several_texts_per_request_through_the_gateway(ladder_workspace: Path, tmp_path: Path) -> None:
     """k texts per request reach the engine as k rows: batches hold whole requests, texts/s is k x req/s."""
-    params = load_params(ladder_workspace / "params.yaml")
-    engine = EngineSpec(
-        family="hf", model_dir=str(ladder_workspace / "artifacts/variants/fp32/hf"), variant="fp32", threads=1
-    )
-    spec = GatewaySpec(
-        engine=engine,
-        labels=json.loads((ladder_workspace / "data/prepared/labels.json").read_text()),
-        max_seq_len=params.model.max_seq_len,
-        tokenizer_dir=str(ladder_workspace / "artifacts/tokenizer"),
-        sla_classes=dict(params.sla_classes),
-        sla_class="premium",
-        batching=BatchingParams(max_batch_size=16, max_wait_ms=2),
-        serving=params.serving.model_copy(update={"shutdown_grace_s": 1.0}),
-        connections=8,
-    )
-    run = measure_gateway(
-        spec,
-        client_processes=1,
-        connection_levels=[2],
-        texts=["a short gloss", "another text to classify", "three words here", "and a fourth"],
-        warmup_s=0.5,
-        duration_s=1.5,
-        ready_timeout_s=120.0,
-        workdir=tmp_path,
-        p99_sla_ms=None,
-        texts_per_request=4,
-    )
+    spec = _workspace_spec(ladder_workspace, max_batch=16, connections=8)
+    texts = ["a short gloss", "another text to classify", "three words here", "and a fourth"]
+    run = _one_level(spec, tmp_path, connections=2, texts=texts, texts_per_request=4)
     (level,) = run.levels
     assert run.texts_per_request == 4 and level.client.ok > 0 and level.failed_fraction == 0.0
     assert run.texts_per_s == pytest.approx(4 * level.client.throughput_rps)
@@ -124,33 +113,8 @@ def test_clients_may_send_several_texts_per_request_through_the_gateway(ladder_w
 @pytest.mark.slow
 def test_replicas_are_independent_gateways_sharing_the_load(ladder_workspace: Path, tmp_path: Path) -> None:
     """Two gateways (each its own engine) behind one load: both serve, their batches and CPU are counted."""
-    params = load_params(ladder_workspace / "params.yaml")
-    engine = EngineSpec(
-        family="hf", model_dir=str(ladder_workspace / "artifacts/variants/fp32/hf"), variant="fp32", threads=1
-    )
-    spec = GatewaySpec(
-        engine=engine,
-        labels=json.loads((ladder_workspace / "data/prepared/labels.json").read_text()),
-        max_seq_len=params.model.max_seq_len,
-        tokenizer_dir=str(ladder_workspace / "artifacts/tokenizer"),
-        sla_classes=dict(params.sla_classes),
-        sla_class="premium",
-        batching=BatchingParams(max_batch_size=8, max_wait_ms=2),
-        serving=params.serving.model_copy(update={"shutdown_grace_s": 1.0}),
-        connections=8,
-    )
-    run = measure_gateway(
-        spec,
-        client_processes=1,
-        connection_levels=[4],
-        texts=["a short gloss", "another text to classify"],
-        warmup_s=0.5,
-        duration_s=1.5,
-        ready_timeout_s=120.0,
-        workdir=tmp_path,
-        p99_sla_ms=None,
-        replicas=2,
-    )
+    spec = _workspace_spec(ladder_workspace, max_batch=8, connections=8)
+    run = _one_level(spec, tmp_path, connections=4, texts=["a short gloss", "another text to classify"], replicas=2)
     (level,) = run.levels
     assert run.replicas == 2 and "2 such gateways" in run.mode
     assert level.client.ok > 0 and level.failed_fraction == 0.0 and level.mean_batch_size is not None

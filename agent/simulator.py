@@ -17,12 +17,17 @@ does not run) on a virtual clock:
   (static) until a full batch or the earliest queued deadline minus max(2 x EWMA batch time, 10 ms). A batch
   holds its replica for a service time drawn from the curve for its size; its rows finish together.
 - Latency of a served row = (finish - arrival) + an optional per-request overhead (HTTP, client) drawn
-  from measured samples.
+  from measured samples. Beside it, the gateway's own time per row (what its Server-Timing header reports,
+  serving/timing.py): from when its event loop takes the request up (with a host model; else from the
+  queue) to when the answer leaves the loop, plus optional samples of the gateway's unexplained time.
 - Host (optional, `HostModel`): the CPU work around the engine. Each request passes, in order, the client's
   event loop (send), the pod's event loop (HTTP parse, JSON, tokenisation) before it is queued, and after its
   batch the pod's event loop again (response) and the client's (receive). A batch's own Python work in the
   gateway (`engine_gil_s`) needs the interpreter lock the loop holds, so it runs on the loop too, next in
-  line after the running job; the engine's slot is held until it is done. Event loops are single-threaded:
+  line after the running job; the engine's slot is held until it is done. When the engine's thread shares
+  the loop's process (`gil_switch_s`, the interpreter's switch interval), it needs the lock to start a batch
+  too, and a busy loop keeps it until it has run everything queued (it then waits for I/O) or the switch
+  interval forces it off: the batch starts after the loop drains, at most that late. Event loops are single-threaded:
   each is a FIFO station of one server. The host's cores are shared: a loop segment or a batch that starts
   while more work is running than there are cores (loops, the engine's threads, measured background load)
   takes longer in proportion (processor sharing, sampled at the start), and work that runs beside other work
@@ -38,6 +43,7 @@ per pod: the time-averaged queue length (what the HPA's metric averages) and rep
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections import deque
@@ -80,6 +86,7 @@ class GatewayModel:
     queue_capacity: int = 512
     engine_replicas: int = 1  # in-process engine instances per pod (batcher slots)
     overhead_s: tuple[float, ...] = ()  # per-request overhead samples (seconds); empty: none
+    gateway_overhead_s: tuple[float, ...] = ()  # samples added to the gateway's own time per row; empty: none
     host: HostModel | None = None  # the CPU work around the engine; None: only the engine takes time
 
 
@@ -100,11 +107,23 @@ class HostModel:
     contention: float = 1.0  # how much slower work runs while other work shares the host (SMT, caches)
     engine_gil_s: float = 0.0  # per batch: the gateway's Python work around the engine (collate, handing the
     # result back), which holds the interpreter lock the event loop needs: run on the loop after the engine
+    gil_switch_s: float = 0.0  # the interpreter's switch interval (sys.getswitchinterval()) when the engine's
+    # thread shares the loop's process: the thread needs the lock to start a batch, and a busy loop only lets it
+    # go when it has nothing left to run (it then waits for I/O) or when this interval forces a switch. 0: the
+    # engine starts at once (another process, or no interpreter lock)
 
     def __post_init__(self) -> None:
         if self.cores <= 0:
             raise ValueError(f"host cores is {self.cores}; must be > 0")
-        for name in ("loop_in_s", "loop_out_s", "client_send_s", "client_receive_s", "engine_cores", "engine_gil_s"):
+        for name in (
+            "loop_in_s",
+            "loop_out_s",
+            "client_send_s",
+            "client_receive_s",
+            "engine_cores",
+            "engine_gil_s",
+            "gil_switch_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"host {name} is {getattr(self, name)}; must be >= 0")
         if self.contention < 1:
@@ -113,13 +132,14 @@ class HostModel:
 
 @dataclass
 class _Row:
-    __slots__ = ("arrival", "deadline", "klass", "pod", "sent", "state")
+    __slots__ = ("arrival", "deadline", "klass", "pod", "received", "sent", "state")
     arrival: float  # when it reached the pod's queue
     deadline: float
     klass: str
     pod: int
     state: int  # 0 queued, 1 in a batch, 2 done, 3 failed, 4 on its way to the queue (host model)
     sent: float  # when the client sent it (= arrival without a host model)
+    received: float  # when the pod's event loop took it up (= arrival without a host model)
 
 
 @dataclass
@@ -133,11 +153,12 @@ class _Station:
     """One single-threaded event loop: jobs in FIFO order, one at a time (a batch's interpreter-lock work
     goes ahead of the queued requests, after the running job: the lock is handed over, not preempted)."""
 
-    __slots__ = ("busy", "jobs")
+    __slots__ = ("busy", "ends", "jobs")
 
     def __init__(self) -> None:
         self.jobs: deque[tuple[_Row | _Batch, str]] = deque()  # (row or batch, phase), the running one first
         self.busy = False
+        self.ends = 0.0  # when the running job ends
 
 
 class _Pod:
@@ -212,6 +233,7 @@ class ClassResult:
     expired: int = 0
     rejected: int = 0
     latencies_s: list[float] = field(default_factory=list, repr=False)
+    gateway_latencies_s: list[float] = field(default_factory=list, repr=False)  # the gateway's own time
     timeout_s: float = 0.0
 
     @property
@@ -227,6 +249,12 @@ class ClassResult:
         if not self.latencies_s:
             return None
         return float(np.percentile(np.asarray(self.latencies_s), q)) * 1000.0
+
+    def gateway_percentile_ms(self, q: float) -> float | None:
+        """Percentile of served rows' time inside the gateway (what its Server-Timing header reports)."""
+        if not self.gateway_latencies_s:
+            return None
+        return float(np.percentile(np.asarray(self.gateway_latencies_s), q)) * 1000.0
 
     def effective_p99_ms(self) -> float:
         """p99 over every arrival, a row past its deadline counted at its timeout and a refused one as never
@@ -328,6 +356,7 @@ def simulate(
         seq += 1
     heapq.heapify(events)
     overhead = model.overhead_s
+    gateway_overhead = model.gateway_overhead_s
     end_time = arrivals[-1][0] if arrivals else 0.0
     batches = 0
     batch_rows = 0
@@ -383,6 +412,8 @@ def simulate(
             if host is not None:
                 running[pod_index] += 1
                 service *= share(pod_index, host.engine_cores)
+                if host.gil_switch_s > 0:  # the engine's thread waits for the lock: the loop drains, or a switch
+                    service += min(drain_s(1 + pod_index, now), host.gil_switch_s)
             pod.ewma_batch_s = service if not pod.ewma_batch_s else 0.8 * pod.ewma_batch_s + 0.2 * service
             pod.busy_s += service
             batches += 1
@@ -402,6 +433,14 @@ def simulate(
         )
         beside = min(1.0, max(0.0, busy - own))
         return max(1.0, busy / host.cores) * (1.0 + (host.contention - 1.0) * beside)
+
+    def drain_s(index: int, now: float) -> float:
+        """How long the event loop `index` keeps running before it has nothing left (its nominal job times)."""
+        station = stations[index]
+        if not station.busy:
+            return 0.0
+        queued = sum(station_time(phase) for _, phase in itertools.islice(station.jobs, 1, None))
+        return max(0.0, station.ends - now) + queued
 
     def station_time(phase: str) -> float:
         assert host is not None
@@ -432,6 +471,7 @@ def simulate(
         elif phase == "in":
             enqueue(row, now)
         elif phase == "out":
+            answered_by_gateway(row, now)
             submit(row, "receive", now)
         else:
             answer(row, now)
@@ -440,9 +480,13 @@ def simulate(
         station = stations[index]
         job, phase = station.jobs[0]
         station.busy = True
-        if phase == "send" and isinstance(job, _Row):
-            job.sent = now  # a client times a request from when its loop starts sending it
-        push(now + station_time(phase) * share(job.pod, 1.0), STATION, index)
+        if isinstance(job, _Row):
+            if phase == "send":
+                job.sent = now  # a client times a request from when its loop starts sending it
+            elif phase == "in":
+                job.received = now  # the gateway times it from when its loop takes it up
+        station.ends = now + station_time(phase) * share(job.pod, 1.0)
+        push(station.ends, STATION, index)
 
     def finish_batch(pod_index: int, rows: list[_Row], now: float) -> None:
         """The batch's future resolves: its rows are answered (or, with a host, go back through the loops)."""
@@ -450,11 +494,19 @@ def simulate(
             if row.state == 1:
                 row.state = 2
                 if host is None:
+                    answered_by_gateway(row, now)
                     answer(row, now)
                 else:
                     submit(row, "out", now)
         state[pod_index].free_slots += 1
         progress(pod_index, now)
+
+    def answered_by_gateway(row: _Row, now: float) -> None:
+        if row.sent >= warmup_s:
+            latency = now - row.received
+            if gateway_overhead:
+                latency += gateway_overhead[rng.randrange(len(gateway_overhead))]
+            results[row.klass].gateway_latencies_s.append(latency)
 
     def answer(row: _Row, now: float) -> None:
         if row.sent >= warmup_s:
@@ -501,7 +553,7 @@ def simulate(
                 pod_index = rng.randrange(pods) if pods > 1 else 0
             else:
                 pod_index, next_pod = next_pod, (next_pod + 1) % pods
-            row = _Row(now, now, klass, pod_index, 4, now)
+            row = _Row(now, now, klass, pod_index, 4, now, now)
             if now >= warmup_s:
                 results[row.klass].arrived += 1
             if host is None:

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from infopt.manifest import Fingerprint
+from serving.timing import parse_gateway_ms
 
 DEFAULT_TEXTS = (
     "the kernel compiles the code and the network sends packets",
@@ -39,12 +40,17 @@ class Stream:
     duration_s: float = 10.0  # and for at most this long
     sla_class: str | None = None
     texts: tuple[str, ...] = DEFAULT_TEXTS
+    # requests started in the stream's first warmup_s seconds are counted, but their latencies stay out of the
+    # summaries: the client's connection pool and the server's caches are still growing then
+    warmup_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("closed", "open"):
             raise ValueError(f"stream {self.name!r}: mode {self.mode!r} is not 'closed' or 'open'")
         if self.concurrency < 1 or self.rate_per_s <= 0 or self.duration_s <= 0:
             raise ValueError(f"stream {self.name!r}: concurrency, rate_per_s and duration_s must be positive")
+        if not 0 <= self.warmup_s < self.duration_s:
+            raise ValueError(f"stream {self.name!r}: warmup_s is {self.warmup_s}; must be >= 0 and < duration_s")
         if self.count is not None and self.count < 1:
             raise ValueError(f"stream {self.name!r}: count is {self.count}; must be >= 1")
 
@@ -78,7 +84,14 @@ class StreamReport(Counts):
     duration_s: float
     elapsed_s: float
     throughput_rps: float  # ok responses per second of the stream's run
-    latency_ms: LatencySummary  # of ok responses
+    latency_ms: LatencySummary  # of ok responses (after the warm-up)
+    warmup_s: float = 0.0
+    latency_samples: int = 0  # the ok responses in latency_ms: those started after the warm-up
+    # open loop: how late each request was sent against its Poisson schedule (the generator's own backlog: a
+    # busy client loop bunches arrivals, and the load is then no longer the one it was asked to offer)
+    send_lag_ms: LatencySummary | None = None
+    # the gateway's own time on the same responses (its Server-Timing header); None when none carried it
+    gateway_latency_ms: LatencySummary | None = None
     error_samples: list[str]
 
 
@@ -102,6 +115,8 @@ class _Tally:
     expired: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
+    gateway_latencies: list[float] = field(default_factory=list)
+    send_lags: list[float] = field(default_factory=list)  # open loop: how late each request left its schedule
     error_samples: list[str] = field(default_factory=list)
 
     @property
@@ -137,10 +152,13 @@ def _request(stream: Stream, model: str, endpoint: str, index: int) -> tuple[str
     }
 
 
-async def _one(client: httpx.AsyncClient, stream: Stream, model: str, endpoint: str, index: int, tally: _Tally) -> None:
+async def _one(
+    client: httpx.AsyncClient, stream: Stream, model: str, endpoint: str, index: int, tally: _Tally, timed_from: float
+) -> None:
     loop = asyncio.get_running_loop()
     path, body = _request(stream, model, endpoint, index)
     start = loop.time()
+    timed = start >= timed_from
     try:
         response = await client.post(path, json=body, headers={"Authorization": f"Bearer {stream.api_key}"})
     except httpx.HTTPError as error:
@@ -148,7 +166,11 @@ async def _one(client: httpx.AsyncClient, stream: Stream, model: str, endpoint: 
         return
     if response.status_code == 200:
         tally.ok += 1
-        tally.latencies.append(loop.time() - start)
+        if timed:
+            tally.latencies.append(loop.time() - start)
+            gateway_ms = parse_gateway_ms(response.headers.get("server-timing"))
+            if gateway_ms is not None:
+                tally.gateway_latencies.append(gateway_ms / 1000.0)
     elif response.status_code == 429:
         tally.status_429 += 1
     elif response.status_code == 503:
@@ -172,6 +194,7 @@ async def run_stream(
     tally = _Tally()
     start = loop.time()
     stop_at = start + stream.duration_s
+    timed_from = start + stream.warmup_s
     limit = stream.count if stream.count is not None else 2**62
     issued = 0
     if stream.mode == "closed":
@@ -181,7 +204,7 @@ async def run_stream(
             while issued < limit and loop.time() < stop_at:
                 index = issued
                 issued += 1
-                await _one(client, stream, model, endpoint, index, tally)
+                await _one(client, stream, model, endpoint, index, tally, timed_from)
 
         await asyncio.gather(*(worker() for _ in range(stream.concurrency)))
     else:
@@ -192,7 +215,8 @@ async def run_stream(
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = loop.create_task(_one(client, stream, model, endpoint, issued, tally))
+            tally.send_lags.append(max(0.0, loop.time() - next_at))
+            task = loop.create_task(_one(client, stream, model, endpoint, issued, tally, timed_from))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             issued += 1
@@ -216,6 +240,10 @@ async def run_stream(
         errors=tally.errors,
         throughput_rps=round(tally.ok / elapsed, 3) if elapsed > 0 else 0.0,
         latency_ms=summarize(tally.latencies),
+        warmup_s=stream.warmup_s,
+        latency_samples=len(tally.latencies),
+        send_lag_ms=summarize(tally.send_lags) if tally.send_lags else None,
+        gateway_latency_ms=summarize(tally.gateway_latencies) if tally.gateway_latencies else None,
         error_samples=tally.error_samples,
     )
 
@@ -262,14 +290,14 @@ def write_report(report: LoadReport, path: Path) -> None:
 
 
 def parse_stream(spec: str) -> Stream:
-    """`name=acme,key=acme-demo-key,mode=open,rate=50,count=200,duration=10,concurrency=4,class=premium`."""
+    """`name=acme,key=acme-demo-key,mode=open,rate=50,count=200,duration=10,concurrency=4,class=premium,warmup=2`."""
     fields: dict[str, str] = {}
     for part in spec.split(","):
         key, sep, value = part.partition("=")
         if not sep:
             raise ValueError(f"stream spec {spec!r}: {part!r} is not key=value")
         fields[key.strip()] = value.strip()
-    unknown = set(fields) - {"name", "key", "mode", "rate", "count", "duration", "concurrency", "class"}
+    unknown = set(fields) - {"name", "key", "mode", "rate", "count", "duration", "concurrency", "class", "warmup"}
     if unknown or "key" not in fields:
         raise ValueError(f"stream spec {spec!r}: needs key=...; unknown fields {sorted(unknown)}")
     return Stream(
@@ -281,4 +309,5 @@ def parse_stream(spec: str) -> Stream:
         duration_s=float(fields.get("duration", 10)),
         concurrency=int(fields.get("concurrency", 8)),
         sla_class=fields.get("class"),
+        warmup_s=float(fields.get("warmup", 0)),
     )

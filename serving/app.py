@@ -39,6 +39,7 @@ import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -68,6 +69,7 @@ from serving.server import CYCLE_EXTENSION
 from serving.service import EngineFactory, ModelService, default_engine_factory, engine_readiness, load_service
 from serving.settings import GatewaySettings
 from serving.tenancy import Tenancy, TenantContext
+from serving.timing import ServerTiming
 
 if TYPE_CHECKING:
     from serving.admission_link import AdmissionClient
@@ -696,6 +698,7 @@ def create_app(
             Route("/openapi.json", Endpoint(gateway, openapi, "admin"), methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(ServerTiming)],  # Server-Timing: gateway;dur=<ms> on every response
         lifespan=lifespan,
     )
     app.state.gateway = gateway

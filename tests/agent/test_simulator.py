@@ -155,7 +155,7 @@ def test_weighted_take_matches_the_real_queue() -> None:
     sim_model = GatewayModel(classes=class_specs(slas), batching=BatchingSpec(), curve=fixed({1: 1.0}))
     pod = _Pod(sim_model)
     for name in backlog:
-        row = _Row(0.0, 1e9, name, 0, 0, 0.0)
+        row = _Row(0.0, 1e9, name, 0, 0, 0.0, 0.0)
         pod.items[name].append(row)
         pod.live[name] += 1
         pod.size += 1
@@ -244,6 +244,20 @@ def test_a_lone_request_passes_both_event_loops_around_the_engine() -> None:
     result = simulate(with_host(fixed({1: 1.0, 8: 4.0}), host), [(0.0, "premium")])
     # send 0.2 + loop in 1.0 + window 2.0 + engine 1.0 + loop out 0.5 + receive 0.3 ms
     assert result.classes["premium"].latencies_s == pytest.approx([0.005])
+    # the gateway's own time (its Server-Timing): loop in + window + engine + loop out, without the client
+    assert result.classes["premium"].gateway_latencies_s == pytest.approx([0.0045])
+
+
+def test_the_gateways_own_time_leaves_out_the_client_and_adds_its_overhead_samples() -> None:
+    lone = [(0.0, "premium")]
+    plain = simulate(model(fixed({1: 1.0, 8: 4.0})), lone)
+    assert plain.classes["premium"].gateway_latencies_s == pytest.approx([0.003])  # window 2 + engine 1 ms
+    sampled = model(fixed({1: 1.0, 8: 4.0})).__class__(
+        **{**model(fixed({1: 1.0, 8: 4.0})).__dict__, "overhead_s": (0.004,), "gateway_overhead_s": (0.0005,)}
+    )
+    result = simulate(sampled, lone).classes["premium"]
+    assert result.latencies_s == pytest.approx([0.007]) and result.gateway_latencies_s == pytest.approx([0.0035])
+    assert result.gateway_percentile_ms(50) == pytest.approx(3.5)
 
 
 def test_the_event_loop_is_a_single_server_queue() -> None:
@@ -286,6 +300,20 @@ def test_a_batch_holds_its_slot_through_its_python_work_on_the_loop() -> None:
     # first: engine 1 + its Python work 0.5 ms = 1.5 ms; the second (t=0.2 ms) waits for the slot until
     # 1.5 ms, then 1 + 0.5: done at 3.0 ms
     assert sorted(result.classes["premium"].latencies_s) == pytest.approx([0.0015, 0.003 - 0.0002])
+
+
+@pytest.mark.parametrize(("switch_s", "expected_ms"), [(0.0, [4.0, 4.0]), (0.005, [7.0, 5.0]), (0.002, [6.0, 4.0])])
+def test_the_engine_thread_starts_when_the_loop_drains_or_the_switch_interval_forces_it(
+    switch_s: float, expected_ms: list[float]
+) -> None:
+    host = HostModel(cores=8, loop_in_s=0.003, loop_out_s=0.0, gil_switch_s=switch_s)
+    one_by_one = with_host(fixed({1: 1.0}), host, max_wait_s=0.0, max_batch_size=1, preferred_batch_sizes=())
+    result = simulate(one_by_one, [(0.0, "premium"), (0.0001, "standard")])
+    # A: on the loop 0-3 ms, cut at 3 ms while the loop runs B's 3 ms (3-6): its engine thread gets the lock
+    # when the loop drains (6 ms) or the switch interval (2 ms: 5 ms), then 1 ms. B: queued at 6 ms, cut when
+    # A frees the slot (or at once), 1 ms; both timed from their loop start (A 0, B 3 ms).
+    got = [result.classes[name].gateway_latencies_s[0] * 1000 for name in ("premium", "standard")]
+    assert got == pytest.approx(expected_ms)
 
 
 def test_a_client_on_the_host_is_a_one_pod_model() -> None:

@@ -37,6 +37,10 @@ async def test_report_schema_and_accounting_for_closed_and_open_loops(tiny_model
     LoadReport.model_validate(data)
     acme, initech = report.streams
     assert acme.sent == acme.ok == 40 and acme.throughput_rps > 0 and acme.latency_ms.p50 <= acme.latency_ms.p99
+    # the gateway's own time (its Server-Timing header) on the same responses: at least the engine's 5 ms, at
+    # most what the client measured
+    assert acme.gateway_latency_ms is not None and acme.gateway_latency_ms.p50 is not None
+    assert acme.latency_ms.p50 is not None and 5.0 <= acme.gateway_latency_ms.p50 <= acme.latency_ms.p50
     assert initech.sent == 30 and initech.status_429 > 0  # 5/s with a burst of 2 against 40/s arrivals
     for stream in report.streams:
         assert stream.sent == stream.ok + stream.status_429 + stream.status_503 + stream.expired + stream.errors
@@ -44,14 +48,32 @@ async def test_report_schema_and_accounting_for_closed_and_open_loops(tiny_model
     assert report.totals.sent == 70
 
 
+async def test_a_warm_up_is_counted_but_left_out_of_the_latencies(tiny_model: Path) -> None:
+    settings = make_settings(tiny_model)
+    async with serve(create_app(settings, engines=[FakeEngine(service_s=0.01)])) as url:
+        report = await run_load(
+            url,
+            [Stream("acme", KEYS["acme"], mode="closed", concurrency=1, duration_s=1.0, warmup_s=0.5)],
+            model="textcls",
+        )
+    (stream,) = report.streams
+    # one request at a time, >= 10 ms each: about half of them start in the first 0.5 s
+    assert stream.ok == stream.sent and stream.warmup_s == 0.5
+    assert 0 < stream.latency_samples < stream.ok
+    assert stream.latency_ms.p50 is not None and stream.latency_ms.p50 >= 10.0
+    with pytest.raises(ValueError, match="warmup_s"):
+        Stream("acme", KEYS["acme"], duration_s=1.0, warmup_s=1.0)
+
+
 def test_stream_specs_parse_and_bad_specs_name_the_problem() -> None:
-    stream = parse_stream("name=acme,key=k,mode=open,rate=50,count=10,duration=2,class=premium")
-    assert (stream.mode, stream.rate_per_s, stream.count, stream.duration_s, stream.sla_class) == (
+    stream = parse_stream("name=acme,key=k,mode=open,rate=50,count=10,duration=2,class=premium,warmup=0.5")
+    assert (stream.mode, stream.rate_per_s, stream.count, stream.duration_s, stream.sla_class, stream.warmup_s) == (
         "open",
         50.0,
         10,
         2.0,
         "premium",
+        0.5,
     )
     with pytest.raises(ValueError, match="key="):
         parse_stream("name=acme,speed=3")

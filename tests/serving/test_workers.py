@@ -33,6 +33,7 @@ import pytest
 from infopt.params import BatchingParams, SlaClass
 from serving.app import estimate_prompt_tokens
 from serving.codec import Codec
+from serving.timing import parse_gateway_ms
 from tests.serving.gateway_kit import (
     SLA,
     TENANTS,
@@ -210,6 +211,7 @@ async def test_counters_equal_the_requests_sent_and_gauges_are_the_live_sum_at_s
             )
             idle = (await client.get("/metrics")).text
     assert [r.status_code for r in outcomes] == [200] * 7 + [401] * 4 + [415] * 2 + [422] * 3
+    assert all(parse_gateway_ms(r.headers.get("server-timing")) is not None for r in outcomes)  # every worker
     assert metric_lines(busy, "infopt_inflight_requests{") == {'infopt_inflight_requests{model="textcls"}': 3.0}
     assert 'request_queue_length{model="textcls",sla_class="batch"} 2.0' in busy
     assert metric_lines(idle, "infopt_inflight_requests{") == {'infopt_inflight_requests{model="textcls"}': 0.0}

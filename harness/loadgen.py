@@ -104,6 +104,9 @@ class LoadReport(BaseModel):
     elapsed_s: float
     streams: list[StreamReport]
     totals: Counts
+    # every stream's ok responses together (after each stream's warm-up): the load's own percentiles
+    latency_ms: LatencySummary | None = None
+    gateway_latency_ms: LatencySummary | None = None
     fingerprint: Fingerprint
 
 
@@ -188,10 +191,17 @@ async def _one(
 
 
 async def run_stream(
-    client: httpx.AsyncClient, stream: Stream, *, model: str, endpoint: str, seed: int = 0
+    client: httpx.AsyncClient,
+    stream: Stream,
+    *,
+    model: str,
+    endpoint: str,
+    seed: int = 0,
+    tally: _Tally | None = None,
 ) -> StreamReport:
+    """One stream's traffic; `tally` (run_load's) collects its raw latencies for the pooled summaries."""
     loop = asyncio.get_running_loop()
-    tally = _Tally()
+    tally = tally if tally is not None else _Tally()
     start = loop.time()
     stop_at = start + stream.duration_s
     timed_from = start + stream.warmup_s
@@ -265,14 +275,17 @@ async def run_load(
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     loop = asyncio.get_running_loop()
     start = loop.time()
+    tallies = [_Tally() for _ in streams]
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
         reports = await asyncio.gather(
             *(
-                run_stream(client, stream, model=model, endpoint=endpoint, seed=seed + i)
-                for i, stream in enumerate(streams)
+                run_stream(client, stream, model=model, endpoint=endpoint, seed=seed + i, tally=tally)
+                for i, (stream, tally) in enumerate(zip(streams, tallies, strict=True))
             )
         )
     totals = Counts(**{key: sum(getattr(r, key) for r in reports) for key in Counts.model_fields})
+    latencies = [value for tally in tallies for value in tally.latencies]
+    gateway_latencies = [value for tally in tallies for value in tally.gateway_latencies]
     return LoadReport(
         base_url=base_url,
         model=model,
@@ -280,6 +293,8 @@ async def run_load(
         elapsed_s=round(loop.time() - start, 4),
         streams=list(reports),
         totals=totals,
+        latency_ms=summarize(latencies) if latencies else None,
+        gateway_latency_ms=summarize(gateway_latencies) if gateway_latencies else None,
         fingerprint=fingerprint or collect(),
     )
 

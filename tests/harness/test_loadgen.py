@@ -32,7 +32,18 @@ async def test_report_schema_and_accounting_for_closed_and_open_loops(tiny_model
             endpoint="v2",
         )
     data = json.loads(report.model_dump_json())
-    assert set(data) == {"kind", "base_url", "model", "endpoint", "elapsed_s", "streams", "totals", "fingerprint"}
+    assert set(data) == {
+        "kind",
+        "base_url",
+        "model",
+        "endpoint",
+        "elapsed_s",
+        "streams",
+        "totals",
+        "latency_ms",
+        "gateway_latency_ms",
+        "fingerprint",
+    }
     Fingerprint.model_validate(data["fingerprint"])
     LoadReport.model_validate(data)
     acme, initech = report.streams
@@ -46,6 +57,11 @@ async def test_report_schema_and_accounting_for_closed_and_open_loops(tiny_model
         assert stream.sent == stream.ok + stream.status_429 + stream.status_503 + stream.expired + stream.errors
         assert stream.errors == 0
     assert report.totals.sent == 70
+    # the pooled percentiles lie between the streams' own
+    pooled, p50s = report.latency_ms, [s.latency_ms.p50 or 0.0 for s in report.streams]
+    assert pooled is not None and pooled.p50 is not None and min(p50s) <= pooled.p50 <= max(p50s)
+    assert pooled.max == max(s.latency_ms.max or 0.0 for s in report.streams)
+    assert report.gateway_latency_ms is not None and report.gateway_latency_ms.p50 is not None
 
 
 async def test_a_warm_up_is_counted_but_left_out_of_the_latencies(tiny_model: Path) -> None:

@@ -334,16 +334,22 @@ def measure_contention(model_dir: Path, args: argparse.Namespace, blocks: int = 
     return max(1.0, statistics.median(timings[True]) / statistics.median(timings[False]))
 
 
-async def measure_overhead(url: str, count: int) -> tuple[list[float], list[float]]:
+async def measure_overhead(url: str, count: int, gap_s: float = 0.0) -> tuple[list[float], list[float]]:
     """End-to-end latency of `count` single requests, one at a time (the queue is always empty), and the
-    gateway's own time on each (its Server-Timing header)."""
+    gateway's own time on each (its Server-Timing header). With `gap_s`, each waits an exponential idle gap
+    of that mean first: an idle host wakes its threads (and a VM its cores) more slowly than a busy one, so
+    the requests of a light load cost more than back-to-back ones (measured: +0.3 ms median, +0.5-0.8 ms
+    p99 at 10 ms gaps on the 2-core VM)."""
     import httpx
 
     latencies, gateway_times = [], []
     corpus = texts()
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         loop = asyncio.get_running_loop()
+        gaps = random.Random(5)
         for index in range(count + OVERHEAD_WARMUP):
+            if gap_s > 0:
+                await asyncio.sleep(gaps.expovariate(1.0 / gap_s))
             body = {"texts": [corpus[index % len(corpus)]]}
             began = loop.time()
             response = await client.post(
@@ -359,13 +365,16 @@ async def measure_overhead(url: str, count: int) -> tuple[list[float], list[floa
     return latencies, gateway_times
 
 
-def calibrate(model_dir: Path, url: str, args: argparse.Namespace, batching: Any, gateway_pid: int) -> dict[str, Any]:
-    """The engine curve, the host's CPU per request and the per-request overhead left over, measured now."""
+def calibrate(
+    model_dir: Path, url: str, args: argparse.Namespace, batching: Any, gateway_pid: int, gap_s: float = 0.0
+) -> dict[str, Any]:
+    """The engine curve, the host's CPU per request and the per-request overhead left over, measured now;
+    the single requests `gap_s` apart on average (the coming load's mean spacing; 0: back to back)."""
     points = calibrate_engine(model_dir, args, batching.max_batch_size)
     contention = measure_contention(model_dir, args)
     engine_before = engine_totals(url)
     cpu_before = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
-    latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests))
+    latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
     cpu_after = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
     single = engine_delta(engine_before, engine_totals(url))
     alone = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
@@ -636,8 +645,9 @@ def main() -> None:
             first = calibrate(model_dir, url, args, batching, gateway.pid)
             capacity = first["curve"].throughput(batching.max_batch_size)
             for index, level in enumerate(levels):
-                calibration = calibrate(model_dir, url, args, batching, gateway.pid)  # just before this load
                 rate = round(capacity * level, 1)
+                # just before this load, its single requests spaced like its arrivals (1 / rate apart on average)
+                calibration = calibrate(model_dir, url, args, batching, gateway.pid, gap_s=1.0 / rate)
                 streams = [
                     Stream(
                         name=name,
@@ -795,14 +805,18 @@ def main() -> None:
             "calibration": "before EACH load: the engine's batch-time curve (batch 1..max, the gateway's codec "
             "shapes, engine alone in this process), shifted by the gateway's per-batch hop (its own engine-seconds "
             "counter per batch on single requests minus the engine alone's batch-1 mean); the host model "
-            "(agent.simulator.HostModel) from the same single requests: the gateway process's CPU per request "
+            "(agent.simulator.HostModel) from the same single requests (one at a time, each after an exponential "
+            "idle gap of the load's mean spacing, 1 / rate: an idle host wakes more slowly): the gateway process's "
+            "CPU per request "
             "minus its engine seconds per request (its event loop, half before the queue and half after the "
             "batch), this process's CPU per request (the client's loop, half to send and half to receive), the "
             "host's other busy cores from /proc/stat; and the residual per-request overhead (end-to-end latency "
             "minus max_wait, the shifted batch-1 median and both loops' CPU; for the gateway's own time: its "
             "Server-Timing minus max_wait, the shifted batch-1 median and its loop's CPU)",
             "prediction": "the simulator with the host model: per class the gateway's own time per row (from its "
-            "loop taking the request up to the answer leaving it) and the end-to-end latency; "
+            "loop taking the request up to the answer leaving it) and the end-to-end latency; the engine's thread "
+            "shares the gateway's process, so a batch starts when the loop has drained or the interpreter's switch "
+            "interval has passed (HostModel.gil_switch_s); "
             "predicted_p99_ms_without_host is the engine-only model (the overhead samples added to each row), "
             "for comparison",
         },

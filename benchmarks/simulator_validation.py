@@ -368,15 +368,20 @@ async def measure_overhead(url: str, count: int, gap_s: float = 0.0) -> tuple[li
 def calibrate(
     model_dir: Path, url: str, args: argparse.Namespace, batching: Any, gateway_pid: int, gap_s: float = 0.0
 ) -> dict[str, Any]:
-    """The engine curve, the host's CPU per request and the per-request overhead left over, measured now;
-    the single requests `gap_s` apart on average (the coming load's mean spacing; 0: back to back)."""
+    """The engine curve, the host's CPU per request and the per-request overhead left over, measured now.
+
+    The CPU per request (the loops, the hop) comes from single requests back to back, the busy host a load
+    keeps; the latency left over (residuals) from single requests `gap_s` apart on average (the coming load's
+    mean spacing; 0: the same back-to-back ones), which also pay for waking an idle host."""
     points = calibrate_engine(model_dir, args, batching.max_batch_size)
     contention = measure_contention(model_dir, args)
     engine_before = engine_totals(url)
     cpu_before = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
-    latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
+    latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests))
     cpu_after = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
     single = engine_delta(engine_before, engine_totals(url))
+    if gap_s > 0:
+        latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
     alone = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
     # The gateway's engine time per batch (its own counter: collate, the executor hop, the event loop resuming
     # the batch) exceeds the engine alone by a per-batch hop, measured here on the single requests (batch 1).
@@ -805,14 +810,14 @@ def main() -> None:
             "calibration": "before EACH load: the engine's batch-time curve (batch 1..max, the gateway's codec "
             "shapes, engine alone in this process), shifted by the gateway's per-batch hop (its own engine-seconds "
             "counter per batch on single requests minus the engine alone's batch-1 mean); the host model "
-            "(agent.simulator.HostModel) from the same single requests (one at a time, each after an exponential "
-            "idle gap of the load's mean spacing, 1 / rate: an idle host wakes more slowly): the gateway process's "
-            "CPU per request "
-            "minus its engine seconds per request (its event loop, half before the queue and half after the "
-            "batch), this process's CPU per request (the client's loop, half to send and half to receive), the "
-            "host's other busy cores from /proc/stat; and the residual per-request overhead (end-to-end latency "
-            "minus max_wait, the shifted batch-1 median and both loops' CPU; for the gateway's own time: its "
-            "Server-Timing minus max_wait, the shifted batch-1 median and its loop's CPU)",
+            "(agent.simulator.HostModel) from the same single requests, back to back: the gateway process's CPU "
+            "per request minus its engine seconds per request (its event loop, half before the queue and half "
+            "after the batch), this process's CPU per request (the client's loop, half to send and half to "
+            "receive), the host's other busy cores from /proc/stat; and from a second set of single requests, "
+            "each after an exponential idle gap of the load's mean spacing (1 / rate: an idle host wakes its "
+            "threads more slowly), the residual per-request overhead (end-to-end latency minus max_wait, the "
+            "shifted batch-1 median and both loops' CPU; for the gateway's own time: its Server-Timing minus "
+            "max_wait, the shifted batch-1 median and its loop's CPU); single_request_ms are those spaced requests",
             "prediction": "the simulator with the host model: per class the gateway's own time per row (from its "
             "loop taking the request up to the answer leaving it) and the end-to-end latency; the engine's thread "
             "shares the gateway's process, so a batch starts when the loop has drained or the interpreter's switch "

@@ -289,6 +289,70 @@ def vllm_section() -> list[str]:
     ]
 
 
+BATCH_TUNING = (
+    "benchmarks/results/batch_tuning_efficiency.json",
+    "benchmarks/results/batch_tuning_efficiency_repeat.json",
+)
+SIMULATOR_VALIDATION = (
+    "benchmarks/results/simulator_validation.json",  # each load three times, interleaved, 30 s each
+    "benchmarks/results/simulator_validation_long_loads.json",  # 90 s loads
+)
+
+
+def _batch_tuning_line(path: str, result: dict[str, Any]) -> str:
+    runs = [
+        f"SLA p99 {run['sla_p99_ms']:g} ms: batch {run['search_live']['pick']} after {run['search_live']['trials']} "
+        f"of {result['exhaustive']['trials']} trials ({run['search_live']['trials_share']:.0%}), "
+        f"{run['referee']['ratio']:.1%} of the exhaustive best [{run['referee']['ratio_ci95'][0]:.1%}, "
+        f"{run['referee']['ratio_ci95'][1]:.1%}]"
+        for run in result["runs"]
+    ]
+    met = sum(bool(run["goal_met"]) for run in result["runs"])
+    return f"`{path}` ({_machine(result['fingerprint'])}): " + "; ".join(runs) + f" ({met} of {len(runs)} met)."
+
+
+def _simulator_line(path: str, result: dict[str, Any]) -> str:
+    loads = []
+    for load in result["loads"]:
+        pooled = load.get("all")
+        if pooled is None:
+            continue
+        text = (
+            f"{load['offered_rps']:g} req/s: {pooled['measured_gateway_p99_ms']:.1f} / "
+            f"{pooled['predicted_gateway_p99_ms']:.1f} ms ({pooled['relative_error_gateway_p99']:+.0%})"
+        )
+        loads.append(text if pooled["judged"] else f"{text}, not judged: the load generator fell behind")
+    judged = [load["all"] for load in result["loads"] if load.get("all", {}).get("judged")]
+    within = sum(bool(pooled["within_goal"]) for pooled in judged)
+    worst = result.get("max_abs_relative_error_p99")
+    return (
+        f"`{path}` ({_machine(result['fingerprint'])}): "
+        + "; ".join(loads)
+        + f" (within 15 % at {within} of {len(judged)} judged loads; largest error "
+        + f"{_num(None if worst is None else 100 * worst, 0)} %)."
+    )
+
+
+def agent_section() -> list[str]:
+    lines = []
+    for path in BATCH_TUNING:
+        result = _load(path)
+        if result is not None:
+            lines.append(f"- batch search: {_batch_tuning_line(path, result)}")
+    for path in SIMULATOR_VALIDATION:
+        result = _load(path)
+        if result is not None and any("all" in load for load in result["loads"]):
+            lines.append(f"- simulator, the gateway's p99 measured / predicted: {_simulator_line(path, result)}")
+    if not lines:
+        return []
+    return [
+        "**The agent's goals** (batch search: within 5 % of the exhaustive best throughput under the SLA, on a "
+        "referee's interval, with at most 40 % of the trials; simulator: the gateway's p99, all requests of a load, "
+        "within 15 % of measured; each load judged only when the load generator kept its Poisson schedule):",
+        *lines,
+    ]
+
+
 GPU_RUN = "benchmarks/results/gpu/bert-base-2026-11-30"
 # earlier GPU ladders (other teachers trained the same way, earlier code): the spread between runs
 GPU_LADDER_EARLIER = (
@@ -513,6 +577,7 @@ SECTIONS: list[Callable[[], list[str]]] = [
     gpu_section,
     challenge_section,
     llm_section,
+    agent_section,
     gateway_section,
     overload_section,
     infra_section,

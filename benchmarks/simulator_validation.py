@@ -543,21 +543,18 @@ def compared(
 ) -> dict[str, Any]:
     """Measured vs predicted p50/p99 of one class (or ALL): the gateway's own time and end to end."""
     got = predicted.get(name, {})
-    return {
-        "measured_gateway_p50_ms": gateway.p50 if gateway else None,
-        "measured_gateway_p99_ms": gateway.p99 if gateway else None,
-        "predicted_gateway_p50_ms": got.get("gateway_p50_ms"),
-        "predicted_gateway_p99_ms": got.get("gateway_p99_ms"),
-        "predicted_gateway_p99_ms_seed_range": got.get("gateway_p99_ms_seed_range"),
-        "relative_error_gateway_p99": relative_error(got.get("gateway_p99_ms"), gateway.p99 if gateway else None),
-        "measured_p50_ms": end_to_end.p50 if end_to_end else None,
-        "measured_p99_ms": end_to_end.p99 if end_to_end else None,
-        "predicted_p50_ms": got.get("p50_ms"),
-        "predicted_p99_ms": got.get("p99_ms"),
-        "predicted_p99_ms_seed_range": got.get("p99_ms_seed_range"),
-        "relative_error_p99": relative_error(got.get("p99_ms"), end_to_end.p99 if end_to_end else None),
-        "predicted_p99_ms_without_host": without_host.get(name, {}).get("p99_ms"),
-    }
+    row: dict[str, Any] = {}
+    for view, summary in (("gateway_", gateway), ("", end_to_end)):  # the gateway's own time; end to end
+        measured_p99 = summary.p99 if summary else None
+        row |= {
+            f"measured_{view}p50_ms": summary.p50 if summary else None,
+            f"measured_{view}p99_ms": measured_p99,
+            f"predicted_{view}p50_ms": got.get(f"{view}p50_ms"),
+            f"predicted_{view}p99_ms": got.get(f"{view}p99_ms"),
+            f"predicted_{view}p99_ms_seed_range": got.get(f"{view}p99_ms_seed_range"),
+            f"relative_error_{view}p99": relative_error(got.get(f"{view}p99_ms"), measured_p99),
+        }
+    return row | {"predicted_p99_ms_without_host": without_host.get(name, {}).get("p99_ms")}
 
 
 def predict(model: GatewayModel, rate: float, *, duration_s: float, seeds: int) -> dict[str, dict[str, Any]]:

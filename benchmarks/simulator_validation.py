@@ -338,8 +338,7 @@ async def measure_overhead(url: str, count: int, gap_s: float = 0.0) -> tuple[li
     """End-to-end latency of `count` single requests, one at a time (the queue is always empty), and the
     gateway's own time on each (its Server-Timing header). With `gap_s`, each waits an exponential idle gap
     of that mean first: an idle host wakes its threads (and a VM its cores) more slowly than a busy one, so
-    the requests of a light load cost more than back-to-back ones (measured: +0.3 ms median, +0.5-0.8 ms
-    p99 at 10 ms gaps on the 2-core VM)."""
+    the requests of a light load cost more than back-to-back ones (benchmarks/results/host_effects.json)."""
     import httpx
 
     latencies, gateway_times = [], []

@@ -28,12 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from benchmarks.simulator_validation import KEYS, build_model, served_engine, start_gateway, texts
+from benchmarks.simulator_validation import build_model, measure_overhead, served_engine, start_gateway
 from harness.child_server import free_port, stop, wait_ready
-from serving.timing import parse_gateway_ms
 
 
 def python_bursts(stop_event: Any, burst_s: float) -> None:
@@ -111,40 +109,17 @@ def lock_wait(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def single_requests(url: str, count: int, gap_s: float) -> dict[str, dict[str, float]]:
-    corpus = texts()
-    gaps = random.Random(5)
-    client_s, gateway_s = [], []
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        loop = asyncio.get_running_loop()
-        for index in range(count + 20):
-            if gap_s > 0:
-                await asyncio.sleep(gaps.expovariate(1.0 / gap_s))
-            began = loop.time()
-            response = await client.post(
-                "/v1/classify",
-                json={"texts": [corpus[index % len(corpus)]]},
-                headers={"Authorization": f"Bearer {KEYS['premium']}"},
-            )
-            response.raise_for_status()
-            if index >= 20:
-                client_s.append(loop.time() - began)
-                gateway_ms = parse_gateway_ms(response.headers.get("server-timing"))
-                assert gateway_ms is not None, "the gateway's response has no Server-Timing header"
-                gateway_s.append(gateway_ms / 1000.0)
-    return {"client": summary_ms(client_s), "gateway": summary_ms(gateway_s)}
-
-
 def idle_wake(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     gateway = start_gateway(args, model_dir, port)
     try:
         wait_ready(gateway, f"{url}/v2/health/ready", timeout_s=120.0)
-        return {
-            f"{gap_ms:g} ms": asyncio.run(single_requests(url, args.requests, gap_ms / 1000.0))
-            for gap_ms in args.gaps_ms
-        }
+        wake = {}
+        for gap_ms in args.gaps_ms:  # the validation's own single-request calibration, at each idle gap
+            client_s, gateway_s = asyncio.run(measure_overhead(url, args.requests, gap_ms / 1000.0))
+            wake[f"{gap_ms:g} ms"] = {"client": summary_ms(client_s), "gateway": summary_ms(gateway_s)}
+        return wake
     finally:
         stop(gateway)
 
@@ -179,8 +154,9 @@ def main() -> None:
             "bursts (JSON round trips) of the given length with sleep(0) between them; beside the same bursts in "
             "another process",
             "idle_wake": f"{args.requests} single requests (after 20 unmeasured) through the gateway in its own "
-            "process (benchmarks.simulator_validation's), one at a time, each after an exponential idle gap of "
-            "the given mean (0: back to back); client = this process's clock, gateway = its Server-Timing",
+            "process, one at a time, each after an exponential idle gap of the given mean (0: back to back): "
+            "benchmarks.simulator_validation's measure_overhead; client = this process's clock, gateway = its "
+            "Server-Timing",
         },
         "lock_wait_ms": locks,
         "idle_wake_ms": wake,

@@ -423,11 +423,6 @@ def calibrate(
         "host": host,
         "residual": residual,
         "gateway_residual": gateway_residual,
-        "single_request_s": tuple(latencies),
-        "single_request_gateway_s": tuple(gateway_times),
-        "base_s": base,
-        "loop_s": loop_s,
-        "client_s": client_per_request,
         "summary": {
             "host": {
                 "cores": host.cores,

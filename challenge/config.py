@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from infopt.params import BenchmarkParams
 
 # Batch sizes a graph engine captures for a gateway: a batch is padded up to the next one (<= 1.5x rows).
-GRAPH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+GRAPH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 ACCURACY_BATCH = 64  # the evaluate stage's batch: accuracy is scored the way the pipeline scores it
 
 
@@ -61,7 +61,8 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             threads=None,
             test_limit=2000 if reduced else None,
             probe_batch=64,
-            sweep_batches=(1, 8, 32, 64, 128, 256, 512, 1024) if not reduced else (1, 16, 64, 256),
+            # 2048: the packed engine's matmuls keep growing past 1024 rows of ~20 tokens
+            sweep_batches=(1, 8, 32, 64, 128, 256, 512, 1024, 2048) if not reduced else (1, 16, 64, 256),
             length_buckets=buckets,
             bench=BenchmarkParams(repeats=2, warmup_iters=3, min_iters=10, min_seconds=0.2, max_seconds=1.0),
             roofline_n=8192,

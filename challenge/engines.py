@@ -7,65 +7,21 @@ numbers and by each gateway child process (challenge/gateway_child.py) for the n
   serves it; a 2:4 variant's `sparsity.json` turns on its sparse kernels); `tf32` is fp32 with TF32
   matmuls (`torch.set_float32_matmul_precision("high")`, process-wide, restored on close).
 - `onnxruntime`: the project's `OnnxRuntimeEngine` on an ONNX artifact (fp32, or the int8 variants).
-- `static`: challenge/forward.py's `StaticBert` (fused QKV, no host synchronisation). With `graphs`, one
-  CUDA graph per (captured batch size, padded-length bucket): a request batch is padded up to the next
-  captured batch size and length bucket, staged in pinned host memory, copied with non_blocking copies on
-  the engine's own stream, replayed, and its logits copied back before `infer` returns.
+- `static`: challenge/forward.py's `StaticBert` (fused QKV, no host synchronisation), eager or from CUDA
+  graphs of padded shapes (challenge/static_engine.py), or with `packed` its tokens end to end with no
+  padding, one graph per token-count bucket (challenge/packed.py).
 """
 
 from __future__ import annotations
 
-import bisect
-import contextlib
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from challenge.split import plan_groups, row_lengths
+from challenge.engine_spec import EngineSpec
+from challenge.packed import PackedEngine
+from challenge.static_engine import StaticEngine
 from infopt.engines.base import Engine, EngineError
 
-CHECK_TOLERANCE = 1e-3  # static forward vs HF, both fp32 on the CPU: relative to the largest |logit|
-
-
-class EngineSpec(BaseModel):
-    """Everything needed to build one engine; serialised into the gateway child's spec file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    family: Literal["hf", "static", "onnxruntime"]
-    model_dir: str  # an hf/ folder (hf, static) or an onnx/ folder (onnxruntime)
-    variant: str  # the pipeline variant the artifact belongs to
-    precision: Literal["fp32", "tf32", "fp16", "bf16", "int8"] = "fp32"
-    linear: Literal["dense", "fp8", "sparse24"] = "dense"
-    graphs: bool = False
-    batch_sizes: tuple[int, ...] = ()  # graphs: the captured batch sizes
-    length_buckets: tuple[int, ...] = ()  # graphs: the captured padded lengths
-    device: Literal["cpu", "cuda"] = "cpu"
-    threads: int | None = None
-    pad_id: int = 0
-    fused_gelu: bool | None = None  # static: GELU in the matmul epilogue (None: on CUDA for fp16/bf16 dense)
-    split_lengths: bool = False  # graphs: run a batch as length-bucketed sub-batches (challenge/split.py)
-    notes: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _split_needs_graphs(self) -> EngineSpec:
-        if self.split_lengths and not self.graphs:
-            raise ValueError("split_lengths runs sub-batches on captured graphs: it needs graphs=true")
-        return self
-
-    def describe(self) -> str:
-        what = {"hf": "HF eager", "static": "static forward", "onnxruntime": "ONNX Runtime"}[self.family]
-        parts = [what, self.precision if self.linear == "dense" else f"{self.linear} ({self.precision})"]
-        if self.graphs:
-            parts.append(f"CUDA graphs ({len(self.batch_sizes)} batch sizes x {len(self.length_buckets)} lengths)")
-        if self.split_lengths:
-            parts.append("length-bucketed sub-batches")
-        return f"{self.variant}: " + ", ".join(parts)
+__all__ = ["EngineSpec", "PackedEngine", "StaticEngine", "Tf32Engine", "build_engine", "release"]
 
 
 class Tf32Engine:
@@ -90,282 +46,6 @@ class Tf32Engine:
         self._torch.set_float32_matmul_precision(self._previous)
 
 
-def _probe_batch(vocab: int, pad_id: int, rows: int = 4, tokens: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """A deterministic padded batch for the static-vs-HF check (row r keeps tokens - 3 r positions)."""
-    rng = np.random.default_rng(0)
-    ids = rng.integers(5, vocab, size=(rows, tokens), dtype=np.int64)
-    mask = np.ones_like(ids)
-    for row in range(rows):
-        keep = max(2, tokens - 3 * row)
-        ids[row, keep:] = pad_id
-        mask[row, keep:] = 0
-    return ids, mask
-
-
-@dataclass
-class _Shape:
-    """One captured (batch, length): static device tensors, pinned host staging, and how to run it."""
-
-    ids: Any  # (B, T) int64 on the device
-    mask: Any
-    out: Any  # (B, C) float32 on the device
-    host_ids: Any  # pinned host staging of the same shapes
-    host_mask: Any
-    host_out: Any
-    run: Callable[[], None]  # graph.replay (or the eager forward when emulated on the CPU)
-
-
-class StaticEngine:
-    """StaticBert behind the engine contract, eager or replayed from CUDA graphs (see the module docstring)."""
-
-    name = "torch"
-
-    def __init__(self, spec: EngineSpec, *, emulate_graphs: bool = False) -> None:
-        """`emulate_graphs` (tests only): on the CPU, run the graph path's staging, bucketing and copies with
-        an eager forward in place of each captured graph, so everything but the CUDA calls is exercised."""
-        import torch
-
-        from challenge.forward import ForwardError, StaticBert, check_against_hf, load_hf, sparse_module_names
-
-        self._torch = torch
-        self.spec = spec
-        self.device: str = spec.device
-        if spec.precision not in ("fp32", "tf32", "fp16", "bf16"):
-            raise EngineError(f"the static forward runs fp32, tf32, fp16 or bf16, not {spec.precision!r}")
-        if spec.graphs and spec.device != "cuda" and not emulate_graphs:
-            raise EngineError(f"CUDA graphs need device cuda; this engine's device is {spec.device}")
-        if spec.threads:
-            self._previous_threads = torch.get_num_threads()
-            torch.set_num_threads(spec.threads)
-        model = load_hf(Path(spec.model_dir))
-        config: Any = model.config
-        ids, mask = _probe_batch(int(config.vocab_size), spec.pad_id)
-        reference = StaticBert(model, device="cpu", precision="fp32", fused_gelu=False)
-        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
-        difference = check_against_hf(reference, model, t_ids, t_mask)
-        with torch.inference_mode():
-            scale = 1.0 + float(model(input_ids=t_ids, attention_mask=t_mask).logits.abs().max())
-        if difference > CHECK_TOLERANCE * scale:
-            raise ForwardError(
-                f"{spec.model_dir}: the static forward disagrees with the HF forward by {difference:.3g} "
-                "(fp32, CPU); refusing to serve it"
-            )
-        self.check_max_abs_diff = difference
-        precision = "fp32" if spec.precision == "tf32" else spec.precision
-        if spec.precision == "tf32":
-            self._previous_matmul = torch.get_float32_matmul_precision()
-            torch.set_float32_matmul_precision("high")
-        sparse = sparse_module_names(Path(spec.model_dir)) if spec.linear == "sparse24" else frozenset()
-        if spec.linear == "sparse24" and not sparse:
-            raise ForwardError(f"{spec.model_dir} has no sparsity.json: not a 2:4 variant")
-        self.forward = StaticBert(
-            model,
-            device=spec.device,
-            precision=precision,
-            linear=spec.linear,
-            sparse_modules=sparse,
-            fused_gelu=spec.fused_gelu,
-        )
-        self.sparse_modules = self.forward.sparse_linears
-        self.num_labels = self.forward.num_labels
-        del model, reference
-        self.shapes: dict[tuple[int, int], _Shape] = {}
-        self.capture_seconds = 0.0
-        if spec.graphs:
-            self._capture(emulate=emulate_graphs)
-
-    # ------------------------------------------------------------------ CUDA graphs
-    def _capture(self, *, emulate: bool) -> None:
-        torch = self._torch
-        spec = self.spec
-        if not spec.batch_sizes or not spec.length_buckets:
-            raise EngineError("CUDA graphs need batch_sizes and length_buckets")
-        self.sizes = sorted(spec.batch_sizes)
-        self.buckets = sorted(spec.length_buckets)
-        cuda = not emulate
-        self.stream: Any = torch.cuda.Stream() if cuda else None  # Any: torch.cuda.Stream on CUDA only
-        pool = torch.cuda.graph_pool_handle() if cuda else None
-        began = time.perf_counter()
-        # largest first: the later (smaller) graphs fit in the memory pool the first one sized
-        order = sorted(((b, t) for b in self.sizes for t in self.buckets), key=lambda shape: -shape[0] * shape[1])
-        with torch.inference_mode():
-            for batch, tokens in order:
-                ids = torch.full((batch, tokens), spec.pad_id, dtype=torch.int64, device=self.device)
-                mask = torch.ones((batch, tokens), dtype=torch.int64, device=self.device)
-                if cuda:
-                    stream: Any = self.stream
-                    stream.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(stream):
-                        for _ in range(2):  # warm-up outside capture: lazy cuBLAS / attention initialisation
-                            self.forward(ids, mask)
-                    stream.synchronize()
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool=pool, stream=stream):
-                        out = self.forward(ids, mask)
-                    run = graph.replay
-                else:
-                    out = self.forward(ids, mask)
-
-                    def run(ids: Any = ids, mask: Any = mask, out: Any = out) -> None:
-                        out.copy_(self.forward(ids, mask))
-
-                self.shapes[(batch, tokens)] = _Shape(
-                    ids=ids,
-                    mask=mask,
-                    out=out,
-                    host_ids=torch.empty((batch, tokens), dtype=torch.int64, pin_memory=cuda),
-                    host_mask=torch.empty((batch, tokens), dtype=torch.int64, pin_memory=cuda),
-                    host_out=torch.empty((batch, self.num_labels), dtype=torch.float32, pin_memory=cuda),
-                    run=run,
-                )
-        if cuda:
-            torch.cuda.synchronize()
-        self.capture_seconds = round(time.perf_counter() - began, 2)
-        self.replay_s: dict[tuple[int, int], float] = self._time_replays() if spec.split_lengths else {}
-
-    def _on_stream(self) -> Any:
-        """The engine's own CUDA stream as the current one (nothing on the CPU)."""
-        return self._torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-
-    def _time_replays(self, repeats: int = 3) -> dict[tuple[int, int], float]:
-        """Seconds one replay of each captured shape takes (the median of `repeats`): split_lengths' costs."""
-        torch = self._torch
-        times: dict[tuple[int, int], float] = {}
-        with torch.inference_mode(), self._on_stream():
-            for key, shape in self.shapes.items():
-                samples = []
-                for _ in range(repeats):
-                    began = time.perf_counter()
-                    shape.run()
-                    if self.stream is not None:
-                        self.stream.synchronize()
-                    samples.append(time.perf_counter() - began)
-                times[key] = float(np.median(samples))
-        return times
-
-    def sub_batch_cost(self, rows: int, bucket: int) -> float:
-        """Replay seconds of `rows` rows padded to `bucket`, in chunks of the largest captured batch."""
-        largest = self.sizes[-1]
-        full, rest = divmod(rows, largest)
-        cost = full * self.replay_s[(largest, bucket)]
-        if rest:
-            cost += self.replay_s[self.shape_for(rest, bucket)]
-        return cost
-
-    def shape_for(self, rows: int, width: int) -> tuple[int, int]:
-        """The captured (batch, length) a batch of `rows` x `width` is padded up to."""
-        position = bisect.bisect_left(self.buckets, width)
-        if rows > self.sizes[-1] or position == len(self.buckets):
-            raise EngineError(
-                f"batch {rows} x {width} exceeds the largest captured shape {self.sizes[-1]} x {self.buckets[-1]}"
-            )
-        return self.sizes[bisect.bisect_left(self.sizes, rows)], self.buckets[position]
-
-    def _run_parts(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """Stage, copy and replay each part on the engine's stream; synchronise once at the end, or earlier
-        when a part needs a captured shape (and so its staging buffers) an earlier part still uses."""
-        torch = self._torch
-        results: list[np.ndarray] = [np.empty(0)] * len(parts)
-        pending: list[tuple[int, _Shape, int]] = []
-        in_use: set[tuple[int, int]] = set()
-
-        def finish() -> None:
-            if self.stream is not None:
-                self.stream.synchronize()
-            for index, shape, rows in pending:
-                results[index] = shape.host_out.numpy()[:rows].copy()
-            pending.clear()
-            in_use.clear()
-
-        with torch.inference_mode():  # the static tensors were made in inference mode: update them in it
-            for index, (ids, mask) in enumerate(parts):
-                rows, width = ids.shape
-                key = self.shape_for(rows, width)
-                if key in in_use:
-                    finish()
-                in_use.add(key)
-                shape = self.shapes[key]
-                staged_ids, staged_mask = shape.host_ids.numpy(), shape.host_mask.numpy()
-                staged_ids.fill(self.spec.pad_id)
-                staged_mask.fill(0)
-                staged_ids[:rows, :width] = ids
-                staged_mask[:rows, :width] = mask
-                staged_mask[rows:, 0] = 1  # padding rows attend to one position: no all-masked softmax
-                with self._on_stream():
-                    shape.ids.copy_(shape.host_ids, non_blocking=True)
-                    shape.mask.copy_(shape.host_mask, non_blocking=True)
-                    shape.run()
-                    shape.host_out.copy_(shape.out, non_blocking=True)
-                pending.append((index, shape, rows))
-            finish()
-        return results
-
-    def _chunks(self, ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        largest = self.sizes[-1]
-        return [(ids[i : i + largest], mask[i : i + largest]) for i in range(0, len(ids), largest)]
-
-    def _split(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Rows sorted by length bucket, run as the sub-batches `plan_groups` picks, logits back in row order."""
-        lengths = row_lengths(mask)
-        if int(lengths.max()) > self.buckets[-1]:
-            self.shape_for(len(ids), int(lengths.max()))  # raises: wider than the largest captured bucket
-        bucket_of = np.searchsorted(np.asarray(self.buckets), lengths, side="left")
-        order = np.argsort(bucket_of, kind="stable")
-        counts = [(bucket, int(np.sum(bucket_of == index))) for index, bucket in enumerate(self.buckets)]
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
-        owners: list[np.ndarray] = []
-        start = 0
-        for _bucket, rows in plan_groups(counts, self.sub_batch_cost):
-            chosen = order[start : start + rows]
-            start += rows
-            width = int(lengths[chosen].max())
-            for offset in range(0, rows, self.sizes[-1]):
-                part = chosen[offset : offset + self.sizes[-1]]
-                parts.append((ids[part, :width], mask[part, :width]))
-                owners.append(part)
-        logits = self._run_parts(parts)
-        out = np.empty((len(ids), self.num_labels), dtype=np.float32)
-        for part, values in zip(owners, logits, strict=True):
-            out[part] = values
-        return out
-
-    # ------------------------------------------------------------------ engine contract
-    def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
-        try:
-            if self.shapes:
-                if self.spec.split_lengths and len(ids) > 1:
-                    return self._split(ids, mask)
-                parts = self._run_parts(self._chunks(ids, mask))
-                return parts[0] if len(parts) == 1 else np.concatenate(parts)
-            torch = self._torch
-            with torch.inference_mode():
-                t_ids = torch.from_numpy(ids).to(self.device)
-                t_mask = torch.from_numpy(mask).to(self.device)
-                return self.forward(t_ids, t_mask).cpu().numpy()
-        except EngineError:
-            raise
-        except Exception as error:  # any failure inside the model is the batch's failure
-            raise EngineError(f"static engine failed on a batch of shape {ids.shape}: {error}") from error
-
-    _previous_threads: int | None = None
-    _previous_matmul: str | None = None
-
-    def close(self) -> None:
-        self.shapes = {}
-        self.forward = None  # type: ignore[assignment]
-        torch = self._torch
-        if self._previous_threads is not None:
-            torch.set_num_threads(self._previous_threads)
-            self._previous_threads = None
-        if self._previous_matmul is not None:
-            torch.set_float32_matmul_precision(self._previous_matmul)
-            self._previous_matmul = None
-        if self.device == "cuda":
-            torch.cuda.empty_cache()
-
-
 def build_engine(spec: EngineSpec) -> Engine:
     """The engine `spec` describes (loaded, graphs captured, ready for `infer`)."""
     if spec.family == "onnxruntime":
@@ -380,6 +60,10 @@ def build_engine(spec: EngineSpec) -> Engine:
         from infopt.engines.torch_engine import TorchEngine
 
         return TorchEngine(spec.model_dir, device=spec.device, precision=spec.precision, threads=spec.threads)
+    if spec.packed:
+        if spec.device == "cuda" and spec.precision not in ("fp16", "bf16"):
+            raise EngineError(f"flash attention runs fp16 or bf16, not {spec.precision!r}")
+        return PackedEngine(spec)
     return StaticEngine(spec)
 
 

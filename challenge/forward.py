@@ -11,6 +11,10 @@ captured once per (batch, padded length) and replayed:
   epilogue on CUDA for fp16/bf16 via `torch._addmm_activation`) and down + residual + LayerNorm;
 - pooler (tanh) and classifier on [CLS], logits in float32.
 
+`StaticBert.packed` runs the same layers on a batch's tokens packed end to end with no padding (varlen
+flash attention over each row's own tokens, `cu_seqlens` as flash-attn takes them): every matmul then
+runs on exactly the tokens the requests sent, which is what the roofline counts as work.
+
 Linear layers are one of: dense (fp32/fp16/bf16), fp8 (float8_e4m3fn weights with per-tensor scales, the
 fp8 variant's recipe, activations scaled per tensor at run time, `torch._scaled_mm`), or 2:4
 semi-structured sparse (the modules a variant's `sparsity.json` lists, CUDA only). Heads removed by
@@ -92,6 +96,40 @@ class SparseLinear(DenseLinear):
 
 
 Linear = DenseLinear | Fp8Linear | SparseLinear
+
+
+def varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int
+) -> torch.Tensor:
+    """(N, heads, d) packed q, k, v -> (N, heads, d): each row of `cu_seqlens` attends only within itself.
+
+    CUDA: flash attention's variable-length kernel (no host synchronisation, so it can be captured). Tokens
+    past `cu_seqlens[-1]` belong to no row and their outputs are left unspecified (their rows never mix with
+    real ones: every other op is row-wise). CPU (tests, the engines' emulation): the same through SDPA with a
+    block-diagonal mask, quadratic in N, so for small checks only."""
+    if q.device.type == "cuda":
+        return _cuda_varlen(q, k, v, cu_seqlens, max_len)
+    tokens = q.shape[0]
+    row = torch.searchsorted(cu_seqlens[1:].to(torch.int64), torch.arange(tokens, device=q.device), right=True)
+    same_row = row[:, None] == row[None, :]  # (N, N); tokens past the last row form one block of their own
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=same_row
+    )
+    return out[0].transpose(0, 1)
+
+
+def _cuda_varlen(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int
+) -> torch.Tensor:
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # torch < 2.10: the aten op the public API wraps
+        out = torch.ops.aten._flash_attention_forward(
+            q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, 0.0, False, False
+        )
+        return out[0]
+    result = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len)
+    return result[0] if isinstance(result, tuple) else result
 
 
 def _parameter(module: Any, name: str, where: str) -> torch.Tensor:
@@ -232,15 +270,45 @@ class StaticBert:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, d)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, T, d)
             context = context.transpose(1, 2).reshape(batch * tokens, width)
-            x = self._norm(layer["out"](context) + x, layer["norm1"])
-            if self.fused_gelu:
-                up = layer["up"].gelu(x)
-            else:
-                up = F.gelu(layer["up"](x), approximate=self.approximate)
-            x = self._norm(layer["down"](up) + x, layer["norm2"])
+            x = self._layer_tail(layer, context, x)
         cls = x.view(batch, tokens, self.hidden)[:, 0]  # (B, H)
+        return self._head(cls)
+
+    def _head(self, cls: torch.Tensor) -> torch.Tensor:
         pooled = torch.tanh(self.pooler(cls))
         return self.classifier(pooled).float()  # (B, C)
+
+    def _layer_tail(self, layer: dict[str, Any], context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Output projection + residual + LayerNorm, then the FFN + residual + LayerNorm, on (M, H) rows."""
+        x = self._norm(layer["out"](context) + x, layer["norm1"])
+        if self.fused_gelu:
+            up = layer["up"].gelu(x)
+        else:
+            up = F.gelu(layer["up"](x), approximate=self.approximate)
+        return self._norm(layer["down"](up) + x, layer["norm2"])
+
+    def packed(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        cls_rows: torch.Tensor,
+        max_len: int,
+    ) -> torch.Tensor:
+        """Packed tokens -> (S, C) float32 logits, no host synchronisation.
+
+        ids, positions: (N,) int64, the rows' tokens end to end (their position within their row);
+        cu_seqlens: (S + 1,) int32 row boundaries (rows past the batch have length 0); cls_rows: (S,) int64,
+        each row's first token; max_len: the longest row any call may hold (sizes flash's grid)."""
+        tokens = ids.shape[0]
+        x = self._norm(F.embedding(ids, self.word) + F.embedding(positions, self.position_type), self.embed_norm)
+        for layer in self.layers:
+            heads = layer["heads"]
+            qkv = layer["qkv"](x).reshape(tokens, 3, heads, self.head_dim)
+            q, k, v = qkv.unbind(1)  # each (N, heads, d)
+            context = varlen_attention(q, k, v, cu_seqlens, max_len).reshape(tokens, layer["width"])
+            x = self._layer_tail(layer, context, x)
+        return self._head(x.index_select(0, cls_rows))
 
 
 def sparse_module_names(model_dir: Path) -> frozenset[str]:

@@ -487,7 +487,8 @@ def _cut(name: str, spec: EngineSpec) -> Candidate:
 
 
 def gateway_batching(spec: EngineSpec, batch: int, wait_ms: float) -> BatchingParams:
-    preferred = [size for size in spec.batch_sizes if size <= batch] if spec.graphs else []
+    # padded graphs run at their captured batch sizes; packed graphs take any row count
+    preferred = [size for size in spec.batch_sizes if size <= batch] if spec.graphs and not spec.packed else []
     return BatchingParams(mode="dynamic", max_batch_size=batch, max_wait_ms=wait_ms, preferred_batch_sizes=preferred)
 
 
@@ -667,10 +668,15 @@ def step_launch(ctx: Context, step: Step, state: State) -> State:
             split = graphs.model_copy(
                 update={"split_lengths": True, "batch_sizes": config.graph_sizes(max(config.sweep_batches))}
             )
+            packed = graphs.model_copy(
+                update={"packed": True, "batch_sizes": config.graph_sizes(max(config.sweep_batches))}
+            )
             candidates += [
                 (f"{each} static forward + CUDA graphs", graphs),
                 (f"{each} static forward + CUDA graphs, length-bucketed sub-batches", split),
             ]
+            if each in ("fp16", "bf16"):  # flash attention's varlen kernel: half precision only
+                candidates.append((f"{each} packed tokens + varlen flash attention + CUDA graphs", packed))
         ctx.skip(
             "torch.compile (GPU)",
             "max-autotune compiles for minutes per shape; CUDA graphs of the static forward instead",

@@ -356,6 +356,10 @@ def agent_section() -> list[str]:
 GPU_RUN = "benchmarks/results/gpu/bert-base-2026-11-30"
 # earlier GPU ladders (other teachers trained the same way, earlier code): the spread between runs
 GPU_LADDER_EARLIER = (
+    (
+        "benchmarks/results/gpu/ladder-2026-12-01b/challenge/ladder.json",
+        "the run before (another teacher; padded length-bucketed sub-batches, one gateway)",
+    ),
     ("benchmarks/results/gpu/ladder-2026-12-01/ladder.json", "an earlier run (another bert-base teacher)"),
     ("benchmarks/results/gpu/ladder-2026-12-01/repeat/ladder.json", "that run repeated a minute later"),
 )

@@ -304,8 +304,10 @@ class StaticBert:
         x = self._norm(F.embedding(ids, self.word) + F.embedding(positions, self.position_type), self.embed_norm)
         for layer in self.layers:
             heads = layer["heads"]
-            qkv = layer["qkv"](x).reshape(tokens, 3, heads, self.head_dim)
-            q, k, v = qkv.unbind(1)  # each (N, heads, d)
+            qkv = layer["qkv"](x)
+            if qkv.stride(-1) != 1:  # 2:4 sparse kernels return column-major; flash wants unit-stride rows
+                qkv = qkv.contiguous()
+            q, k, v = qkv.reshape(tokens, 3, heads, self.head_dim).unbind(1)  # each (N, heads, d)
             context = varlen_attention(q, k, v, cu_seqlens, max_len).reshape(tokens, layer["width"])
             x = self._layer_tail(layer, context, x)
         return self._head(x.index_select(0, cls_rows))

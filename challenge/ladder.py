@@ -615,6 +615,12 @@ def _plan_line(candidate: Candidate) -> str:
     )
 
 
+def eager_fallback(spec: EngineSpec) -> EngineSpec:
+    """The same model and precision on the eager static forward: no graphs, so no graph-only mode either."""
+    changes = {"graphs": False, "batch_sizes": (), "split_lengths": False, "packed": False}
+    return EngineSpec.model_validate({**spec.model_dump(), **changes})
+
+
 def _batched(ctx: Context, step: Step, state: State, candidates: list[tuple[str, EngineSpec]]) -> State:
     """Steps 4-6: sweep + SLA plan per candidate; keep the fastest within the decision if it beats the carried."""
     config = ctx.config
@@ -625,7 +631,7 @@ def _batched(ctx: Context, step: Step, state: State, candidates: list[tuple[str,
         candidate, _ = measure_candidate(ctx, name, spec, sizes=config.sweep_batches, plan=True)
         if candidate.status == "failed" and spec.graphs:
             step.candidates.append(candidate)
-            fallback = spec.model_copy(update={"graphs": False, "batch_sizes": ()})
+            fallback = eager_fallback(spec)
             candidate, _ = measure_candidate(
                 ctx, f"{name} (eager, after the graph capture failed)", fallback, sizes=config.sweep_batches, plan=True
             )

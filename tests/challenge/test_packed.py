@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def test_token_buckets_grow_geometrically_in_aligned_steps() -> None:
     steps = np.diff(buckets)
     assert (steps >= TOKEN_ALIGN).all()
     # the padding a bucket adds is at most one growth step (or one aligned step while buckets are small)
-    assert all(b <= max(a * TOKEN_BUCKET_GROWTH, a) + TOKEN_ALIGN for a, b in zip(buckets, buckets[1:], strict=False))
+    assert all(b <= max(a * TOKEN_BUCKET_GROWTH, a) + TOKEN_ALIGN for a, b in itertools.pairwise(buckets))
     with pytest.raises(ValueError, match="max_tokens must be positive"):
         token_buckets(0)
 
@@ -93,3 +94,18 @@ def test_packed_spec_needs_static_graphs_and_excludes_the_length_split(tiny_bert
     spec = _spec(tiny_bert, family="static", graphs=True, packed=True, batch_sizes=(1, 64), precision="fp16")
     assert "packed tokens, varlen attention, CUDA graphs per token count (rows <= 64)" in spec.describe()
     assert EngineSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_a_failed_graph_candidate_falls_back_to_the_plain_eager_forward(tiny_bert: Path) -> None:
+    from challenge.ladder import eager_fallback
+
+    for mode in ({"packed": True}, {"split_lengths": True}):
+        spec = _spec(tiny_bert, family="static", graphs=True, batch_sizes=(1, 8), precision="fp16", **mode)
+        fallback = eager_fallback(spec)
+        assert (fallback.graphs, fallback.packed, fallback.split_lengths, fallback.batch_sizes) == (
+            False,
+            False,
+            False,
+            (),
+        )
+        assert (fallback.model_dir, fallback.precision, fallback.family) == (spec.model_dir, "fp16", "static")

@@ -52,6 +52,7 @@ def _matmuls(torch: Any, tokens: int, hidden: int, ffn: int, ceiling: float) -> 
     x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
     x_ffn = torch.randn(tokens, ffn, device="cuda", dtype=torch.bfloat16)
     shapes = {"qkv": (hidden, 3 * hidden), "out": (hidden, hidden), "up+gelu": (hidden, ffn), "down": (ffn, hidden)}
+    one = torch.ones((), device="cuda")
     cells = []
     for name, (k, n) in shapes.items():
         a = x if k == hidden else x_ffn
@@ -63,7 +64,6 @@ def _matmuls(torch: Any, tokens: int, hidden: int, ffn: int, ceiling: float) -> 
             bf16_ms = _time_ms(torch, lambda a=a, w=w, b=b: F.linear(a, w, b))
         a8 = a.to(torch.float8_e4m3fn)
         w8 = w.to(torch.float8_e4m3fn).t()
-        one = torch.ones((), device="cuda")
         fp8_ms = _time_ms(
             torch,
             lambda a8=a8, w8=w8, b=b: torch._scaled_mm(

@@ -91,6 +91,34 @@ def _matmuls(torch: Any, tokens: int, hidden: int, ffn: int, ceiling: float) -> 
     return cells
 
 
+def _parts(torch: Any, forward: Any, inputs: tuple[Any, ...], packed: Any, mask: np.ndarray) -> dict[str, float]:
+    """Milliseconds of one layer's non-matmul passes at the served token count, each alone."""
+    from challenge.forward import varlen_attention
+
+    F = torch.nn.functional
+    tokens, hidden, heads = len(packed.ids), forward.hidden, forward.layers[0]["heads"]
+    qkv = torch.randn(tokens, 3, heads, forward.head_dim, device="cuda", dtype=torch.bfloat16)
+    q, k, v = qkv.unbind(1)
+    cu = inputs[2]
+    x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+    y = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+    norm = forward.layers[0]["norm1"]
+    rows, width = mask.shape
+    padded = torch.randn(rows, heads, width, forward.head_dim, device="cuda", dtype=torch.bfloat16)
+    keep = torch.from_numpy(mask).cuda().bool()[:, None, None, :]
+    with torch.inference_mode():
+        return {
+            "varlen_attention_ms": _time_ms(torch, lambda: varlen_attention(q, k, v, cu, MAX_LEN)),
+            "padded_sdpa_with_mask_ms": _time_ms(
+                torch, lambda: F.scaled_dot_product_attention(padded, padded, padded, attn_mask=keep)
+            ),
+            "padded_sdpa_no_mask_ms": _time_ms(torch, lambda: F.scaled_dot_product_attention(padded, padded, padded)),
+            "residual_add_ms": _time_ms(torch, lambda: x + y),
+            "layer_norm_ms": _time_ms(torch, lambda: F.layer_norm(x, (hidden,), norm[0], norm[1], forward.eps)),
+            "padded_width": float(width),
+        }
+
+
 def main() -> None:
     """argparse, not typer: the GPU host has no typer."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -148,6 +176,8 @@ def main() -> None:
         "upper_bound_if_only_matmuls": request_flops / (matmul_ms / 1e3) / ceiling.flops_per_s,
     }
     print(json.dumps(results["forward"]), flush=True)
+    results["parts_per_layer"] = _parts(torch, forward, inputs, packed, mask)
+    print(json.dumps(results["parts_per_layer"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))  # kept if the compile below is cut short
     began = time.perf_counter()

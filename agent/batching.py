@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from agent.batch_search import SearchResult, search_batch
 from agent.capacity import CurveError, find_sweep, sweep_ref
@@ -66,6 +67,7 @@ class BatchingInputs:
     sweep: Sweep
     sweep_source: str  # manifest file and key
     measure: Measure | None = None  # measures one batch size on the real engine (None: use the sweep only)
+    measure_evidence: Callable[[Sequence[int]], list[Evidence]] | None = None  # where those measurements live
     evidence: Sequence[Evidence] = ()
 
 
@@ -139,6 +141,8 @@ def recommend_batching(inputs: BatchingInputs) -> Outcome:
                 ),
             )
         )
+        if inputs.measure_evidence is not None:
+            evidence.extend(inputs.measure_evidence(searched.measured))
         notes.append(
             f"the sweep's gap between measured sizes was searched: {searched.trials} batch sizes measured "
             f"({', '.join(map(str, searched.measured))}), not the whole range"
@@ -306,7 +310,9 @@ def inputs_for(context: AgentContext, deployment: str) -> BatchingInputs:
     evidence = [Evidence(kind="file", ref=context.relative(context.params_path), detail=f"deployments[{deployment}]")]
     if entry.mlflow_run_id:
         evidence.append(Evidence(kind="mlflow_run", ref=entry.mlflow_run_id, detail=f"variant {entry.name}"))
-    measure = context.batch_measurer(resolved) if context.batch_measurer is not None else None
+    measurer = context.batch_measurer
+    measure = measurer(resolved) if measurer is not None else None
+    measure_evidence = partial(measurer.evidence, resolved) if measurer is not None else None
     return BatchingInputs(
         deployment=deployment,
         variant=entry.name,
@@ -318,6 +324,7 @@ def inputs_for(context: AgentContext, deployment: str) -> BatchingInputs:
         sweep=sweep,
         sweep_source=f"{manifest_name}: {sweep_ref(entry, sweep)}",
         measure=measure,
+        measure_evidence=measure_evidence,
         evidence=evidence,
     )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agent.contract import Evidence
 from agent.experiments import ExperimentRunner
 from agent.prometheus import PrometheusClient, traffic_from_prometheus
 from agent.traffic import TrafficTrace, read_trace
@@ -19,8 +20,15 @@ from infopt.deployments import ResolvedDeployment
 from infopt.manifest import BatchPoint, Manifest, load_manifest
 from infopt.params import Params, parse_params
 
-BatchMeasurer = Callable[[ResolvedDeployment], Callable[[int], BatchPoint]]
-# Given a deployment, a function that measures one batch size on its real engine (agent/measure.py).
+
+class BatchMeasurer(Protocol):
+    """Measures the batch sizes a deployment's sweep lacks on its real engine (agent/measure.py)."""
+
+    def __call__(self, resolved: ResolvedDeployment) -> Callable[[int], BatchPoint]: ...
+
+    def evidence(self, resolved: ResolvedDeployment, sizes: Sequence[int]) -> list[Evidence]:
+        """Where a reviewer finds (and re-runs) the measurements of `sizes`."""
+        ...
 
 
 class TrafficSource(Protocol):

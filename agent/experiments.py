@@ -69,6 +69,18 @@ def set_value_arg(key: str, value: ParamValue) -> str:
     return f"{key}={render(value)}"
 
 
+def _has_key(data: Any, dotted: str) -> bool:
+    node = data
+    for part in dotted.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
 class ExperimentRunner:
     def __init__(
         self,
@@ -111,11 +123,22 @@ class ExperimentRunner:
         return done.stdout.strip()
 
     def set_args(self, changes: Mapping[str, ParamValue]) -> list[str]:
+        """`-S file:key=value` per change; a key the params file does not have yet gets Hydra's `++` (add or
+        override), so an optional setting left at its default in params.yaml can still be set."""
         data = YAML(typ="safe").load((self.repo / self.params_file).read_text())
         args: list[str] = []
         for path, value in changes.items():
-            args += ["-S", set_value_arg(f"{self.params_file}:{dvc_key(path, data)}", value)]
+            key = dvc_key(path, data)
+            add = "" if _has_key(data, key) else "++"
+            args += ["-S", set_value_arg(f"{self.params_file}:{add}{key}", value)]
         return args
+
+    def read(self, result: ExperimentResult, path: str) -> str:
+        """A file as the experiment committed it (outputs with `cache: false` are in its commit)."""
+        done = subprocess.run(["git", "show", f"{result.rev}:{path}"], cwd=self.repo, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ExperimentError(f"experiment {result.name}: no {path} in its commit ({done.stderr.strip()})")
+        return done.stdout
 
     def name_for(self, changes: Mapping[str, ParamValue], prefix: str = "agent") -> str:
         key = json.dumps({"baseline": self._baseline(), "changes": changes}, sort_keys=True, default=str)

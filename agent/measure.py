@@ -1,18 +1,29 @@
 """Measure one batch size on a real engine, exactly as the benchmark stage measures its sweep.
 
-The batch-tuning node asks for the few batch sizes its search needs (agent/batch_search.py); each is timed with
-the pipeline's own served-shape functions (model_builds/benchmark.py: `measure_round` over real test texts
-padded to each batch's longest row, `batch_point` for medians over `benchmark.repeats` rounds, the worst
-round's p99 and the cost per 1k), on the deployment's artifact, engine and intra-op threads. The numbers are
-therefore comparable with the manifest's sweep. Peak memory is not probed here (reported as 0).
+The batch-tuning node asks for the few batch sizes its search needs (agent/batch_search.py). Two measurers:
+
+- `ExperimentMeasurer` (`infopt agent propose --measure-missing`): each size is a DVC experiment of the
+  benchmark stage narrowed to the one cell, `dvc exp run --temp -S benchmark.batch_sizes=[b]
+  -S ++benchmark.variants=[v] -S benchmark.engines=[e] -S benchmark.threads=[t] benchmark`, read back from
+  the experiment's commit: a reviewer lists it with `dvc exp show` and re-runs or applies it by name.
+- `ServedShapeMeasurer` (`--measure-in-process`): the same served-shape functions called in this process
+  (model_builds/benchmark.py: `measure_round` over real test texts padded to each batch's longest row,
+  `batch_point` for medians over `benchmark.repeats` rounds, the worst round's p99 and the cost per 1k), on
+  the deployment's artifact, engine and intra-op threads: faster, but nothing to re-run. Peak memory is not
+  probed there (reported as 0).
+
+Both give numbers comparable with the manifest's sweep.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.contract import Evidence, ParamValue
+from agent.experiments import ExperimentError, ExperimentResult, ExperimentRunner
 from infopt.deployments import ResolvedDeployment
 from infopt.manifest import BatchPoint
 from infopt.params import BenchmarkParams, Params
@@ -78,7 +89,82 @@ class ServedShapeMeasurer:
             )
         return self.benches[key].measure
 
+    def evidence(self, resolved: ResolvedDeployment, sizes: Sequence[int]) -> list[Evidence]:
+        return [
+            Evidence(
+                kind="measurement",
+                ref="agent/measure.py (the served-shape benchmark of model_builds/benchmark.py, in process)",
+                detail=f"batch sizes {list(sizes)} of {resolved.variant.name}/{resolved.engine} "
+                f"{resolved.engine_threads}t; not a DVC experiment: re-measure with --measure-missing",
+            )
+        ]
+
     def close(self) -> None:
         for bench in self.benches.values():
             bench.close()
         self.benches.clear()
+
+
+BENCHMARK_JSON = "metrics/benchmark.json"  # the benchmark stage's output (dvc.yaml), committed by each experiment
+
+
+class ExperimentMeasurer:
+    """`context.batch_measurer` the DVC way (see the module docstring); experiments are reused by name."""
+
+    def __init__(self, runner: ExperimentRunner, stage: str = "benchmark") -> None:
+        self.runner, self.stage = runner, stage
+        self.results: dict[tuple[str, str, int, int], ExperimentResult] = {}
+
+    @staticmethod
+    def changes(variant: str, engine: str, threads: int, batch_size: int) -> dict[str, ParamValue]:
+        return {
+            "benchmark.variants": [variant],
+            "benchmark.engines": [engine],
+            "benchmark.threads": [threads],
+            "benchmark.batch_sizes": [batch_size],
+        }
+
+    def measure_cell(self, variant: str, engine: str, threads: int) -> Callable[[int], BatchPoint]:
+        def measure(batch_size: int) -> BatchPoint:
+            result = self.runner.run(self.changes(variant, engine, threads, batch_size), targets=[self.stage])
+            report = json.loads(self.runner.read(result, BENCHMARK_JSON))
+            self.results[(variant, engine, threads, batch_size)] = result
+            return point_in(report, variant, engine, threads, batch_size, where=f"experiment {result.name}")
+
+        return measure
+
+    def __call__(self, resolved: ResolvedDeployment) -> Callable[[int], BatchPoint]:
+        return self.measure_cell(resolved.variant.name, resolved.engine, resolved.engine_threads)
+
+    def evidence_for(self, variant: str, engine: str, threads: int, sizes: Sequence[int]) -> list[Evidence]:
+        return [
+            self.results[(variant, engine, threads, size)].evidence(
+                f"batch {size} of {variant}/{engine} {threads}t: "
+                + " ".join(self.runner.set_args(self.changes(variant, engine, threads, size)))
+                + f" {self.stage}"
+            )
+            for size in sizes
+            if (variant, engine, threads, size) in self.results
+        ]
+
+    def evidence(self, resolved: ResolvedDeployment, sizes: Sequence[int]) -> list[Evidence]:
+        return self.evidence_for(resolved.variant.name, resolved.engine, resolved.engine_threads, sizes)
+
+    def close(self) -> None:
+        """Nothing to release: each experiment ran in its own temporary copy."""
+
+
+def point_in(
+    report: dict[str, Any], variant: str, engine: str, threads: int, batch_size: int, where: str
+) -> BatchPoint:
+    """The (variant, engine, threads, batch) point of a metrics/benchmark.json payload; the error names what is
+    missing."""
+    entry = report.get("variants", {}).get(variant)
+    if entry is None or entry.get("status") != "built":
+        raise ExperimentError(f"{where}: {BENCHMARK_JSON} has no built variant {variant!r}")
+    for sweep in entry.get("sweeps", []):
+        if sweep.get("engine") == engine and sweep.get("threads") == threads:
+            for point in sweep.get("points", []):
+                if point.get("batch_size") == batch_size:
+                    return BatchPoint.model_validate({k: v for k, v in point.items() if k in BatchPoint.model_fields})
+    raise ExperimentError(f"{where}: {BENCHMARK_JSON} has no {variant}/{engine} {threads}t point at batch {batch_size}")

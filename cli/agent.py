@@ -63,7 +63,13 @@ def propose_command(
     measure_missing: bool = typer.Option(
         False,
         "--measure-missing",
-        help="batching: measure the batch sizes the sweep lacks on the real engine (needs the pipeline's artifacts)",
+        help="batching: measure the batch sizes the sweep lacks as DVC experiments of the benchmark stage "
+        "(`dvc exp run --temp`; listed by `dvc exp show`, cited in the PR)",
+    ),
+    measure_in_process: bool = typer.Option(
+        False,
+        "--measure-in-process",
+        help="with --measure-missing: time them in this process instead (faster; no experiment to re-run)",
     ),
     stack: str = typer.Option("prod", help="stack whose offline infra plan the proposal is checked against"),
     stacks_dir: Path = typer.Option(Path("stacks"), help="folder of the Pulumi.<stack>.yaml files"),
@@ -81,7 +87,7 @@ def propose_command(
     """Run the agent's nodes and write ONE proposal (dry run by default: print it, write the PR body)."""
     from agent.context import AgentContext, PrometheusTraffic, TraceFileTraffic, TrafficSource
     from agent.experiments import ExperimentRunner
-    from agent.measure import ServedShapeMeasurer
+    from agent.measure import ExperimentMeasurer, ServedShapeMeasurer
     from agent.nodes import registered_nodes, run_nodes
     from agent.prometheus import PrometheusClient
     from agent.proposal import propose
@@ -120,7 +126,16 @@ def propose_command(
     if unknown:
         console.print(f"[red]unknown node(s) {unknown}; the nodes are {list(known)}[/red]")
         raise typer.Exit(2)
-    measurer = ServedShapeMeasurer(context.params, Path(".")) if measure_missing else None
+    if measure_in_process and not measure_missing:
+        console.print("[red]--measure-in-process changes how --measure-missing measures: give both[/red]")
+        raise typer.Exit(2)
+    measurer: ServedShapeMeasurer | ExperimentMeasurer | None = None
+    if measure_missing:
+        measurer = (
+            ServedShapeMeasurer(context.params, Path("."))
+            if measure_in_process
+            else ExperimentMeasurer(ExperimentRunner(Path("."), params_file=str(params_path)))
+        )
     context.batch_measurer = measurer
     try:
         outcomes = run_nodes(context, [known[name] for name in node] if node else None)

@@ -208,6 +208,9 @@ class BenchmarkParams(Strict):
     # SLA plan comes from a sweep measured with the threads its pod has (GPU runs use the first entry).
     threads: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2])
     repeats: int = Field(3, ge=1)  # rounds over every cell; medians and spread are reported across rounds
+    # Measure only these variants (empty: every enabled one). The agent's DVC experiments narrow a run to the
+    # one cell they need (`dvc exp run -S ++benchmark.variants=[fp32] ...`); params.yaml leaves it unset.
+    variants: list[str] = Field(default_factory=list)
     warmup_iters: int = Field(3, ge=0)
     min_iters: int = Field(10, ge=5)  # per round; 3 rounds give >= 30 batches per point
     min_seconds: float = Field(0.15, gt=0)  # per round and cell

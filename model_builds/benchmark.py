@@ -290,6 +290,13 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     config = params.benchmark
     hourly = params.cost.hourly_usd[device]
     builds = enabled_builds(params, root)
+    if config.variants:
+        unknown = sorted(set(config.variants) - {build.name for build in builds})
+        if unknown:
+            raise BenchmarkError(
+                f"benchmark.variants names {unknown}: not enabled variants ({[build.name for build in builds]})"
+            )
+        builds = [build for build in builds if build.name in config.variants]
     texts = load_texts("test", root)
     pairs = plan(builds, config.engines)
     threads = thread_counts(config, device)

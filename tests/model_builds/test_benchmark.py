@@ -172,3 +172,21 @@ def test_main_writes_plot_data_and_logs_spec_metrics(workspace: Path, monkeypatc
     metrics = by_variant["fp32"].data.metrics
     assert metrics["batch_4_latency_p99_ms"] == metrics["onnxruntime_2t_batch_4_latency_p99_ms"]
     assert {"torch_1t_batch_1_throughput_req_sec", "batch_1_cost_usd", "batch_4_cost_per_1k_usd"} <= set(metrics)
+
+
+def test_benchmark_variants_narrows_the_run_and_names_an_unknown_variant(workspace: Path) -> None:
+    params = load_params(workspace / "params.yaml")
+    narrow = params.model_copy(
+        update={
+            "benchmark": params.benchmark.model_copy(
+                update={"variants": ["int8-dynamic"], "batch_sizes": [2], "threads": [1], "repeats": 1}
+            )
+        }
+    )
+    report = benchmark.run_benchmark(narrow, workspace)
+    assert list(report["variants"]) == ["int8-dynamic"]
+    (sweep,) = sweeps(report, "int8-dynamic")
+    assert (sweep.engine, sweep.threads, [p.batch_size for p in sweep.points]) == ("onnxruntime", 1, [2])
+    wrong = narrow.model_copy(update={"benchmark": narrow.benchmark.model_copy(update={"variants": ["nope"]})})
+    with pytest.raises(benchmark.BenchmarkError, match=r"benchmark.variants names \['nope'\]: not enabled"):
+        benchmark.run_benchmark(wrong, workspace)

@@ -3,7 +3,10 @@ says removes the most of it.
 
 Evidence: the profile stage's layer table for the deployment's variant (`metrics/profiles/<variant>.json`,
 model_builds/profile.py: time per layer and the attention / FFN / embeddings / other split at
-`profile.batch_size`, with the top ops) and the manifest's served-shape sweeps.
+`profile.batch_size`, with the top ops) and the manifest's served-shape sweeps. Where that profile is missing
+or of another batch size than the deployment serves (`max_batch_size`) and the run may run experiments
+(`--measure-missing`), the node profiles the served batch itself: the profile stage as a DVC experiment
+narrowed to the one variant (`served_profile`), cited by name in the PR.
 
 1. **Diagnosis**: the largest group of the split and the top op, e.g. "attention takes 50.6% of the time at
    batch 8 (padded width 64) on int8-dynamic (onnxruntime); top op DynamicQuantizeMatMul 31.1%".
@@ -36,12 +39,14 @@ from agent.contract import (
     NoChange,
     Outcome,
     ParamChange,
+    ParamValue,
     Recommendation,
     Refusal,
     SlaPrediction,
     Target,
 )
 from agent.evidence import each_deployment
+from agent.experiments import ExperimentRunner
 from agent.quantization import decision_of
 from infopt.deployments import ARTIFACT_ENGINE, resolve_deployment
 from infopt.manifest import ManifestError, Sweep, VariantEntry
@@ -82,14 +87,54 @@ class Diagnosis:
 def read_profile(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ProfileError(f"{path}: no profile; run the profile stage (`dvc repro profile`)")
+    return parse_profile(path.read_text(), str(path))
+
+
+def parse_profile(text: str, where: str) -> dict[str, Any]:
     try:
-        report = json.loads(path.read_text())
+        report = json.loads(text)
         for group in GROUPS:
             float(report["split"][group]["percent"])
         int(report["batch_size"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ProfileError(f"{path}: not a profile of model_builds/profile.py ({error!r})") from None
+        raise ProfileError(f"{where}: not a profile of model_builds/profile.py ({error!r})") from None
     return report
+
+
+def profile_changes(variant: str, batch_size: int) -> dict[str, ParamValue]:
+    return {"profile.batch_size": batch_size, "profile.variants": [variant]}
+
+
+def served_profile(runner: ExperimentRunner, variant: str, batch_size: int) -> tuple[dict[str, Any], Evidence]:
+    """Profile `variant` at the batch size its deployment serves, as a DVC experiment of the profile stage
+    narrowed to that variant (`dvc exp run --temp -S profile.batch_size=<b> -S ++profile.variants=[v] profile`),
+    read from the experiment's commit; reused by name on the same baseline."""
+    changes = profile_changes(variant, batch_size)
+    result = runner.run(changes, targets=["profile"])
+    path = (PROFILES_DIR / f"{variant}.json").as_posix()
+    report = parse_profile(runner.read(result, path), f"experiment {result.name}: {path}")
+    detail = f"{path} of {variant} at batch {batch_size}: " + " ".join(runner.set_args(changes)) + " profile"
+    return report, result.evidence(detail)
+
+
+def profile_at_served_batch(
+    context: AgentContext, entry: VariantEntry, served_batch: int
+) -> tuple[dict[str, Any], str, list[Evidence]]:
+    """The committed profile, or, where the run may run experiments and that profile is missing or of another
+    batch size than the deployment serves, a new one at the served batch (the node acts on its evidence)."""
+    path = profile_path(context, entry)
+    can_run = context.run_experiments and context.experiments is not None
+    try:
+        report = read_profile(path)
+    except ProfileError:
+        if not can_run:
+            raise
+        report = None
+    if report is not None and (int(report["batch_size"]) == served_batch or not can_run):
+        return report, context.relative(path), []
+    assert context.experiments is not None  # can_run
+    fresh, evidence = served_profile(context.experiments, entry.name, served_batch)
+    return fresh, evidence.ref, [evidence]
 
 
 def diagnose(report: dict[str, Any], path: str) -> Diagnosis:
@@ -142,14 +187,13 @@ def examine(context: AgentContext, deployment: str) -> Outcome:
     target = Target(deployment=deployment, variant=current.name, engine=resolved.engine, sla_class=resolved.sla_class)
     if not isinstance(current, VariantEntry):
         return Refusal(node=NODE, target=target, guardrail="evidence", reason=f"{where}: LLM variants are not profiled")
-    path = profile_path(context, current)
-    report = read_profile(path)
-    diagnosis = diagnose(report, context.relative(path))
+    report, source, profiled = profile_at_served_batch(context, current, resolved.batching.max_batch_size)
+    diagnosis = diagnose(report, source)
     device = "cuda" if resolved.gpus else "cpu"
     threads = resolved.engine_threads
     manifest_name = context.relative(context.manifest_path)
     batch = diagnosis.batch_size
-    evidence = [Evidence(kind="profile", ref=diagnosis.path, detail=diagnosis.line())]
+    evidence = [Evidence(kind="profile", ref=diagnosis.path, detail=diagnosis.line()), *profiled]
     current_sweep = find_sweep(current, resolved.engine, threads, device)
     base = _p50_at(current_sweep, batch) if current_sweep is not None else None
     if current_sweep is None or base is None:

@@ -370,8 +370,9 @@ def calibrate(
     """The engine curve, the host's CPU per request and the per-request overhead left over, measured now.
 
     The CPU per request (the loops, the hop) comes from single requests back to back, the busy host a load
-    keeps; the latency left over (residuals) from single requests `gap_s` apart on average (the coming load's
-    mean spacing; 0: the same back-to-back ones), which also pay for waking an idle host."""
+    keeps; the engine's batch time at the load's spacing and the latency left over (residuals) from single
+    requests `gap_s` apart on average (the coming load's mean spacing; 0: the same back-to-back ones), which
+    also pay for waking an idle host and an engine whose caches went cold between batches."""
     points = calibrate_engine(model_dir, args, batching.max_batch_size)
     contention = measure_contention(model_dir, args)
     engine_before = engine_totals(url)
@@ -379,13 +380,28 @@ def calibrate(
     latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests))
     cpu_after = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
     single = engine_delta(engine_before, engine_totals(url))
-    if gap_s > 0:
-        latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
-    alone = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
+    back_to_back = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
     # The gateway's engine time per batch (its own counter: collate, the executor hop, the event loop resuming
     # the batch) exceeds the engine alone by a per-batch hop, measured here on the single requests (batch 1).
-    mu, sigma = alone.lognormal(1)
-    hop = max(0.0, single["engine_s_per_batch"] - math.exp(mu + sigma**2 / 2)) if single["batches"] else 0.0
+    mu, sigma = back_to_back.lognormal(1)
+    alone_batch1_s = math.exp(mu + sigma**2 / 2)
+    hop = max(0.0, single["engine_s_per_batch"] - alone_batch1_s) if single["batches"] else 0.0
+    idle_factor = 1.0
+    if gap_s > 0:
+        spaced_before = engine_totals(url)
+        latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
+        spaced = engine_delta(spaced_before, engine_totals(url))
+        # An engine that waits `gap_s` between batches runs each one slower than back to back (its caches cold
+        # again): its batch time at the load's spacing, from the gateway's own counter on these requests. Never
+        # below 1: back to back is the fastest an engine runs; a lower reading is noise.
+        if spaced["batches"]:
+            idle_factor = max(1.0, (spaced["engine_s_per_batch"] - hop) / alone_batch1_s)
+    alone = ServiceCurve(
+        back_to_back.batch_sizes,
+        tuple(value * idle_factor for value in back_to_back.p50_s),
+        tuple(value * idle_factor for value in back_to_back.p99_s),
+        source=f"{back_to_back.source} x {idle_factor:.3f} (batch time at the load's spacing)",
+    )
     curve = ServiceCurve(
         alone.batch_sizes,
         tuple(value + hop for value in alone.p50_s),
@@ -445,6 +461,7 @@ def calibrate(
                 for point in points
             },
             "gateway_hop_ms_per_batch": round(hop * 1000, 3),
+            "engine_idle_factor": round(idle_factor, 3),
             "single_request_ms": {
                 "p50": round(float(np.percentile(latencies, 50)) * 1000, 3),
                 "p99": round(float(np.percentile(latencies, 99)) * 1000, 3),
@@ -825,7 +842,9 @@ def main() -> None:
             "after the batch), this process's CPU per request (the client's loop, half to send and half to "
             "receive), the host's other busy cores from /proc/stat; and from a second set of single requests, "
             "each after an exponential idle gap of the load's mean spacing (1 / rate: an idle host wakes its "
-            "threads more slowly), the residual per-request overhead (end-to-end latency minus max_wait, the "
+            "threads more slowly), the engine's batch time at that spacing (the gateway's engine-seconds counter "
+            "per batch on them, less the hop, over the engine alone's batch-1 mean: engine_idle_factor, at least 1, "
+            "scales the whole curve) and the residual per-request overhead (end-to-end latency minus max_wait, the "
             "shifted batch-1 median and both loops' CPU; for the gateway's own time: its Server-Timing minus "
             "max_wait, the shifted batch-1 median and its loop's CPU); single_request_ms are those spaced requests",
             "prediction": "the simulator with the host model: per class the gateway's own time per row (from its "

@@ -63,8 +63,8 @@ def propose_command(
     measure_missing: bool = typer.Option(
         False,
         "--measure-missing",
-        help="batching: measure the batch sizes the sweep lacks as DVC experiments of the benchmark stage "
-        "(`dvc exp run --temp`; listed by `dvc exp show`, cited in the PR)",
+        help="run DVC experiments for missing evidence (`dvc exp run --temp`; listed by `dvc exp show`, cited in "
+        "the PR): batching measures the batch sizes the sweep lacks, the profiler profiles the served batch",
     ),
     measure_in_process: bool = typer.Option(
         False,
@@ -137,6 +137,7 @@ def propose_command(
             else ExperimentMeasurer(ExperimentRunner(Path("."), params_file=str(params_path)))
         )
     context.batch_measurer = measurer
+    context.run_experiments = measure_missing  # e.g. the profiler profiles at the served batch size
     try:
         outcomes = run_nodes(context, [known[name] for name in node] if node else None)
     finally:

@@ -228,6 +228,8 @@ class ProfileParams(Strict):
     batch_size: int = Field(8, ge=1)
     iters: int = Field(10, ge=1)
     top_k: int = Field(15, ge=1)
+    # Profile only these variants (empty: every built one); the agent's profiling experiments set it.
+    variants: list[str] = Field(default_factory=list)
 
 
 class CostParams(Strict):

@@ -31,7 +31,7 @@ from infopt.params import BenchmarkParams, Params, load_params
 from infopt.progress import progress
 from model_builds.data import encode, load_tokenizer, pad_batch
 from model_builds.measuring import load_texts, open_engine, providers_of, tokenizer_dir, write_json
-from model_builds.variants.record import enabled_builds
+from model_builds.variants.record import enabled_builds, narrow_builds
 
 BENCHMARK_JSON = Path("metrics/benchmark.json")
 PLOT_JSON = Path("plots/latency_vs_batch.json")
@@ -289,14 +289,7 @@ def run_benchmark(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     device = resolve_device(params.device)
     config = params.benchmark
     hourly = params.cost.hourly_usd[device]
-    builds = enabled_builds(params, root)
-    if config.variants:
-        unknown = sorted(set(config.variants) - {build.name for build in builds})
-        if unknown:
-            raise BenchmarkError(
-                f"benchmark.variants names {unknown}: not enabled variants ({[build.name for build in builds]})"
-            )
-        builds = [build for build in builds if build.name in config.variants]
+    builds = narrow_builds(enabled_builds(params, root), config.variants, "benchmark.variants")
     texts = load_texts("test", root)
     pairs = plan(builds, config.engines)
     threads = thread_counts(config, device)

@@ -28,7 +28,7 @@ from infopt.params import Params, load_params
 from infopt.paths import PROFILES_DIR
 from model_builds.benchmark import ServedBatches, served_batches
 from model_builds.measuring import load_texts, open_engine, write_json
-from model_builds.variants.record import enabled_builds
+from model_builds.variants.record import enabled_builds, narrow_builds
 
 LABEL = "layer::"
 # Top-level blocks of BERT-family encoders (BERT/RoBERTa: encoder.layer.N.*, DistilBERT: transformer.layer.N.*).
@@ -346,14 +346,14 @@ def render_text(report: Mapping[str, Any]) -> str:
 
 
 def run_profiles(params: Params, root: Path = Path("."), out_dir: Path = PROFILES_DIR) -> dict[str, Path]:
-    """Profile every built variant; returns variant -> JSON path."""
+    """Profile every built variant (or those `profile.variants` names); returns variant -> JSON path."""
     device = resolve_device(params.device)
     texts = load_texts("test", root)
     fingerprint = collect(device, repo=root).model_dump()
     out = root / out_dir
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    for build in enabled_builds(params, root):
+    for build in narrow_builds(enabled_builds(params, root), params.profile.variants, "profile.variants"):
         if build.status != "built":
             continue
         report = {**profile_variant(build, params, texts, device, root), "fingerprint": fingerprint}

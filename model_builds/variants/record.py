@@ -56,3 +56,19 @@ def load_variant_build(path: str | Path) -> VariantBuild:
 def enabled_builds(params: Params, root: Path = Path(".")) -> list[VariantBuild]:
     """Builds of every enabled variant, in params order."""
     return [load_variant_build(root / VARIANTS_DIR / variant.name) for variant in params.variants if variant.enabled]
+
+
+class VariantSelectionError(ValueError):
+    """A stage's `variants` filter names a variant that is not enabled; the message names the field."""
+
+
+def narrow_builds(builds: list[VariantBuild], names: list[str], field: str) -> list[VariantBuild]:
+    """The builds a stage's `variants` filter keeps (empty filter: all of them)."""
+    if not names:
+        return builds
+    unknown = sorted(set(names) - {build.name for build in builds})
+    if unknown:
+        raise VariantSelectionError(
+            f"{field} names {unknown}: not enabled variants ({[build.name for build in builds]})"
+        )
+    return [build for build in builds if build.name in names]

@@ -13,6 +13,7 @@ import pytest
 from infopt.manifest import Fingerprint, Sweep
 from infopt.params import BenchmarkParams, load_params
 from model_builds import benchmark
+from model_builds.variants.record import VariantSelectionError
 from tests.model_builds.tiny_build import build_workspace
 
 
@@ -188,5 +189,5 @@ def test_benchmark_variants_narrows_the_run_and_names_an_unknown_variant(workspa
     (sweep,) = sweeps(report, "int8-dynamic")
     assert (sweep.engine, sweep.threads, [p.batch_size for p in sweep.points]) == ("onnxruntime", 1, [2])
     wrong = narrow.model_copy(update={"benchmark": narrow.benchmark.model_copy(update={"variants": ["nope"]})})
-    with pytest.raises(benchmark.BenchmarkError, match=r"benchmark.variants names \['nope'\]: not enabled"):
+    with pytest.raises(VariantSelectionError, match=r"benchmark.variants names \['nope'\]: not enabled"):
         benchmark.run_benchmark(wrong, workspace)

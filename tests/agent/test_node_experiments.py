@@ -1,8 +1,10 @@
-"""The batch node's DVC-experiment measurer on a real, tiny DVC repository whose `benchmark` stage writes
-metrics/benchmark.json in the pipeline's format (values computed from the params, so the answer is known)."""
+"""The nodes' DVC experiments on a real, tiny DVC repository whose `benchmark` and `profile` stages write
+metrics/benchmark.json and metrics/profiles/<variant>.json in the pipeline's formats (values computed from
+the params, so the answer is known): the batch node's measurer and the profiler's served-batch profile."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +13,34 @@ import pytest
 
 from agent.experiments import ExperimentError, ExperimentRunner
 from agent.measure import ExperimentMeasurer
+from agent.profiler import diagnose, served_profile
 
 PARAMS = """\
-# benchmark.variants is left unset, as in the project's params.yaml
+# benchmark.variants and profile.variants are left unset, as in the project's params.yaml
 benchmark:
   batch_sizes: [1, 8, 32]
   engines: [torch, onnxruntime]
   threads: [1, 2]
+profile:
+  batch_size: 8
+"""
+PROFILE_STAGE = """\
+import json
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+config = YAML(typ="safe").load(open("params.yaml"))["profile"]
+b = config["batch_size"]
+attention = min(90.0, 2.0 * b)  # attention's share grows with the batch
+shares = {"attention": attention, "ffn": (100 - attention) * 0.7, "embeddings": (100 - attention) * 0.1,
+          "other": (100 - attention) * 0.2}
+Path("metrics/profiles").mkdir(parents=True, exist_ok=True)
+for v in config.get("variants") or ["fp32", "int8"]:
+    report = {"variant": v, "engine": "torch", "batch_size": b, "seq_len": 20.0,
+              "split": {g: {"percent": p, "time_ms": p / 10} for g, p in shares.items()},
+              "top_ops": [{"op": "aten::mm", "percent": 40.0}]}
+    Path(f"metrics/profiles/{v}.json").write_text(json.dumps(report))
 """
 STAGE = """\
 import json
@@ -50,6 +73,15 @@ stages:
     outs:
       - metrics/benchmark.json:
           cache: false
+  profile:
+    cmd: {sys.executable} prof.py
+    deps:
+      - prof.py
+    params:
+      - profile
+    outs:
+      - metrics/profiles:
+          cache: false
 """
 
 
@@ -70,6 +102,7 @@ def bench_repo(tmp_path: Path) -> Path:
     run(repo, "dvc", "config", "--local", "core.site_cache_dir", str(tmp_path / "dvc-site"))
     (repo / "params.yaml").write_text(PARAMS)
     (repo / "bench.py").write_text(STAGE)
+    (repo / "prof.py").write_text(PROFILE_STAGE)
     (repo / "dvc.yaml").write_text(DVC_YAML)
     run(repo, "dvc", "repro", "-q")
     run(repo, "git", "add", "-A")
@@ -114,3 +147,20 @@ def test_a_cell_the_experiment_did_not_measure_is_named(bench_repo: Path) -> Non
     measurer = ExperimentMeasurer(ExperimentRunner(bench_repo), stage="benchmark")
     with pytest.raises(ExperimentError, match=r"has no built variant 'nope'"):
         measurer.measure_cell("nope", "torch", 1)(4)
+
+
+def test_the_profiler_profiles_the_served_batch_as_an_experiment(bench_repo: Path) -> None:
+    runner = ExperimentRunner(bench_repo)
+    committed = (bench_repo / "metrics/profiles/int8.json").read_text()
+    assert diagnose(json.loads(committed), "committed").group == "ffn"  # at batch 8
+    report, evidence = served_profile(runner, "int8", 32)
+    diagnosis = diagnose(report, evidence.ref)
+    assert (diagnosis.batch_size, diagnosis.group, diagnosis.percent) == (32, "attention", 64.0)
+    assert evidence.kind == "dvc_experiment"
+    assert "params.yaml:profile.batch_size=32 -S params.yaml:++profile.variants=[int8] profile" in evidence.detail
+    # the experiment profiled only that variant, and the workspace keeps its committed profile
+    result = runner.find(evidence.ref)
+    assert result is not None
+    with pytest.raises(ExperimentError, match=r"no metrics/profiles/fp32\.json in its commit"):
+        runner.read(result, "metrics/profiles/fp32.json")
+    assert (bench_repo / "metrics/profiles/int8.json").read_text() == committed

@@ -370,9 +370,8 @@ def calibrate(
     """The engine curve, the host's CPU per request and the per-request overhead left over, measured now.
 
     The CPU per request (the loops, the hop) comes from single requests back to back, the busy host a load
-    keeps; the engine's batch time at the load's spacing and the latency left over (residuals) from single
-    requests `gap_s` apart on average (the coming load's mean spacing; 0: the same back-to-back ones), which
-    also pay for waking an idle host and an engine whose caches went cold between batches."""
+    keeps; the latency left over (residuals) from single requests `gap_s` apart on average (the coming load's
+    mean spacing; 0: the same back-to-back ones), which also pay for waking an idle host."""
     points = calibrate_engine(model_dir, args, batching.max_batch_size)
     contention = measure_contention(model_dir, args)
     engine_before = engine_totals(url)
@@ -380,28 +379,13 @@ def calibrate(
     latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests))
     cpu_after = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
     single = engine_delta(engine_before, engine_totals(url))
-    back_to_back = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
+    if gap_s > 0:
+        latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
+    alone = curve_from_points(points, "calibration in this run (engine alone, the gateway's batch shapes)")
     # The gateway's engine time per batch (its own counter: collate, the executor hop, the event loop resuming
     # the batch) exceeds the engine alone by a per-batch hop, measured here on the single requests (batch 1).
-    mu, sigma = back_to_back.lognormal(1)
-    alone_batch1_s = math.exp(mu + sigma**2 / 2)
-    hop = max(0.0, single["engine_s_per_batch"] - alone_batch1_s) if single["batches"] else 0.0
-    idle_factor = 1.0
-    if gap_s > 0:
-        spaced_before = engine_totals(url)
-        latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
-        spaced = engine_delta(spaced_before, engine_totals(url))
-        # An engine that waits `gap_s` between batches runs each one slower than back to back (its caches cold
-        # again): its batch time at the load's spacing, from the gateway's own counter on these requests. Never
-        # below 1: back to back is the fastest an engine runs; a lower reading is noise.
-        if spaced["batches"]:
-            idle_factor = max(1.0, (spaced["engine_s_per_batch"] - hop) / alone_batch1_s)
-    alone = ServiceCurve(
-        back_to_back.batch_sizes,
-        tuple(value * idle_factor for value in back_to_back.p50_s),
-        tuple(value * idle_factor for value in back_to_back.p99_s),
-        source=f"{back_to_back.source} x {idle_factor:.3f} (batch time at the load's spacing)",
-    )
+    mu, sigma = alone.lognormal(1)
+    hop = max(0.0, single["engine_s_per_batch"] - math.exp(mu + sigma**2 / 2)) if single["batches"] else 0.0
     curve = ServiceCurve(
         alone.batch_sizes,
         tuple(value + hop for value in alone.p50_s),
@@ -461,7 +445,6 @@ def calibrate(
                 for point in points
             },
             "gateway_hop_ms_per_batch": round(hop * 1000, 3),
-            "engine_idle_factor": round(idle_factor, 3),
             "single_request_ms": {
                 "p50": round(float(np.percentile(latencies, 50)) * 1000, 3),
                 "p99": round(float(np.percentile(latencies, 99)) * 1000, 3),
@@ -606,23 +589,6 @@ def predict(model: GatewayModel, rate: float, *, duration_s: float, seeds: int) 
 
 
 # ----------------------------------------------------------------------------- main
-def class_streams(rate: float, duration_s: float, warmup_s: float) -> list[Stream]:
-    """One open-loop Poisson stream per SLA class of MIX, `rate` req/s in all."""
-    return [
-        Stream(
-            name=name,
-            api_key=KEYS[name],
-            mode="open",
-            rate_per_s=rate * share,
-            duration_s=duration_s,
-            sla_class=name,
-            texts=texts(),
-            warmup_s=warmup_s,
-        )
-        for name, share in MIX.items()
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
@@ -641,12 +607,6 @@ def main() -> None:
         "--loads", default="0.2,0.4,0.6,0.75", help="total rates as fractions of the engine's batch capacity"
     )
     parser.add_argument("--duration", type=float, default=90.0, help="seconds of load per level")
-    parser.add_argument(
-        "--warmup-load-s",
-        type=float,
-        default=20.0,
-        help="a load at the first level's rate run and discarded before the timed loads (0: none)",
-    )
     parser.add_argument("--calibration-seconds", type=float, default=1.5, help="per batch size")
     parser.add_argument("--overhead-requests", type=int, default=200)
     parser.add_argument("--sim-seconds", type=float, default=120.0, help="simulated seconds per seed")
@@ -680,14 +640,23 @@ def main() -> None:
             # The rates: fractions of the engine's capacity at max batch, from a first calibration.
             first = calibrate(model_dir, url, args, batching, gateway.pid)
             capacity = first["curve"].throughput(batching.max_batch_size)
-            if args.warmup_load_s > 0:  # the first timed load of a fresh gateway process measured high
-                warm = class_streams(round(capacity * levels[0], 1), args.warmup_load_s, warmup_s=0.0)
-                asyncio.run(run_load(url, warm, model="validation-warmup", seed=99, timeout_s=30))
             for index, level in enumerate(levels):
                 rate = round(capacity * level, 1)
                 # just before this load, its single requests spaced like its arrivals (1 / rate apart on average)
                 calibration = calibrate(model_dir, url, args, batching, gateway.pid, gap_s=1.0 / rate)
-                streams = class_streams(rate, args.duration, warmup_s=min(WARMUP_S, args.duration / 10))
+                streams = [
+                    Stream(
+                        name=name,
+                        api_key=KEYS[name],
+                        mode="open",
+                        rate_per_s=rate * share,
+                        duration_s=args.duration,
+                        sla_class=name,
+                        texts=texts(),
+                        warmup_s=min(WARMUP_S, args.duration / 10),
+                    )
+                    for name, share in MIX.items()
+                ]
                 before = load_average()
                 engine_before = engine_totals(url)
                 cpu_before = (cpu_seconds(gateway.pid), cpu_seconds(), time.monotonic())
@@ -816,11 +785,6 @@ def main() -> None:
             "counted in each load's engine_during_load.host_cpu)",
             "mix": MIX,
             "duration_s_per_load": args.duration,
-            "warmup_load": f"{args.warmup_load_s:g} s at the first level's rate, run and discarded before the timed "
-            "loads (without it, the first timed load of a fresh gateway process measured a higher p99 than the same "
-            "rate's repeats later in the run: simulator_validation.json at commit 3e6b7e3)"
-            if args.warmup_load_s > 0
-            else "none",
             "warmup_s": f"the first {min(WARMUP_S, args.duration / 10)} s of each load (measured) and of each "
             f"simulated run ({min(WARMUP_S, args.sim_seconds / 10)} s) are left out of the percentiles",
             "judged": f"per load, on all its requests together (the classes are reported beside it: at these loads "
@@ -842,9 +806,7 @@ def main() -> None:
             "after the batch), this process's CPU per request (the client's loop, half to send and half to "
             "receive), the host's other busy cores from /proc/stat; and from a second set of single requests, "
             "each after an exponential idle gap of the load's mean spacing (1 / rate: an idle host wakes its "
-            "threads more slowly), the engine's batch time at that spacing (the gateway's engine-seconds counter "
-            "per batch on them, less the hop, over the engine alone's batch-1 mean: engine_idle_factor, at least 1, "
-            "scales the whole curve) and the residual per-request overhead (end-to-end latency minus max_wait, the "
+            "threads more slowly), the residual per-request overhead (end-to-end latency minus max_wait, the "
             "shifted batch-1 median and both loops' CPU; for the gateway's own time: its Server-Timing minus "
             "max_wait, the shifted batch-1 median and its loop's CPU); single_request_ms are those spaced requests",
             "prediction": "the simulator with the host model: per class the gateway's own time per row (from its "

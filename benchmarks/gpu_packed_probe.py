@@ -17,6 +17,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,20 @@ def _time(engine: Any, batches: list[tuple[np.ndarray, np.ndarray]]) -> list[flo
     return times
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class Probe:
+    """What both GPU probes start from: their arguments, the bf16 ceiling, and bert-base's shape saved with
+    random weights."""
+
+    args: argparse.Namespace
+    ceiling: Any  # challenge.roofline.MatmulRate, measured in this process
+    config: Any  # transformers.BertConfig
+    folder: Path  # the random bert-base, saved
+
+
+def start_probe(description: str) -> Probe:
     """argparse, not typer: the GPU host has no typer."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, required=True, help="prepared split folder (test.jsonl)")
     parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder (tokenizer.json)")
     parser.add_argument("--out", type=Path, required=True, help="result JSON")
@@ -66,21 +78,28 @@ def main() -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from challenge.config import GRAPH_SIZES, length_buckets
-    from challenge.engines import EngineSpec, build_engine, release
-    from challenge.flops import BertShape
     from challenge.roofline import matmul_rate
-    from infopt.fingerprint import collect
 
     if not torch.cuda.is_available():
         parser.error("this probe needs a CUDA GPU")
-    lengths = _lengths(args.data, args.tokenizer)
     ceiling = matmul_rate("cuda", 8192, "bfloat16")
     config = BertConfig(vocab_size=8000, num_labels=45, max_position_embeddings=MAX_LEN)
-    shape = BertShape.from_config(config.to_dict())
     torch.manual_seed(0)
     folder = Path(tempfile.mkdtemp(prefix="bert-base-"))
     BertForSequenceClassification(config).save_pretrained(str(folder))
+    return Probe(args=args, ceiling=ceiling, config=config, folder=folder)
+
+
+def main() -> None:
+    from challenge.config import GRAPH_SIZES, length_buckets
+    from challenge.engines import EngineSpec, build_engine, release
+    from challenge.flops import BertShape
+    from infopt.fingerprint import collect
+
+    probe = start_probe(__doc__.splitlines()[0])
+    args, ceiling, folder = probe.args, probe.ceiling, probe.folder
+    lengths = _lengths(args.data, args.tokenizer)
+    shape = BertShape.from_config(probe.config.to_dict())
     rng = np.random.default_rng(0)
     batches = {rows: [_batch(lengths, rows, rng) for _ in range(5)] for rows in BATCHES}
     sizes = tuple(sorted({*(s for s in GRAPH_SIZES if s <= max(BATCHES)), *BATCHES}))

@@ -17,16 +17,13 @@ This probe splits that number on the served shape (2,048 rows of the test split'
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.gpu_packed_probe import MAX_LEN, _batch, _lengths
+from benchmarks.gpu_packed_probe import MAX_LEN, _batch, _lengths, start_probe
 
 ROWS = 2048
 RUNS = 20
@@ -34,17 +31,9 @@ RUNS = 20
 
 def _time_ms(torch: Any, call: Any, runs: int = RUNS) -> float:
     """Median CUDA-event milliseconds of `call` after 3 warm-up calls."""
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return float(np.median(times))
+    from challenge.roofline import time_cuda
+
+    return float(np.median(time_cuda(call, 3, runs)))
 
 
 def _matmuls(torch: Any, tokens: int, hidden: int, ffn: int, ceiling: float) -> list[dict[str, Any]]:
@@ -120,25 +109,15 @@ def _parts(torch: Any, forward: Any, inputs: tuple[Any, ...], packed: Any, mask:
 
 
 def main() -> None:
-    """argparse, not typer: the GPU host has no typer."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="prepared split folder (test.jsonl)")
-    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer folder (tokenizer.json)")
-    parser.add_argument("--out", type=Path, required=True, help="result JSON")
-    args = parser.parse_args()
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
 
     from challenge.flops import BertShape
     from challenge.forward import StaticBert, load_hf
     from challenge.packed import pack
-    from challenge.roofline import matmul_rate
     from infopt.fingerprint import collect
 
-    if not torch.cuda.is_available():
-        parser.error("this probe needs a CUDA GPU")
-    ceiling = matmul_rate("cuda", 8192, "bfloat16")
-    config = BertConfig(vocab_size=8000, num_labels=45, max_position_embeddings=MAX_LEN)
+    probe = start_probe(__doc__.splitlines()[0])
+    args, ceiling, config = probe.args, probe.ceiling, probe.config
     shape = BertShape.from_config(config.to_dict())
     rng = np.random.default_rng(0)
     ids, mask = _batch(_lengths(args.data, args.tokenizer), ROWS, rng)
@@ -154,10 +133,7 @@ def main() -> None:
         "matmuls": _matmuls(torch, tokens, config.hidden_size, config.intermediate_size, ceiling.flops_per_s),
     }
     print(json.dumps(results["matmuls"]), flush=True)
-    torch.manual_seed(0)
-    folder = Path(tempfile.mkdtemp(prefix="bert-base-"))
-    BertForSequenceClassification(config).save_pretrained(str(folder))
-    forward = StaticBert(load_hf(folder), device="cuda", precision="bf16")
+    forward = StaticBert(load_hf(probe.folder), device="cuda", precision="bf16")
     inputs = (
         torch.from_numpy(packed.ids).cuda(),
         torch.from_numpy(packed.positions).cuda(),

@@ -40,7 +40,8 @@ def _time_cpu(call: Any, warmup: int, runs: int) -> list[float]:
     return times
 
 
-def _time_cuda(call: Any, warmup: int, runs: int) -> list[float]:
+def time_cuda(call: Any, warmup: int, runs: int) -> list[float]:
+    """Milliseconds of each of `runs` calls (CUDA events), after `warmup` untimed ones."""
     import torch
 
     for _ in range(warmup):
@@ -79,7 +80,7 @@ def matmul_rate(device: str, n: int, dtype: str, *, warmup: int = 3, runs: int =
     b = torch.randn(n, n, generator=generator).to(device=device, dtype=getattr(torch, dtype))
     with torch.inference_mode():
         if device == "cuda":
-            times = _time_cuda(lambda: torch.mm(a, b), warmup, runs)
+            times = time_cuda(lambda: torch.mm(a, b), warmup, runs)
             return _rate(dtype, n, times, "torch.cuda.Event pairs, median")
         times = _time_cpu(lambda: torch.mm(a, b), warmup, runs)
     return _rate(dtype, n, times, "time.perf_counter, median")
@@ -94,7 +95,7 @@ def fp8_matmul_rate(n: int, *, warmup: int = 3, runs: int = 10) -> MatmulRate:
     b = torch.randn(n, n, generator=generator).to("cuda").to(torch.float8_e4m3fn).t()  # column-major operand
     one = torch.ones((), device="cuda")
     with torch.inference_mode():
-        times = _time_cuda(
+        times = time_cuda(
             lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, use_fast_accum=True),
             warmup,
             runs,

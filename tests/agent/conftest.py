@@ -110,3 +110,25 @@ def github_server(repo: Repo) -> Iterator[GitHubServer]:
     state = GitHubState(tokens={token}, git_dir=repo.remote)
     with serve_app(create_app(state)) as url:
         yield GitHubServer(url, token, state)
+
+
+def dvc_project(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A real git + DVC repository holding `files`, reproduced (`dvc repro`) and committed as the baseline."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Test User")
+    git(repo, "config", "user.email", "test@example.invalid")
+    for args in (
+        ["init", "-q"],
+        ["config", "core.analytics", "false"],
+        ["config", "core.check_update", "false"],
+        ["config", "--local", "core.site_cache_dir", str(tmp_path / "dvc-site")],
+    ):
+        subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, check=True)
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    subprocess.run(["dvc", "repro", "-q"], cwd=repo, capture_output=True, text=True, check=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "baseline")
+    return repo

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.experiments import ExperimentError, ExperimentRunner
+from tests.agent.conftest import dvc_project
 
 PARAMS = """\
 # a tiny project: one stage reads these and writes metrics.json
@@ -43,28 +44,9 @@ stages:
 """
 
 
-def run(repo: Path, *args: str) -> None:
-    subprocess.run(args, cwd=repo, check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def dvc_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "project"
-    repo.mkdir()
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "config", "user.name", "Test User")
-    run(repo, "git", "config", "user.email", "test@example.invalid")
-    run(repo, "dvc", "init", "-q")
-    run(repo, "dvc", "config", "core.analytics", "false")
-    run(repo, "dvc", "config", "core.check_update", "false")
-    run(repo, "dvc", "config", "--local", "core.site_cache_dir", str(tmp_path / "dvc-site"))
-    (repo / "params.yaml").write_text(PARAMS)
-    (repo / "measure.py").write_text(STAGE)
-    (repo / "dvc.yaml").write_text(DVC_YAML)
-    run(repo, "dvc", "repro", "-q")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "baseline")
-    return repo
+    return dvc_project(tmp_path, {"params.yaml": PARAMS, "measure.py": STAGE, "dvc.yaml": DVC_YAML})
 
 
 def test_missing_point_is_measured_as_an_experiment_and_read_back(dvc_repo: Path) -> None:

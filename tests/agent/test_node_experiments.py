@@ -5,7 +5,6 @@ the params, so the answer is known): the batch node's measurer and the profiler'
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from agent.experiments import ExperimentError, ExperimentRunner
 from agent.measure import ExperimentMeasurer
 from agent.profiler import diagnose, served_profile
+from tests.agent.conftest import dvc_project
 
 PARAMS = """\
 # benchmark.variants and profile.variants are left unset, as in the project's params.yaml
@@ -85,29 +85,11 @@ stages:
 """
 
 
-def run(repo: Path, *args: str) -> None:
-    subprocess.run(args, cwd=repo, check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def bench_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "project"
-    repo.mkdir()
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "config", "user.name", "Test User")
-    run(repo, "git", "config", "user.email", "test@example.invalid")
-    run(repo, "dvc", "init", "-q")
-    run(repo, "dvc", "config", "core.analytics", "false")
-    run(repo, "dvc", "config", "core.check_update", "false")
-    run(repo, "dvc", "config", "--local", "core.site_cache_dir", str(tmp_path / "dvc-site"))
-    (repo / "params.yaml").write_text(PARAMS)
-    (repo / "bench.py").write_text(STAGE)
-    (repo / "prof.py").write_text(PROFILE_STAGE)
-    (repo / "dvc.yaml").write_text(DVC_YAML)
-    run(repo, "dvc", "repro", "-q")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "baseline")
-    return repo
+    return dvc_project(
+        tmp_path, {"params.yaml": PARAMS, "bench.py": STAGE, "prof.py": PROFILE_STAGE, "dvc.yaml": DVC_YAML}
+    )
 
 
 def test_a_missing_batch_size_is_one_narrowed_benchmark_experiment(bench_repo: Path) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from challenge.engines import EngineSpec
 from tests.challenge.workspace import build_ladder_workspace
+
+
+def engine_spec(folder: Path, **changes: object) -> EngineSpec:
+    """An EngineSpec of the model in `folder` (HF eager fp32, one thread) with `changes` on top."""
+    values: dict[str, object] = {"family": "hf", "model_dir": str(folder), "variant": "fp32", "threads": 1}
+    return EngineSpec.model_validate({**values, **changes})
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,9 @@ import torch
 
 from challenge.engines import EngineSpec, StaticEngine, build_engine, release
 from infopt.engines.base import Engine, EngineError
+from tests.challenge.conftest import engine_spec
 
-
-def _spec(folder: Path, **changes: object) -> EngineSpec:
-    values: dict[str, object] = {"family": "hf", "model_dir": str(folder), "variant": "fp32", "threads": 1}
-    return EngineSpec.model_validate({**values, **changes})
+_spec = engine_spec
 
 
 def _batch(rows: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

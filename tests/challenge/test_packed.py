@@ -11,11 +11,9 @@ from challenge.engines import EngineSpec, PackedEngine, build_engine, release
 from challenge.forward import varlen_attention
 from challenge.packed import TOKEN_ALIGN, TOKEN_BUCKET_GROWTH, pack, token_buckets
 from infopt.engines.base import EngineError
+from tests.challenge.conftest import engine_spec
 
-
-def _spec(folder: Path, **changes: object) -> EngineSpec:
-    values: dict[str, object] = {"family": "hf", "model_dir": str(folder), "variant": "fp32", "threads": 1}
-    return EngineSpec.model_validate({**values, **changes})
+_spec = engine_spec
 
 
 def _ragged(rows: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 from agent.capacity import CurveError
 from agent.context import AgentContext
 from agent.contract import Outcome, Refusal, Target
+from agent.experiments import ExperimentError
 from agent.prometheus import PrometheusError
 from agent.traffic import TrafficError
 from infopt.deployments import DeploymentError
 from infopt.manifest import ManifestError
 
-MISSING_EVIDENCE = (ManifestError, DeploymentError, CurveError, TrafficError, PrometheusError)
+# ExperimentError: a DVC experiment run for missing evidence failed (its output tail is in the message)
+MISSING_EVIDENCE = (ManifestError, DeploymentError, CurveError, TrafficError, PrometheusError, ExperimentError)
 
 
 def each_deployment(

@@ -39,4 +39,6 @@ fi
 export DVC_NO_ANALYTICS=1
 .venv/bin/dvc config --local core.analytics false >/dev/null 2>&1 || true
 .venv/bin/dvc config --local core.check_update false >/dev/null 2>&1 || true
-.venv/bin/dvc config --local core.site_cache_dir .dvc/site >/dev/null 2>&1 || true
+# absolute: `dvc exp run --temp` (the agent's experiments) runs in a copy under .dvc/tmp, where a relative
+# site cache dir names a folder that does not exist ("unable to open database file")
+.venv/bin/dvc config --local core.site_cache_dir "$PWD/.dvc/site" >/dev/null 2>&1 || true

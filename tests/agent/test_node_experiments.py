@@ -146,3 +146,19 @@ def test_the_profiler_profiles_the_served_batch_as_an_experiment(bench_repo: Pat
     with pytest.raises(ExperimentError, match=r"no metrics/profiles/fp32\.json in its commit"):
         runner.read(result, "metrics/profiles/fp32.json")
     assert (bench_repo / "metrics/profiles/int8.json").read_text() == committed
+
+
+def test_a_failed_experiment_is_a_refusal_naming_dvcs_error_not_a_crash() -> None:
+    from agent.context import AgentContext
+    from agent.contract import Refusal
+    from agent.evidence import each_deployment
+    from tests.agent.conftest import FIXTURE_MANIFEST, ROOT
+
+    context = AgentContext.load(ROOT, manifest_path=FIXTURE_MANIFEST, traffic=None)
+
+    def examine(deployment: str) -> Refusal:
+        raise ExperimentError("`dvc exp run ...` exited with 255:\nERROR: unable to open database file")
+
+    outcomes = each_deployment(context, "profiler", examine)
+    assert outcomes and all(isinstance(o, Refusal) and o.guardrail == "evidence" for o in outcomes)
+    assert "unable to open database file" in outcomes[0].reason  # type: ignore[union-attr]

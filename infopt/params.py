@@ -657,6 +657,14 @@ class Params(Strict):
                 "sla_classes: ordered by priority (lower first) the k8s_priority_value must strictly decrease, got "
                 + ", ".join(f"{name} priority {sla.priority} -> {sla.k8s_priority_value}" for name, sla in ranked)
             )
+        enabled = [variant.name for variant in self.variants if variant.enabled]
+        for field, chosen in (
+            ("benchmark.variants", self.benchmark.variants),
+            ("profile.variants", self.profile.variants),
+        ):
+            unknown = sorted(set(chosen) - set(enabled))
+            if unknown:
+                raise ValueError(f"{field} names {unknown}: not enabled variants ({enabled})")
         tenant_names = [tenant.name for tenant in self.tenants]
         if len(set(tenant_names)) != len(tenant_names):
             raise ValueError(f"tenants: duplicate names in {tenant_names}")

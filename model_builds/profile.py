@@ -353,7 +353,7 @@ def run_profiles(params: Params, root: Path = Path("."), out_dir: Path = PROFILE
     out = root / out_dir
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    for build in narrow_builds(enabled_builds(params, root), params.profile.variants, "profile.variants"):
+    for build in narrow_builds(enabled_builds(params, root), params.profile.variants):
         if build.status != "built":
             continue
         report = {**profile_variant(build, params, texts, device, root), "fingerprint": fingerprint}

@@ -9,11 +9,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from infopt.manifest import Fingerprint, Sweep
-from infopt.params import BenchmarkParams, load_params
+from infopt.params import BenchmarkParams, Params, load_params
 from model_builds import benchmark
-from model_builds.variants.record import VariantSelectionError
 from tests.model_builds.tiny_build import build_workspace
 
 
@@ -188,6 +188,6 @@ def test_benchmark_variants_narrows_the_run_and_names_an_unknown_variant(workspa
     assert list(report["variants"]) == ["int8-dynamic"]
     (sweep,) = sweeps(report, "int8-dynamic")
     assert (sweep.engine, sweep.threads, [p.batch_size for p in sweep.points]) == ("onnxruntime", 1, [2])
-    wrong = narrow.model_copy(update={"benchmark": narrow.benchmark.model_copy(update={"variants": ["nope"]})})
-    with pytest.raises(VariantSelectionError, match=r"benchmark.variants names \['nope'\]: not enabled"):
-        benchmark.run_benchmark(wrong, workspace)
+    wrong = {**params.model_dump(), "benchmark": {**params.benchmark.model_dump(), "variants": ["nope"]}}
+    with pytest.raises(ValidationError, match=r"benchmark.variants names \['nope'\]: not enabled"):
+        Params.model_validate(wrong)

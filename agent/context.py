@@ -76,9 +76,8 @@ class AgentContext:
     manifest_path: Path
     traffic: TrafficSource | None = None
     deployments: tuple[str, ...] = ()  # restrict the nodes to these deployments (empty: all)
-    experiments: ExperimentRunner | None = None
+    experiments: ExperimentRunner | None = None  # nodes may run DVC experiments for missing evidence (None: not)
     batch_measurer: BatchMeasurer | None = None  # measures batch sizes the sweep lacks (None: sweep only)
-    run_experiments: bool = False  # nodes may run DVC experiments for missing evidence (`--measure-missing`)
     _manifest: Manifest | None = field(default=None, repr=False)
 
     @classmethod

@@ -140,6 +140,15 @@ class ExperimentRunner:
             raise ExperimentError(f"experiment {result.name}: no {path} in its commit ({done.stderr.strip()})")
         return done.stdout
 
+    def run_and_read(
+        self, changes: Mapping[str, ParamValue], stage: str, path: str, what: str
+    ) -> tuple[str, ExperimentResult, Evidence]:
+        """Run `stage` with `changes` as an experiment (or reuse it by name) and read `path` from its commit; the
+        evidence names the experiment and the command that re-runs it."""
+        result = self.run(changes, targets=[stage])
+        command = "dvc exp run --temp " + " ".join(self.set_args(changes)) + f" {stage}"
+        return self.read(result, path), result, result.evidence(f"{what}: {command}")
+
     def name_for(self, changes: Mapping[str, ParamValue], prefix: str = "agent") -> str:
         key = json.dumps({"baseline": self._baseline(), "changes": changes}, sort_keys=True, default=str)
         return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"

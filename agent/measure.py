@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.contract import Evidence, ParamValue
-from agent.experiments import ExperimentError, ExperimentResult, ExperimentRunner
+from agent.experiments import ExperimentError, ExperimentRunner
 from infopt.deployments import ResolvedDeployment
 from infopt.manifest import BatchPoint
 from infopt.params import BenchmarkParams, Params
@@ -113,7 +113,7 @@ class ExperimentMeasurer:
 
     def __init__(self, runner: ExperimentRunner, stage: str = "benchmark") -> None:
         self.runner, self.stage = runner, stage
-        self.results: dict[tuple[str, str, int, int], ExperimentResult] = {}
+        self.cited: dict[tuple[str, str, int, int], Evidence] = {}  # (variant, engine, threads, batch) -> experiment
 
     @staticmethod
     def changes(variant: str, engine: str, threads: int, batch_size: int) -> dict[str, ParamValue]:
@@ -126,10 +126,14 @@ class ExperimentMeasurer:
 
     def measure_cell(self, variant: str, engine: str, threads: int) -> Callable[[int], BatchPoint]:
         def measure(batch_size: int) -> BatchPoint:
-            result = self.runner.run(self.changes(variant, engine, threads, batch_size), targets=[self.stage])
-            report = json.loads(self.runner.read(result, BENCHMARK_JSON))
-            self.results[(variant, engine, threads, batch_size)] = result
-            return point_in(report, variant, engine, threads, batch_size, where=f"experiment {result.name}")
+            text, result, evidence = self.runner.run_and_read(
+                self.changes(variant, engine, threads, batch_size),
+                self.stage,
+                BENCHMARK_JSON,
+                f"batch {batch_size} of {variant}/{engine} {threads}t",
+            )
+            self.cited[(variant, engine, threads, batch_size)] = evidence
+            return point_in(json.loads(text), variant, engine, threads, batch_size, where=f"experiment {result.name}")
 
         return measure
 
@@ -137,15 +141,8 @@ class ExperimentMeasurer:
         return self.measure_cell(resolved.variant.name, resolved.engine, resolved.engine_threads)
 
     def evidence_for(self, variant: str, engine: str, threads: int, sizes: Sequence[int]) -> list[Evidence]:
-        return [
-            self.results[(variant, engine, threads, size)].evidence(
-                f"batch {size} of {variant}/{engine} {threads}t: "
-                + " ".join(self.runner.set_args(self.changes(variant, engine, threads, size)))
-                + f" {self.stage}"
-            )
-            for size in sizes
-            if (variant, engine, threads, size) in self.results
-        ]
+        cells = [(variant, engine, threads, size) for size in sizes]
+        return [self.cited[cell] for cell in cells if cell in self.cited]
 
     def evidence(self, resolved: ResolvedDeployment, sizes: Sequence[int]) -> list[Evidence]:
         return self.evidence_for(resolved.variant.name, resolved.engine, resolved.engine_threads, sizes)
@@ -159,12 +156,12 @@ def point_in(
 ) -> BatchPoint:
     """The (variant, engine, threads, batch) point of a metrics/benchmark.json payload; the error names what is
     missing."""
-    entry = report.get("variants", {}).get(variant)
-    if entry is None or entry.get("status") != "built":
+    from model_builds.benchmark import sweeps_of
+
+    if report.get("variants", {}).get(variant, {}).get("status") != "built":
         raise ExperimentError(f"{where}: {BENCHMARK_JSON} has no built variant {variant!r}")
-    for sweep in entry.get("sweeps", []):
-        if sweep.get("engine") == engine and sweep.get("threads") == threads:
-            for point in sweep.get("points", []):
-                if point.get("batch_size") == batch_size:
-                    return BatchPoint.model_validate({k: v for k, v in point.items() if k in BatchPoint.model_fields})
+    for sweep in sweeps_of(report, variant):
+        point = sweep.point(batch_size) if (sweep.engine, sweep.threads) == (engine, threads) else None
+        if point is not None:
+            return point
     raise ExperimentError(f"{where}: {BENCHMARK_JSON} has no {variant}/{engine} {threads}t point at batch {batch_size}")

@@ -109,31 +109,30 @@ def served_profile(runner: ExperimentRunner, variant: str, batch_size: int) -> t
     """Profile `variant` at the batch size its deployment serves, as a DVC experiment of the profile stage
     narrowed to that variant (`dvc exp run --temp -S profile.batch_size=<b> -S ++profile.variants=[v] profile`),
     read from the experiment's commit; reused by name on the same baseline."""
-    changes = profile_changes(variant, batch_size)
-    result = runner.run(changes, targets=["profile"])
     path = (PROFILES_DIR / f"{variant}.json").as_posix()
-    report = parse_profile(runner.read(result, path), f"experiment {result.name}: {path}")
-    detail = f"{path} of {variant} at batch {batch_size}: " + " ".join(runner.set_args(changes)) + " profile"
-    return report, result.evidence(detail)
+    text, result, evidence = runner.run_and_read(
+        profile_changes(variant, batch_size), "profile", path, f"{path} of {variant} at batch {batch_size}"
+    )
+    return parse_profile(text, f"experiment {result.name}: {path}"), evidence
 
 
 def profile_at_served_batch(
     context: AgentContext, entry: VariantEntry, served_batch: int
 ) -> tuple[dict[str, Any], str, list[Evidence]]:
-    """The committed profile, or, where the run may run experiments and that profile is missing or of another
-    batch size than the deployment serves, a new one at the served batch (the node acts on its evidence)."""
+    """The committed profile, or, where the run may run experiments (`context.experiments`) and that profile is
+    missing or of another batch size than the deployment serves, a new one at the served batch."""
     path = profile_path(context, entry)
-    can_run = context.run_experiments and context.experiments is not None
+    runner = context.experiments
     try:
         report = read_profile(path)
     except ProfileError:
-        if not can_run:
+        if runner is None:
             raise
         report = None
-    if report is not None and (int(report["batch_size"]) == served_batch or not can_run):
+    if report is not None and (runner is None or int(report["batch_size"]) == served_batch):
         return report, context.relative(path), []
-    assert context.experiments is not None  # can_run
-    fresh, evidence = served_profile(context.experiments, entry.name, served_batch)
+    assert runner is not None  # a missing profile without a runner raised above
+    fresh, evidence = served_profile(runner, entry.name, served_batch)
     return fresh, evidence.ref, [evidence]
 
 

@@ -109,6 +109,11 @@ def propose_command(
             step_s=_duration(step),
             rate_window=rate_window,
         )
+    if measure_in_process and not measure_missing:
+        console.print("[red]--measure-in-process changes how --measure-missing measures: give both[/red]")
+        raise typer.Exit(2)
+    # the nodes run DVC experiments for missing evidence only when asked to
+    runner = ExperimentRunner(Path("."), params_file=str(params_path)) if measure_missing else None
     try:
         context = AgentContext.load(
             Path("."),
@@ -116,7 +121,7 @@ def propose_command(
             manifest_path=manifest_path,
             traffic=traffic,
             deployments=deployment,
-            experiments=ExperimentRunner(Path("."), params_file=str(params_path)),
+            experiments=runner,
         )
     except (ParamsError, KeyError, OSError) as error:
         console.print(f"[red]{error}[/red]")
@@ -126,18 +131,10 @@ def propose_command(
     if unknown:
         console.print(f"[red]unknown node(s) {unknown}; the nodes are {list(known)}[/red]")
         raise typer.Exit(2)
-    if measure_in_process and not measure_missing:
-        console.print("[red]--measure-in-process changes how --measure-missing measures: give both[/red]")
-        raise typer.Exit(2)
     measurer: ServedShapeMeasurer | ExperimentMeasurer | None = None
-    if measure_missing:
-        measurer = (
-            ServedShapeMeasurer(context.params, Path("."))
-            if measure_in_process
-            else ExperimentMeasurer(ExperimentRunner(Path("."), params_file=str(params_path)))
-        )
+    if runner is not None:
+        measurer = ServedShapeMeasurer(context.params, Path(".")) if measure_in_process else ExperimentMeasurer(runner)
     context.batch_measurer = measurer
-    context.run_experiments = measure_missing  # e.g. the profiler profiles at the served batch size
     try:
         outcomes = run_nodes(context, [known[name] for name in node] if node else None)
     finally:

@@ -109,7 +109,8 @@ def test_a_missing_batch_size_is_one_narrowed_benchmark_experiment(bench_repo: P
     ]
     point = measurer.measure_cell("int8", "onnxruntime", 2)(12)
     assert (point.batch_size, point.throughput_rps, point.latency_p99_ms_max) == (12, 2400.0, 30.0)
-    result = measurer.results[("int8", "onnxruntime", 2, 12)]
+    result = runner.find(runner.name_for(measurer.changes("int8", "onnxruntime", 2, 12)))
+    assert result is not None
     narrowed = runner.read(result, "metrics/benchmark.json")
     assert '"fp32"' not in narrowed and '"batch_size": 1,' not in narrowed  # one variant, one batch size
     assert result.params["params.yaml"]["benchmark"]["variants"] == ["int8"]

@@ -34,6 +34,8 @@ class EngineSpec(BaseModel):
             raise ValueError("split_lengths runs sub-batches on captured graphs: it needs graphs=true")
         if self.packed and not (self.graphs and self.family == "static"):
             raise ValueError("packed replays the static forward's token-count graphs: it needs family static, graphs")
+        if self.packed and self.device == "cuda" and self.precision not in ("fp16", "bf16"):
+            raise ValueError(f"packed runs flash attention's varlen kernel: fp16 or bf16, not {self.precision!r}")
         if self.packed and self.split_lengths:
             raise ValueError("packed and split_lengths are two ways to drop padding: choose one")
         return self

@@ -60,11 +60,7 @@ def build_engine(spec: EngineSpec) -> Engine:
         from infopt.engines.torch_engine import TorchEngine
 
         return TorchEngine(spec.model_dir, device=spec.device, precision=spec.precision, threads=spec.threads)
-    if spec.packed:
-        if spec.device == "cuda" and spec.precision not in ("fp16", "bf16"):
-            raise EngineError(f"flash attention runs fp16 or bf16, not {spec.precision!r}")
-        return PackedEngine(spec)
-    return StaticEngine(spec)
+    return PackedEngine(spec) if spec.packed else StaticEngine(spec)
 
 
 def release(engine: Engine) -> None:

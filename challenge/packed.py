@@ -85,7 +85,6 @@ class PackedEngine(StaticEngine):
         self.max_rows = max(spec.batch_sizes)
         self.max_len = max(spec.length_buckets)
         self.token_buckets = token_buckets(self.max_rows * self.max_len)
-        self.sizes, self.buckets = [self.max_rows], [self.max_len]  # what StaticEngine's helpers read
         cuda = not emulate
         self.stream = torch.cuda.Stream() if cuda else None
         pool = torch.cuda.graph_pool_handle() if cuda else None
@@ -109,23 +108,7 @@ class PackedEngine(StaticEngine):
                         device["ids"], device["positions"], device["cu_seqlens"], device["cls_rows"], self.max_len
                     )
 
-                if cuda:
-                    stream: Any = self.stream
-                    stream.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(stream):
-                        for _ in range(2):  # warm-up outside capture: lazy cuBLAS / flash initialisation
-                            forward()
-                    stream.synchronize()
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool=pool, stream=stream):
-                        device["out"] = forward()
-                    run = graph.replay
-                else:
-                    device["out"] = forward()
-
-                    def run(device: dict[str, Any] = device, forward: Any = forward) -> None:
-                        device["out"].copy_(forward())
-
+                device["out"], run = self._record(forward, pool)
                 host = {
                     name: torch.empty(tuple(value.shape), dtype=value.dtype, pin_memory=cuda)
                     for name, value in device.items()
@@ -133,7 +116,6 @@ class PackedEngine(StaticEngine):
                 self.packed_graphs[tokens] = _Bucket(device=device, host=host, run=run)
         if cuda:
             torch.cuda.synchronize()
-        self.shapes = {}  # the padded shapes of StaticEngine: none here
         self.capture_seconds = round(time.perf_counter() - began, 2)
 
     def bucket_for(self, tokens: int) -> int:

@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,23 +128,7 @@ class StaticEngine:
             for batch, tokens in order:
                 ids = torch.full((batch, tokens), spec.pad_id, dtype=torch.int64, device=self.device)
                 mask = torch.ones((batch, tokens), dtype=torch.int64, device=self.device)
-                if cuda:
-                    stream: Any = self.stream
-                    stream.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(stream):
-                        for _ in range(2):  # warm-up outside capture: lazy cuBLAS / attention initialisation
-                            self.forward(ids, mask)
-                    stream.synchronize()
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool=pool, stream=stream):
-                        out = self.forward(ids, mask)
-                    run = graph.replay
-                else:
-                    out = self.forward(ids, mask)
-
-                    def run(ids: Any = ids, mask: Any = mask, out: Any = out) -> None:
-                        out.copy_(self.forward(ids, mask))
-
+                out, run = self._record(partial(self.forward, ids, mask), pool)
                 self.shapes[(batch, tokens)] = _Shape(
                     ids=ids,
                     mask=mask,
@@ -157,6 +142,25 @@ class StaticEngine:
             torch.cuda.synchronize()
         self.capture_seconds = round(time.perf_counter() - began, 2)
         self.replay_s: dict[tuple[int, int], float] = self._time_replays() if spec.split_lengths else {}
+
+    def _record(self, forward: Callable[[], Any], pool: Any) -> tuple[Any, Callable[[], None]]:
+        """`forward`'s output tensor and what recomputes it into that tensor: a CUDA graph captured on the
+        engine's stream into the shared memory `pool` (after two warm-up calls outside capture: lazy cuBLAS and
+        attention initialisation), or, emulated on the CPU, the eager call copied into it."""
+        torch = self._torch
+        if self.stream is None:
+            out = forward()
+            return out, lambda: out.copy_(forward())
+        stream = self.stream
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                forward()
+        stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
+            out = forward()
+        return out, graph.replay
 
     def _on_stream(self) -> Any:
         """The engine's own CUDA stream as the current one (nothing on the CPU)."""

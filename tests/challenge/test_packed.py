@@ -87,6 +87,8 @@ def test_packed_engine_returns_hf_logits_for_ragged_batches(tiny_bert: Path) -> 
 def test_packed_spec_needs_static_graphs_and_excludes_the_length_split(tiny_bert: Path) -> None:
     with pytest.raises(ValueError, match="packed replays the static forward's token-count graphs"):
         _spec(tiny_bert, family="static", packed=True)
+    with pytest.raises(ValueError, match="fp16 or bf16, not 'fp32'"):
+        _spec(tiny_bert, family="static", graphs=True, packed=True, device="cuda", batch_sizes=(8,))
     with pytest.raises(ValueError, match="choose one"):
         _spec(tiny_bert, family="static", graphs=True, packed=True, split_lengths=True, batch_sizes=(8,))
     spec = _spec(tiny_bert, family="static", graphs=True, packed=True, batch_sizes=(1, 64), precision="fp16")

@@ -29,9 +29,10 @@ from model_builds.tiny_llama import TinyLlamaSpec, build_tiny_llama
 
 SERVED_MODEL = "tiny-llama"
 VLLM_STARTUP_TIMEOUT_S = 300.0  # measured 35 s idle, 79 s loaded, 260 s at load average 10 on 2 cores
-# Context of the test model and server: long enough for a blocker generation that outlasts any test's set-up
-# (480 tokens took 1.75 s on an idle box, shorter than staging seven queued requests) and is then aborted.
-VLLM_TEST_CONTEXT = 4096
+# Context of the test model and server: long enough for a blocker generation that outlasts a test's set-up
+# (16,384 tokens: ~40 s on the idle 2-core VM; KV ~1 KiB a token), after which the test aborts it. 4,096 (~10 s)
+# was too short: the box sometimes stalls a process for 17-88 s while vLLM keeps both cores busy.
+VLLM_TEST_CONTEXT = 16384
 _MODEL_KEY = pytest.StashKey[Path]()
 _SERVER_KEY = pytest.StashKey[VllmProcess]()
 

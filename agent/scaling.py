@@ -10,8 +10,11 @@ and its per-replica capacity at the SLA.
    the trace"); max replicas: enough for the trace's peak plus `peak_headroom` ("a 3rd for spikes").
 3. Both are checked by simulating the pods at those loads: the SLA predictions the guardrail reads.
 4. The HPA queue target: the time-averaged queue per pod when a pod runs at its SLA capacity; above it,
-   the pods are past what meets the SLA. It is reported beside the target the plan uses today (the
-   infopt.sla plan of the manifest's sweep): params.yaml has no field for it, so it is advice, not an edit.
+   the pods are past what meets the SLA. The HPA's target today is `autoscaling.queue_target` when set, else
+   the infopt.sla plan of the manifest's sweep (infra/topology.py). The node writes
+   `deployments[<name>].autoscaling.queue_target` when today's target is above the simulated limit (the HPA
+   would scale out only after p99 has passed the SLA) or below half of it (pods added long before they are
+   needed); within that band the target stays.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ class ScalingInputs:
     hourly_usd: float  # one replica's price
     curve: ServiceCurve
     traffic: TrafficTrace
-    plan_queue_target: int | None = None  # what the HPA uses today (infopt.sla plan)
+    plan_queue_target: int | None = None  # the infopt.sla plan's target (what the HPA uses when none is set)
+    set_queue_target: int | None = None  # deployments[<name>].autoscaling.queue_target, when params.yaml sets one
+    has_autoscaling_section: bool = False  # params.yaml has deployments[<name>].autoscaling (else it is added)
     evidence: Sequence[Evidence] = ()
     risks: Sequence[str] = ()
     overhead_s: tuple[float, ...] = ()
@@ -242,6 +247,10 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
     after += _predictions(probe, spike_load, new_max, "at the trace's peak + headroom on max replicas")
     capacity_probe = probe.run(per_pod)
     queue_target = max(1, math.floor(capacity_probe.mean_queue_per_pod))
+    hpa_target = inputs.set_queue_target if inputs.set_queue_target is not None else inputs.plan_queue_target
+    hpa_source = (
+        "params.yaml's autoscaling.queue_target" if inputs.set_queue_target is not None else "the infopt.sla plan"
+    )
 
     changes = []
     path = f"deployments[{inputs.deployment}].replicas"
@@ -265,6 +274,24 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
                 + (f", at least min + {options.spike_replicas}" if new_max == new_min + options.spike_replicas else ""),
             )
         )
+    retarget = hpa_target is not None and (hpa_target > queue_target or 2 * hpa_target < queue_target)
+    if retarget:
+        late = (hpa_target or 0) > queue_target
+        section = f"deployments[{inputs.deployment}].autoscaling"
+        changes.append(
+            ParamChange(
+                path=f"{section}.queue_target" if inputs.has_autoscaling_section else section,
+                old=inputs.set_queue_target if inputs.has_autoscaling_section else None,
+                new=queue_target if inputs.has_autoscaling_section else {"queue_target": queue_target},
+                why=f"the HPA scales at {hpa_target} queued requests per pod ({hpa_source}); at its SLA capacity a "
+                f"replica holds {capacity_probe.mean_queue_per_pod:.2f} on average, so "
+                + (
+                    "pods would be added only after p99 has passed the SLA"
+                    if late
+                    else "pods are added long before needed"
+                ),
+            )
+        )
     extra = new_max - new_min
     claim = f"{_plural(new_min, 'replica')} serve{'s' if new_min == 1 else ''} {options.coverage:.0%} of the trace within SLA ({slas})"
     if new_min > needed_min:
@@ -281,17 +308,12 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
         f"peak {peak:.1f} req/s",
         f"HPA queue target: at its SLA capacity a replica holds {capacity_probe.mean_queue_per_pod:.2f} queued "
         f"requests on average, so a target of {queue_target} per pod"
-        + (
-            f" (the plan uses {inputs.plan_queue_target}, from the infopt.sla plan of the manifest's sweep)"
-            if inputs.plan_queue_target is not None
-            else ""
-        ),
+        + (f" (the HPA uses {hpa_target} today, from {hpa_source})" if hpa_target is not None else ""),
     ]
-    if inputs.plan_queue_target is not None and inputs.plan_queue_target > 2 * queue_target:
+    if retarget:
         risks.append(
-            f"the HPA scales at {inputs.plan_queue_target} queued requests per pod (infopt.sla plan) but the "
-            f"simulator puts the SLA limit at about {queue_target}: the HPA may add replicas only after p99 has "
-            "passed the SLA (params.yaml has no field for the target; infopt/sla.py derives it)"
+            "an explicit autoscaling.queue_target no longer follows the infopt.sla plan when batching changes; the "
+            "scaling node re-checks it on every run"
         )
     evidence.append(
         Evidence(
@@ -305,9 +327,12 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
         return NoChange(
             node=NODE,
             target=target,
-            reason=f"replicas min {inputs.current_min} / max {inputs.current_max} already match the evidence: {claim}",
+            reason=f"replicas min {inputs.current_min} / max {inputs.current_max}"
+            + (f" and the HPA queue target {hpa_target}" if hpa_target is not None else "")
+            + f" already match the evidence: {claim}",
             evidence=evidence,
         )
+    replica_changes = [change for change in changes if ".replicas." in change.path]
     before_cov = _coverage(totals, per_pod * inputs.current_min)
     after_cov = _coverage(totals, per_pod * new_min)
     before_min = probe.run(covered_load, inputs.current_min)
@@ -355,6 +380,15 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
             better="lower",
         )
     )
+    if hpa_target is not None:
+        metrics.append(
+            Metric(
+                name="HPA queue target per pod",
+                before=hpa_target,
+                after=queue_target if retarget else hpa_target,
+                source="simulation (mean queue per pod at SLA capacity)",
+            )
+        )
     metrics.append(
         Metric(
             name="throughput within SLA, per replica",
@@ -377,8 +411,13 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
         node=NODE,
         topic="scaling",
         title=f"Scale {inputs.deployment}: "
-        + ", ".join(f"replicas.{c.path.rsplit('.', 1)[1]} {c.old} -> {c.new}" for c in changes),
-        summary=claim,
+        + ", ".join(
+            [f"replicas.{c.path.rsplit('.', 1)[1]} {c.old} -> {c.new}" for c in replica_changes]
+            + ([f"HPA queue target {hpa_target} -> {queue_target}"] if retarget else [])
+        ),
+        summary=claim
+        if replica_changes
+        else f"{claim} HPA queue target {hpa_target} -> {queue_target} per pod ({hpa_source} today).",
         target=target,
         changes=changes,
         metrics=metrics,
@@ -437,6 +476,8 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
         curve=curve,
         traffic=trace,
         plan_queue_target=resolved.sla.queue_target if resolved.sla else None,
+        set_queue_target=spec.autoscaling.queue_target,
+        has_autoscaling_section="autoscaling" in spec.model_fields_set,
         evidence=evidence,
         risks=risks,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from agent.capacity import ServiceCurve
 from agent.context import AgentContext, TraceFileTraffic
 from agent.contract import NoChange, Recommendation, Refusal
+from agent.params_edit import apply_changes
 from agent.scaling import ScalingInputs, ScalingOptions, recommend_scaling, run
 from agent.traffic import TrafficTrace
 from infopt.params import BatchingParams, SlaClass
@@ -46,7 +48,7 @@ def inputs(traffic: TrafficTrace, *, current: tuple[int, int] = (1, 6), curve: S
         hourly_usd=0.096,
         curve=curve,
         traffic=traffic,
-        plan_queue_target=24,
+        plan_queue_target=1,  # what the simulator puts at the SLA limit here (mean queue ~1.4 at capacity)
     )
 
 
@@ -99,6 +101,43 @@ def test_refuses_without_traffic_for_the_deployments_classes() -> None:
     assert isinstance(outcome, Refusal)
     assert outcome.guardrail == "evidence"
     assert "has no requests of ['standard']" in outcome.reason
+
+
+def test_a_plan_target_past_the_sla_limit_adds_the_autoscaling_section_to_params(tmp_path: Path) -> None:
+    """The infopt.sla plan's target is the queue a pod can still drain within the SLA, but the HPA compares it
+    with the average queue: at 24 a pod would be far past capacity before the HPA adds one."""
+    late = replace(inputs(trace(STEPS), current=(2, 3)), plan_queue_target=24)
+    outcome = recommend_scaling(late, FAST)
+    assert isinstance(outcome, Recommendation)
+    (change,) = outcome.changes
+    assert (change.path, change.old, change.new) == (
+        "deployments[textcls-shared].autoscaling",
+        None,
+        {"queue_target": 1},
+    )
+    assert "scales at 24 queued requests per pod (the infopt.sla plan)" in change.why
+    assert "only after p99 has passed the SLA" in change.why
+    assert outcome.title == "Scale textcls-shared: HPA queue target 24 -> 1"
+    target = next(m for m in outcome.metrics if m.name == "HPA queue target per pod")
+    assert (target.before, target.after) == (24, 1)
+    # the edit lands in the real params.yaml, passes its schema, and is what infra/topology.py then deploys
+    edited = apply_changes((ROOT / "params.yaml").read_text(), outcome.changes)
+    params = edited.params
+    assert "+  autoscaling: {queue_target: 1}" in edited.diff and edited.changed_lines == 1
+    assert params.deployment("textcls-shared").autoscaling.queue_target == 1
+    assert params.deployment("textcls-premium").autoscaling.queue_target is None
+
+
+def test_an_explicit_target_is_edited_in_place_and_kept_when_it_matches() -> None:
+    explicit = replace(inputs(trace(STEPS), current=(2, 3)), set_queue_target=6, has_autoscaling_section=True)
+    outcome = recommend_scaling(explicit, FAST)
+    assert isinstance(outcome, Recommendation)
+    (change,) = outcome.changes
+    assert (change.path, change.old, change.new) == ("deployments[textcls-shared].autoscaling.queue_target", 6, 1)
+    assert "params.yaml's autoscaling.queue_target" in change.why
+    kept = recommend_scaling(replace(explicit, set_queue_target=1, plan_queue_target=24), FAST)
+    assert isinstance(kept, NoChange)  # the explicit target wins over the plan's, as infra/topology.py reads it
+    assert "the HPA queue target 1 already match" in kept.reason
 
 
 def test_node_reads_params_manifest_and_trace_file(tmp_path: Path) -> None:

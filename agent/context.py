@@ -17,7 +17,7 @@ from agent.experiments import ExperimentRunner
 from agent.prometheus import PrometheusClient, traffic_from_prometheus
 from agent.traffic import TrafficTrace, read_trace
 from infopt.deployments import ResolvedDeployment
-from infopt.manifest import BatchPoint, Manifest, load_manifest
+from infopt.manifest import BatchPoint, Manifest, ManifestError, load_manifest
 from infopt.params import Params, parse_params
 
 
@@ -78,6 +78,9 @@ class AgentContext:
     deployments: tuple[str, ...] = ()  # restrict the nodes to these deployments (empty: all)
     experiments: ExperimentRunner | None = None  # nodes may run DVC experiments for missing evidence (None: not)
     batch_measurer: BatchMeasurer | None = None  # measures batch sizes the sweep lacks (None: sweep only)
+    # Manifests built by the nodes' DVC experiments, by experiment name: a recommendation that enables a variant
+    # (Recommendation.manifest_experiment) is planned against the manifest where that variant exists.
+    experiment_manifests: dict[str, Manifest] = field(default_factory=dict, repr=False)
     _manifest: Manifest | None = field(default=None, repr=False)
 
     @classmethod
@@ -119,6 +122,14 @@ class AgentContext:
         if self._manifest is None:
             self._manifest = load_manifest(self.manifest_path)
         return self._manifest
+
+    def manifest_for(self, experiment: str | None) -> Manifest:
+        """The manifest a recommendation deploys: its experiment's, else the pipeline's."""
+        if experiment is None:
+            return self.manifest()
+        if experiment not in self.experiment_manifests:
+            raise ManifestError(f"experiment {experiment}: its manifest was not read in this run")
+        return self.experiment_manifests[experiment]
 
     def selected_deployments(self) -> list[str]:
         names = [deployment.name for deployment in self.params.deployments]

@@ -135,6 +135,9 @@ class Recommendation(_Model):
     evidence: list[Evidence] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)  # report lines ("batch 16: 200 req/s, p99 45 ms, $0.001/1k")
+    # The DVC experiment whose manifest the change deploys (a variant it enables exists only there until the PR's
+    # `dvc repro`); None: the pipeline's manifest.
+    manifest_experiment: str | None = None
 
 
 class Refusal(_Model):

@@ -134,11 +134,21 @@ class ExperimentRunner:
         return args
 
     def read(self, result: ExperimentResult, path: str) -> str:
-        """A file as the experiment committed it (outputs with `cache: false` are in its commit)."""
+        """A file as the experiment left it: in its commit (outputs with `cache: false`), else in DVC's cache
+        (a cached output, found through the experiment's dvc.lock; `--temp` runs share the workspace cache)."""
         done = subprocess.run(["git", "show", f"{result.rev}:{path}"], cwd=self.repo, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise ExperimentError(f"experiment {result.name}: no {path} in its commit ({done.stderr.strip()})")
-        return done.stdout
+        if done.returncode == 0:
+            return done.stdout
+        import dvc.api
+        from dvc.exceptions import DvcException
+
+        try:
+            return str(dvc.api.read(path, repo=str(self.repo), rev=result.rev))
+        except (DvcException, FileNotFoundError) as error:
+            raise ExperimentError(
+                f"experiment {result.name}: no {path} in its commit ({done.stderr.strip()}) nor among its DVC "
+                f"outputs ({type(error).__name__}: {error})"
+            ) from None
 
     def run_and_read(
         self, changes: Mapping[str, ParamValue], stage: str, path: str, what: str

@@ -121,14 +121,22 @@ def diff_results(before: Any, after: Any) -> PlanDiff:
 
 
 def plan_change(
-    before: Params, after: Params, manifest: Manifest, manifest_path: Path, stack: str, stacks_dir: Path
+    before: Params,
+    after: Params,
+    manifest: Manifest,
+    manifest_path: Path,
+    stack: str,
+    stacks_dir: Path,
+    *,
+    after_manifest: Manifest | None = None,
 ) -> PlanDiff:
-    """Plan `stack` with both params (infra.plan is imported here: Pulumi loads only when a plan is made)."""
+    """Plan `stack` with both params (infra.plan is imported here: Pulumi loads only when a plan is made); the
+    after side deploys `after_manifest` when the change enables a variant only an experiment has built."""
     from infra.plan import plan
     from infra.stack_config import load_stack_config, stack_file
 
     config = load_stack_config(stack_file(stack, stacks_dir))
-    return diff_results(plan(before, manifest, config, stack), plan(after, manifest, config, stack))
+    return diff_results(plan(before, manifest, config, stack), plan(after, after_manifest or manifest, config, stack))
 
 
 def _lines_changed(before: str, after: str) -> tuple[str, str]:

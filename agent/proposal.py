@@ -199,6 +199,7 @@ def build_proposal(
                 context.manifest_path,
                 stack,
                 stacks_dir or context.root / "stacks",
+                after_manifest=context.manifest_for(recommendation.manifest_experiment),
             )
             checks.append(check_policy(plan_diff))
         except (ManifestError, ValueError, OSError) as error:  # StackConfigError, TopologyError are ValueErrors

@@ -13,9 +13,16 @@ pruned, distilled) is judged on two facts from the manifest, and both must hold:
 The cheapest variant passing both becomes the recommendation (`deployments[<name>].variant`), carrying the
 decision for the accuracy guardrail; every variant refused says why (accuracy, SLA or cost). When none is
 cheaper, the node says the current variant stays.
+
+Variants params.yaml disables (`enabled: false`) were never built. Where the run may run experiments
+(`--measure-missing`), the node quantizes and measures them as one DVC experiment of the pipeline up to its
+manifest (`build_disabled`) and judges them against the current variant of that same experiment; a winner's
+change also enables it, and the infra plan deploys the experiment's manifest. Otherwise it names them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from agent.capacity import find_sweep, sweep_ref
 from agent.context import AgentContext
@@ -27,14 +34,18 @@ from agent.contract import (
     NoChange,
     Outcome,
     ParamChange,
+    ParamValue,
     Recommendation,
     Refusal,
     SlaPrediction,
     Target,
 )
 from agent.evidence import each_deployment
-from infopt.deployments import ARTIFACT_ENGINE, resolve_deployment
-from infopt.manifest import Manifest, VariantEntry
+from agent.experiments import ExperimentError, ExperimentResult, ExperimentRunner
+from infopt.deployments import ARTIFACT_ENGINE, ResolvedDeployment, resolve_deployment
+from infopt.manifest import Manifest, ManifestError, VariantEntry, parse_manifest
+from infopt.params import SlaClass
+from infopt.paths import MANIFEST_JSON
 from infopt.sla import SlaError, SlaPlan, plan_sla
 
 NODE = "quantization"
@@ -87,6 +98,149 @@ def _describe_loss(decision: AccuracyDecision) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    entry: VariantEntry
+    plan: SlaPlan
+    base_plan: SlaPlan  # the current variant's plan measured beside it (the same manifest)
+    decision: AccuracyDecision
+    source: str  # the manifest it was judged from ("artifacts/manifest.json", "experiment <name>: ...")
+    sweep: str  # the sweep's reference in that manifest
+    experiment: ExperimentResult | None = None  # the DVC experiment that built it (a variant params disabled)
+    experiment_evidence: Evidence | None = None
+
+
+def _judge(
+    manifest: Manifest,
+    entry: VariantEntry,
+    source: str,
+    resolved: ResolvedDeployment,
+    sla: SlaClass,
+    base_plan: SlaPlan,
+) -> Refusal | tuple[SlaPlan, AccuracyDecision, str] | None:
+    """One variant against the deployment's current plan: a refusal naming the failed fact, (plan, decision,
+    sweep ref) when it passes both, or None when the deployment's engine cannot load it."""
+    target = Target(deployment=resolved.name, variant=entry.name, engine=resolved.engine, sla_class=resolved.sla_class)
+    if entry.status != "built":
+        return Refusal(
+            node=NODE,
+            target=target,
+            guardrail="evidence",
+            reason=f"{entry.name} was not built: {entry.skip_reason or entry.status}",
+        )
+    if entry.find_artifact(ARTIFACT_ENGINE[resolved.engine]) is None:
+        return None  # the deployment's engine cannot load it (e.g. an ONNX-only int8 variant on torch)
+    decision = decision_of(manifest, entry, source)
+    if decision.decision != "within_budget":
+        return Refusal(
+            node=NODE,
+            target=target,
+            guardrail="accuracy",
+            reason=f"{entry.name} is {decision.decision.replace('_', ' ')}: {_describe_loss(decision)}",
+            evidence=[Evidence(kind="file", ref=source, detail=f"variants[{entry.name}].decision")],
+        )
+    device = "cuda" if resolved.gpus else "cpu"
+    sweep = find_sweep(entry, resolved.engine, resolved.engine_threads, device)
+    if sweep is None:
+        return Refusal(
+            node=NODE,
+            target=target,
+            guardrail="evidence",
+            reason=f"{entry.name} has no {resolved.engine} sweep with {resolved.engine_threads} thread(s) "
+            f"on {device}: its cost at the SLA is unknown",
+        )
+    try:
+        plan = plan_sla(sweep, resolved.sla_class, sla, resolved.batching)
+    except SlaError as error:
+        return Refusal(node=NODE, target=target, guardrail="sla", reason=f"{entry.name}: {error}")
+    if not plan.meets_sla:
+        return Refusal(
+            node=NODE, target=target, guardrail="sla", reason=f"{entry.name} misses the SLA: {plan.describe()}"
+        )
+    saving = 1 - plan.cost_per_1k_usd / base_plan.cost_per_1k_usd
+    if saving < MIN_SAVING:
+        return Refusal(
+            node=NODE,
+            target=target,
+            guardrail="evidence",
+            reason=f"{entry.name} is within the accuracy budget but does not lower the cost per 1k at the "
+            f"SLA enough: ${plan.cost_per_1k_usd:.3g} vs ${base_plan.cost_per_1k_usd:.3g} today "
+            f"({saving:+.1%}; at least {MIN_SAVING:.0%} needed)",
+            evidence=[Evidence(kind="file", ref=source, detail=sweep_ref(entry, sweep))],
+        )
+    return plan, decision, sweep_ref(entry, sweep)
+
+
+def build_disabled(runner: ExperimentRunner, names: list[str]) -> tuple[Manifest, ExperimentResult, Evidence]:
+    """Build and measure the variants params.yaml disables, as one DVC experiment of the pipeline up to its
+    manifest (`dvc exp run --temp -S variants[<i>].enabled=true ... manifest`), read from the experiment;
+    reused by name on the same baseline."""
+    changes: dict[str, ParamValue] = {f"variants[{name}].enabled": True for name in names}
+    path = MANIFEST_JSON.as_posix()
+    text, result, evidence = runner.run_and_read(changes, "manifest", path, f"{path} with {names} built")
+    return parse_manifest(text, f"experiment {result.name}: {path}"), result, evidence
+
+
+def _experiment_candidates(
+    context: AgentContext, resolved: ResolvedDeployment, base_plan: SlaPlan, outcomes: list[Outcome]
+) -> list[_Candidate]:
+    """The variants params.yaml disables: built by an experiment where the run may run them (--measure-missing),
+    each judged against the current variant measured in the same experiment; otherwise one refusal each."""
+    disabled = [variant.name for variant in context.params.variants if not variant.enabled]
+    if not disabled:
+        return []
+    target = Target(
+        deployment=resolved.name, variant=resolved.variant.name, engine=resolved.engine, sla_class=resolved.sla_class
+    )
+    if context.experiments is None:
+        outcomes.append(
+            Refusal(
+                node=NODE,
+                target=target,
+                guardrail="evidence",
+                reason=f"{disabled} are disabled in params.yaml (variants[*].enabled: false): never built, so their "
+                "accuracy and cost are unknown; `infopt agent propose --measure-missing` builds and measures them "
+                "as a DVC experiment",
+            )
+        )
+        return []
+    try:
+        manifest, result, evidence = build_disabled(context.experiments, disabled)
+    except (ExperimentError, ManifestError) as error:
+        outcomes.append(
+            Refusal(
+                node=NODE,
+                target=target,
+                guardrail="evidence",
+                reason=f"building the disabled variants {disabled} as a DVC experiment failed: {error}",
+            )
+        )
+        return []
+    context.experiment_manifests[result.name] = manifest
+    source = f"experiment {result.name}: {MANIFEST_JSON.as_posix()}"
+    try:  # the current variant as the same experiment measured it, so both sides share the run's conditions
+        here = resolve_deployment(context.params, manifest, resolved.name)
+        same_run_base = here.sla if here.sla is not None and here.sla.meets_sla else base_plan
+    except ManifestError:
+        same_run_base = base_plan
+    candidates = []
+    for name in disabled:
+        try:
+            entry = manifest.variant(name)
+        except ManifestError as error:
+            outcomes.append(Refusal(node=NODE, target=target, guardrail="evidence", reason=str(error)))
+            continue
+        verdict = _judge(
+            manifest, entry, source, resolved, context.params.sla_classes[resolved.sla_class], same_run_base
+        )
+        if isinstance(verdict, Refusal):
+            outcomes.append(verdict.model_copy(update={"evidence": [*verdict.evidence, evidence]}))
+        elif verdict is not None:
+            plan, decision, sweep = verdict
+            candidates.append(_Candidate(entry, plan, same_run_base, decision, source, sweep, result, evidence))
+    return candidates
+
+
 def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
     params, manifest = context.params, context.manifest()
     resolved = resolve_deployment(params, manifest, deployment)
@@ -112,67 +266,19 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
                 reason=f"{where}: the current plan misses its SLA ({resolved.sla.describe()}); fix batching first",
             )
         ]
-    device = "cuda" if resolved.gpus else "cpu"
     sla = params.sla_classes[resolved.sla_class]
-    base_plan = resolved.sla
     outcomes: list[Outcome] = []
-    accepted: list[tuple[VariantEntry, SlaPlan, AccuracyDecision, str]] = []
+    accepted: list[_Candidate] = []
     for entry in manifest.variants:
         if entry.name == current.name or entry.status != "built":
             continue
-        vt = Target(deployment=deployment, variant=entry.name, engine=resolved.engine, sla_class=resolved.sla_class)
-        if entry.find_artifact(ARTIFACT_ENGINE[resolved.engine]) is None:
-            continue  # the deployment's engine cannot load it (e.g. an ONNX-only int8 variant on torch)
-        decision = decision_of(manifest, entry, source)
-        if decision.decision != "within_budget":
-            outcomes.append(
-                Refusal(
-                    node=NODE,
-                    target=vt,
-                    guardrail="accuracy",
-                    reason=f"{entry.name} is {decision.decision.replace('_', ' ')}: {_describe_loss(decision)}",
-                    evidence=[Evidence(kind="file", ref=source, detail=f"variants[{entry.name}].decision")],
-                )
-            )
-            continue
-        sweep = find_sweep(entry, resolved.engine, resolved.engine_threads, device)
-        if sweep is None:
-            outcomes.append(
-                Refusal(
-                    node=NODE,
-                    target=vt,
-                    guardrail="evidence",
-                    reason=f"{entry.name} has no {resolved.engine} sweep with {resolved.engine_threads} thread(s) "
-                    f"on {device}: its cost at the SLA is unknown",
-                )
-            )
-            continue
-        try:
-            plan = plan_sla(sweep, resolved.sla_class, sla, resolved.batching)
-        except SlaError as error:
-            outcomes.append(Refusal(node=NODE, target=vt, guardrail="sla", reason=f"{entry.name}: {error}"))
-            continue
-        ref = f"{source}: {sweep_ref(entry, sweep)}"
-        if not plan.meets_sla:
-            outcomes.append(
-                Refusal(node=NODE, target=vt, guardrail="sla", reason=f"{entry.name} misses the SLA: {plan.describe()}")
-            )
-            continue
-        saving = 1 - plan.cost_per_1k_usd / base_plan.cost_per_1k_usd
-        if saving < MIN_SAVING:
-            outcomes.append(
-                Refusal(
-                    node=NODE,
-                    target=vt,
-                    guardrail="evidence",
-                    reason=f"{entry.name} is within the accuracy budget but does not lower the cost per 1k at the "
-                    f"SLA enough: ${plan.cost_per_1k_usd:.3g} vs ${base_plan.cost_per_1k_usd:.3g} today "
-                    f"({saving:+.1%}; at least {MIN_SAVING:.0%} needed)",
-                    evidence=[Evidence(kind="file", ref=ref.split(": ", 1)[0], detail=ref.split(": ", 1)[1])],
-                )
-            )
-            continue
-        accepted.append((entry, plan, decision, ref))
+        verdict = _judge(manifest, entry, source, resolved, sla, resolved.sla)
+        if isinstance(verdict, Refusal):
+            outcomes.append(verdict)
+        elif verdict is not None:
+            plan, decision, sweep = verdict
+            accepted.append(_Candidate(entry, plan, resolved.sla, decision, source, sweep))
+    accepted += _experiment_candidates(context, resolved, resolved.sla, outcomes)
     if not accepted:
         outcomes.insert(
             0,
@@ -180,12 +286,12 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
                 node=NODE,
                 target=target,
                 reason=f"no other built variant is within the accuracy budget and cheaper per 1k at the SLA than "
-                f"{current.name} ({base_plan.describe()})",
+                f"{current.name} ({resolved.sla.describe()})",
             ),
         )
         return outcomes
-    entry, plan, decision, ref = min(accepted, key=lambda item: item[1].cost_per_1k_usd)
-    current_ref = f"{source}: variants[{current.name}]"
+    chosen = min(accepted, key=lambda candidate: candidate.plan.cost_per_1k_usd)
+    entry, plan, decision, base_plan = chosen.entry, chosen.plan, chosen.decision, chosen.base_plan
     saving = 1 - plan.cost_per_1k_usd / base_plan.cost_per_1k_usd
     metrics = [
         Metric(
@@ -201,7 +307,7 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
             before=round(base_plan.throughput_rps, 1),
             after=round(plan.throughput_rps, 1),
             unit="req/s",
-            source=ref,
+            source=f"{chosen.source}: {chosen.sweep}",
             better="higher",
         ),
         Metric(
@@ -220,18 +326,43 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
                 name="accuracy (test split)",
                 before=before_quality,
                 after=decision.accuracy,
-                source=f"{source}: variants[*].quality",
+                source=f"{chosen.source}: variants[*].quality",
                 better="higher",
                 after_interval=decision.accuracy_interval,
             )
         )
     evidence = [
-        Evidence(kind="file", ref=source, detail=f"variants[{entry.name}].decision: {_describe_loss(decision)}"),
-        Evidence(kind="file", ref=source, detail=ref.split(": ", 1)[1]),
-        Evidence(
-            kind="file", ref=current_ref.split(": ", 1)[0], detail=f"variants[{current.name}]: {base_plan.describe()}"
-        ),
+        Evidence(kind="file", ref=chosen.source, detail=f"variants[{entry.name}].decision: {_describe_loss(decision)}"),
+        Evidence(kind="file", ref=chosen.source, detail=chosen.sweep),
+        Evidence(kind="file", ref=chosen.source, detail=f"variants[{current.name}]: {base_plan.describe()}"),
     ]
+    changes = [
+        ParamChange(
+            path=f"{where}.variant",
+            old=current.name,
+            new=entry.name,
+            why="non-inferior to the baseline and cheaper per 1k at the SLA",
+        )
+    ]
+    risks = [
+        f"accuracy is measured on the test split ({decision.source}); traffic unlike it may lose more",
+        "the artifact changes: pods restart with the new model (a rolling update)",
+    ]
+    if chosen.experiment is not None and chosen.experiment_evidence is not None:
+        evidence.insert(0, chosen.experiment_evidence)
+        changes.insert(
+            0,
+            ParamChange(
+                path=f"variants[{entry.name}].enabled",
+                old=False,
+                new=True,
+                why=f"built and measured by DVC experiment {chosen.experiment.name}; the PR's `dvc repro` builds it",
+            ),
+        )
+        risks.append(
+            f"{entry.name} is built by the PR's `dvc repro` (as experiment {chosen.experiment.name} built it): the "
+            "pipeline's run time grows by one variant"
+        )
     if entry.mlflow_run_id:
         evidence.append(Evidence(kind="mlflow_run", ref=entry.mlflow_run_id, detail=f"variant {entry.name}"))
     recommendation = Recommendation(
@@ -242,14 +373,7 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
         f"${plan.cost_per_1k_usd:.3g} per 1k requests at {resolved.sla_class}'s SLA instead of "
         f"${base_plan.cost_per_1k_usd:.3g} ({saving:.0%} less).",
         target=Target(deployment=deployment, variant=entry.name, engine=resolved.engine, sla_class=resolved.sla_class),
-        changes=[
-            ParamChange(
-                path=f"{where}.variant",
-                old=current.name,
-                new=entry.name,
-                why="non-inferior to the baseline and cheaper per 1k at the SLA",
-            )
-        ],
+        changes=changes,
         metrics=metrics,
         sla=[
             SlaPrediction(
@@ -263,13 +387,13 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
         ],
         accuracy=decision,
         evidence=evidence,
-        risks=[
-            f"accuracy is measured on the test split ({decision.source}); traffic unlike it may lose more",
-            "the artifact changes: pods restart with the new model (a rolling update)",
-        ],
+        risks=risks,
         notes=[
-            f"{item[0].name}: {item[1].describe()}" for item in sorted(accepted, key=lambda i: i[1].cost_per_1k_usd)
+            f"{candidate.entry.name}: {candidate.plan.describe()}"
+            + (f" (experiment {candidate.experiment.name})" if candidate.experiment else "")
+            for candidate in sorted(accepted, key=lambda candidate: candidate.plan.cost_per_1k_usd)
         ],
+        manifest_experiment=chosen.experiment.name if chosen.experiment else None,
     )
     return [recommendation, *outcomes]
 

@@ -258,11 +258,19 @@ def load_manifest(path: str | Path = "artifacts/manifest.json") -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: not found; run `dvc repro` to build it")
-    raw = json.loads(path.read_text())
-    version = raw.get("schema_version")
+    return parse_manifest(path.read_text(), str(path))
+
+
+def parse_manifest(text: str, where: str) -> Manifest:
+    """A manifest from its JSON text (a file, or one read from a DVC experiment); `where` names it in errors."""
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise ManifestError(f"{where}: not JSON ({error})") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
-        raise ManifestError(f"{path}: schema_version {version!r}, this code reads {SCHEMA_VERSION}")
+        raise ManifestError(f"{where}: schema_version {version!r}, this code reads {SCHEMA_VERSION}")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as error:
-        raise ManifestError(f"{path}: {error}") from None
+        raise ManifestError(f"{where}: {error}") from None

@@ -29,6 +29,7 @@ from agent.context import AgentContext
 from agent.contract import (
     AccuracyDecision,
     Evidence,
+    Guardrail,
     Interval,
     Metric,
     NoChange,
@@ -121,52 +122,43 @@ def _judge(
     """One variant against the deployment's current plan: a refusal naming the failed fact, (plan, decision,
     sweep ref) when it passes both, or None when the deployment's engine cannot load it."""
     target = Target(deployment=resolved.name, variant=entry.name, engine=resolved.engine, sla_class=resolved.sla_class)
+
+    def refuse(guardrail: Guardrail, reason: str, *evidence: Evidence) -> Refusal:
+        return Refusal(node=NODE, target=target, guardrail=guardrail, reason=reason, evidence=list(evidence))
+
     if entry.status != "built":
-        return Refusal(
-            node=NODE,
-            target=target,
-            guardrail="evidence",
-            reason=f"{entry.name} was not built: {entry.skip_reason or entry.status}",
-        )
+        return refuse("evidence", f"{entry.name} was not built: {entry.skip_reason or entry.status}")
     if entry.find_artifact(ARTIFACT_ENGINE[resolved.engine]) is None:
         return None  # the deployment's engine cannot load it (e.g. an ONNX-only int8 variant on torch)
     decision = decision_of(manifest, entry, source)
     if decision.decision != "within_budget":
-        return Refusal(
-            node=NODE,
-            target=target,
-            guardrail="accuracy",
-            reason=f"{entry.name} is {decision.decision.replace('_', ' ')}: {_describe_loss(decision)}",
-            evidence=[Evidence(kind="file", ref=source, detail=f"variants[{entry.name}].decision")],
+        return refuse(
+            "accuracy",
+            f"{entry.name} is {decision.decision.replace('_', ' ')}: {_describe_loss(decision)}",
+            Evidence(kind="file", ref=source, detail=f"variants[{entry.name}].decision"),
         )
     device = "cuda" if resolved.gpus else "cpu"
     sweep = find_sweep(entry, resolved.engine, resolved.engine_threads, device)
     if sweep is None:
-        return Refusal(
-            node=NODE,
-            target=target,
-            guardrail="evidence",
-            reason=f"{entry.name} has no {resolved.engine} sweep with {resolved.engine_threads} thread(s) "
-            f"on {device}: its cost at the SLA is unknown",
+        return refuse(
+            "evidence",
+            f"{entry.name} has no {resolved.engine} sweep with {resolved.engine_threads} thread(s) on {device}: "
+            "its cost at the SLA is unknown",
         )
     try:
         plan = plan_sla(sweep, resolved.sla_class, sla, resolved.batching)
     except SlaError as error:
-        return Refusal(node=NODE, target=target, guardrail="sla", reason=f"{entry.name}: {error}")
+        return refuse("sla", f"{entry.name}: {error}")
     if not plan.meets_sla:
-        return Refusal(
-            node=NODE, target=target, guardrail="sla", reason=f"{entry.name} misses the SLA: {plan.describe()}"
-        )
+        return refuse("sla", f"{entry.name} misses the SLA: {plan.describe()}")
     saving = 1 - plan.cost_per_1k_usd / base_plan.cost_per_1k_usd
     if saving < MIN_SAVING:
-        return Refusal(
-            node=NODE,
-            target=target,
-            guardrail="evidence",
-            reason=f"{entry.name} is within the accuracy budget but does not lower the cost per 1k at the "
-            f"SLA enough: ${plan.cost_per_1k_usd:.3g} vs ${base_plan.cost_per_1k_usd:.3g} today "
+        return refuse(
+            "evidence",
+            f"{entry.name} is within the accuracy budget but does not lower the cost per 1k at the SLA enough: "
+            f"${plan.cost_per_1k_usd:.3g} vs ${base_plan.cost_per_1k_usd:.3g} today "
             f"({saving:+.1%}; at least {MIN_SAVING:.0%} needed)",
-            evidence=[Evidence(kind="file", ref=source, detail=sweep_ref(entry, sweep))],
+            Evidence(kind="file", ref=source, detail=sweep_ref(entry, sweep)),
         )
     return plan, decision, sweep_ref(entry, sweep)
 

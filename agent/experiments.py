@@ -94,6 +94,7 @@ class ExperimentRunner:
         self.dvc = dvc
         self.params_file = params_file
         self.timeout_s = timeout_s
+        self._read: dict[tuple[str, str, str], tuple[str, ExperimentResult, Evidence]] = {}  # run_and_read's answers
 
     # ------------------------------------------------------------------ plumbing
     def _dvc(self, *args: str, timeout_s: float | None = None) -> str:
@@ -153,11 +154,15 @@ class ExperimentRunner:
     def run_and_read(
         self, changes: Mapping[str, ParamValue], stage: str, path: str, what: str
     ) -> tuple[str, ExperimentResult, Evidence]:
-        """Run `stage` with `changes` as an experiment (or reuse it by name) and read `path` from its commit; the
-        evidence names the experiment and the command that re-runs it."""
-        result = self.run(changes, targets=[stage])
-        command = "dvc exp run --temp " + " ".join(self.set_args(changes)) + f" {stage}"
-        return self.read(result, path), result, result.evidence(f"{what}: {command}")
+        """Run `stage` with `changes` as an experiment (or reuse it by name) and read `path` from it; the evidence
+        names the experiment and the command that re-runs it. Asked again in this process (another deployment
+        needing the same experiment), the answer is kept instead of listing and reading the experiment again."""
+        key = (self.name_for(changes), stage, path)
+        if key not in self._read:
+            result = self.run(changes, name=key[0], targets=[stage])
+            command = "dvc exp run --temp " + " ".join(self.set_args(changes)) + f" {stage}"
+            self._read[key] = (self.read(result, path), result, result.evidence(f"{what}: {command}"))
+        return self._read[key]
 
     def name_for(self, changes: Mapping[str, ParamValue], prefix: str = "agent") -> str:
         key = json.dumps({"baseline": self._baseline(), "changes": changes}, sort_keys=True, default=str)

@@ -124,7 +124,6 @@ def plan_change(
     before: Params,
     after: Params,
     manifest: Manifest,
-    manifest_path: Path,
     stack: str,
     stacks_dir: Path,
     *,

@@ -196,7 +196,6 @@ def build_proposal(
                 context.params,
                 edit.params,
                 context.manifest(),
-                context.manifest_path,
                 stack,
                 stacks_dir or context.root / "stacks",
                 after_manifest=context.manifest_for(recommendation.manifest_experiment),

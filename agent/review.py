@@ -48,9 +48,7 @@ def review_report(
         before = parse_params(YAML(typ="safe").load(show_file(repo, base, params_file)), f"{base}:{params_file}")
         after = load_params(repo / params_file)
         manifest_path = manifest_path or repo / "artifacts" / "manifest.json"
-        diff = plan_change(
-            before, after, load_manifest(manifest_path), manifest_path, stack, stacks_dir or repo / "stacks"
-        )
+        diff = plan_change(before, after, load_manifest(manifest_path), stack, stacks_dir or repo / "stacks")
         sections.append(markdown(diff))
     except (GitError, ParamsError, ManifestError, ValueError, OSError) as error:
         sections.append(f"The plan could not be made: {type(error).__name__}: {error}")

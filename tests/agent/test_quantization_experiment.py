@@ -98,7 +98,17 @@ def test_a_disabled_variant_is_built_as_an_experiment_and_proposed_from_it(proje
     assert "| /models/int8-dynamic | /models/int8-static |" in proposal.body  # the pods load the new artifact
     assert "-  enabled: false" in proposal.diff and "+  enabled: true" in proposal.diff
     assert "+  variant: int8-static" in proposal.diff
-    # asking again on the same commit reuses the experiment
-    again = evaluate(AgentContext.load(project, experiments=runner), "textcls-premium")[0]
+    # asking again on the same commit (a later agent run: a new runner) reuses the experiment by name
+    again = evaluate(AgentContext.load(project, experiments=ExperimentRunner(project)), "textcls-premium")[0]
     assert isinstance(again, Recommendation) and again.manifest_experiment == experiment
     assert [r.name for r in runner.show()].count(experiment) == 1
+
+
+def test_both_deployments_share_one_experiment_read_once(project: Path) -> None:
+    runner = ExperimentRunner(project)
+    context = AgentContext.load(project, experiments=runner)
+    premium, shared = (evaluate(context, name)[0] for name in ("textcls-premium", "textcls-shared"))
+    assert isinstance(premium, Recommendation) and isinstance(shared, Recommendation)
+    assert premium.manifest_experiment == shared.manifest_experiment is not None
+    assert len(runner._read) == 1  # the second deployment did not list or read the experiment again
+    assert [r.name for r in runner.show()].count(premium.manifest_experiment) == 1

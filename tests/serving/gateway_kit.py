@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
@@ -191,6 +191,15 @@ def make_settings(model_dir: Path, **changes: object) -> GatewaySettings:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+async def until(condition: Callable[[], object], timeout_s: float = 30.0) -> None:
+    """Poll a condition of the server's state: explicit synchronisation, bounded (a stall only makes it later)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, f"condition not reached within {timeout_s} s"
+        await asyncio.sleep(0.01)
+
+
 PERMIT_TIMEOUT_S = 60.0  # a test that never releases a permit fails after this instead of hanging
 
 
@@ -207,6 +216,7 @@ class FakeEngine:
         self.service_s = service_s
         self.num_labels = num_labels
         self.hang_s = hang_s
+        self.end_hang = threading.Event()  # set: a hang (and any later one) ends now instead of after hang_s
         self.failing = threading.Event()
         self.permits: threading.Semaphore | None = None
         self.batches: list[int] = []
@@ -216,7 +226,7 @@ class FakeEngine:
         if self.failing.is_set():
             raise EngineError(f"fake engine failure on a batch of {len(input_ids)}")
         if self.hang_s and (input_ids[:, 0] == self.HANG_ID).any():
-            time.sleep(self.hang_s)
+            self.end_hang.wait(self.hang_s)
         if self.permits is not None and not self.permits.acquire(timeout=PERMIT_TIMEOUT_S):
             raise EngineError(f"fake engine got no permit for {PERMIT_TIMEOUT_S} s")
         if self.service_s:

@@ -16,7 +16,7 @@ import pytest
 
 from infopt.params import BatchingParams
 from serving.app import Gateway, create_app
-from tests.serving.gateway_kit import KEYS, LABELS, FakeEngine, auth, make_settings, serve
+from tests.serving.gateway_kit import KEYS, LABELS, FakeEngine, auth, make_settings, serve, until
 
 
 class BrokenOutputEngine(FakeEngine):
@@ -43,14 +43,6 @@ def sample(gateway: Gateway, prefix: str, *needles: str) -> float:
         for line in gateway.metrics.render().decode().splitlines()
         if line.startswith(prefix) and all(needle in line for needle in needles)
     )
-
-
-async def until(condition: object, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(("mode", "needle"), [("nan", "non-finite logits"), ("shape", "expected (1, 3)")])

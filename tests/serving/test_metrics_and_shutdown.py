@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infopt.params import BatchingParams
 from serving.app import create_app
-from tests.serving.gateway_kit import FakeEngine, auth, make_settings, serve, serve_in_thread
+from tests.serving.gateway_kit import FakeEngine, auth, make_settings, serve, serve_in_thread, until
 
 CONTRACT = {
     "request_queue_length": ("gauge", {"model", "sla_class"}),
@@ -59,9 +59,9 @@ async def test_sigterm_style_exit_finishes_in_flight_requests(tiny_model: Path) 
     gateway = app.state.gateway
     with serve_in_thread(app, grace_s=30.0) as (url, server):
         async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=60) as client:
-            await _until(lambda: gateway.service is not None)
+            await until(lambda: gateway.service is not None)
             requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(6)]
-            await _until(lambda: gateway.inflight == 6)  # all six read by the server, none answered yet
+            await until(lambda: gateway.inflight == 6)  # all six read by the server, none answered yet
             server.should_exit = True  # what uvicorn does on SIGTERM
             responses = await asyncio.gather(*requests)
         assert [r.status_code for r in responses] == [200] * 6  # 3 batches x 300 ms, all within the grace
@@ -72,15 +72,6 @@ async def test_sigterm_style_exit_finishes_in_flight_requests(tiny_model: Path) 
             except httpx.TransportError:
                 refused = None
         assert refused is None  # the server is gone: nothing accepted after shutdown
-
-
-async def _until(condition: object, timeout_s: float = 10.0) -> None:
-    """Poll a condition of the server's state (explicit synchronisation, bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tiny_model: Path) -> None:
@@ -97,9 +88,9 @@ async def test_drain_rejects_new_requests_then_fails_what_outlives_the_grace(tin
     try:
         async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=60) as client:
             requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(6)]
-            await _until(lambda: gateway.inflight == 6 and engine.batches)  # all six in, the first pair running
+            await until(lambda: gateway.inflight == 6 and engine.batches)  # all six in, the first pair running
             drain = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gateway.shutdown(), gateway.loop))
-            await _until(lambda: gateway.draining)
+            await until(lambda: gateway.draining)
             late = await client.post("/v1/classify", json={"texts": ["late"]})
             engine.permits.release()  # the batch running at drain time ends, within the grace
             responses = await asyncio.gather(*requests)
@@ -129,9 +120,9 @@ async def test_sigterm_with_a_batch_longer_than_the_grace_answers_503_shutting_d
     try:
         with serve_in_thread(app) as (url, server):
             async with httpx.AsyncClient(base_url=url, headers=auth("acme"), timeout=60) as client:
-                await _until(lambda: gateway.service is not None)
+                await until(lambda: gateway.service is not None)
                 requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(2)]
-                await _until(lambda: gateway.inflight == 2 and engine.batches)  # one running, one queued
+                await until(lambda: gateway.inflight == 2 and engine.batches)  # one running, one queued
                 server.should_exit = True  # what uvicorn does on SIGTERM
                 responses = await asyncio.gather(*requests)
                 # answered while the first batch was still held (released only below): the grace ended it
@@ -153,7 +144,7 @@ async def test_inflight_and_queue_length_gauges_read_the_live_state_at_scrape_ti
     gateway = app.state.gateway
     async with serve(app) as url, httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
         requests = [asyncio.create_task(client.post("/v1/classify", json={"texts": ["x"]})) for _ in range(3)]
-        await _until(lambda: gateway.inflight == 3 and engine.batches)  # one row in the engine, two queued
+        await until(lambda: gateway.inflight == 3 and engine.batches)  # one row in the engine, two queued
         busy = (await client.get("/metrics")).text
         assert [r.status_code for r in await asyncio.gather(*requests)] == [200] * 3
         idle = (await client.get("/metrics")).text

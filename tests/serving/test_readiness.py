@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from serving.app import create_app
-from tests.serving.gateway_kit import FakeEngine, auth, make_settings, serve_in_thread
+from tests.serving.gateway_kit import FakeEngine, auth, make_settings, serve_in_thread, until
 
 
 async def test_a_corrupt_onnx_file_is_a_load_error_named_on_ready_in_the_log_and_in_every_refusal(
@@ -41,24 +41,24 @@ async def test_a_corrupt_onnx_file_is_a_load_error_named_on_ready_in_the_log_and
 
 
 async def test_a_hung_engine_takes_the_replica_out_of_readiness_until_its_batch_returns(tiny_model: Path) -> None:
-    engine = FakeEngine(hang_s=1.5)
+    """The engine hangs on a row until the test ends the hang, after reading readiness during it."""
+    engine = FakeEngine(hang_s=60.0)
     app = create_app(make_settings(tiny_model, engine_hang_s=0.3), engines=[engine])
     gateway = app.state.gateway
     hang = {"inputs": [{"name": "input_ids", "shape": [1, 3], "datatype": "INT64", "data": [FakeEngine.HANG_ID, 5, 3]}]}
-    with serve_in_thread(app) as (url, _server):
-        async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=10) as client:
-            for _ in range(200):
-                if (await client.get("/v2/health/ready")).status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
-            hung = asyncio.create_task(client.post("/v2/models/textcls/infer", json=hang))
-            for _ in range(200):
-                if gateway.service.batcher.healthy_count == 0:
-                    break
-                await asyncio.sleep(0.02)
-            during = await client.get("/v2/health/ready")
-            answer = await hung
-            after = await client.get("/v2/health/ready")
+    try:
+        with serve_in_thread(app) as (url, _server):
+            async with httpx.AsyncClient(base_url=url, headers=auth("initech"), timeout=60) as client:
+                await until(lambda: gateway.service is not None and gateway.service.batcher.healthy_count == 1)
+                hung = asyncio.create_task(client.post("/v2/models/textcls/infer", json=hang))
+                await until(lambda: gateway.service.batcher.healthy_count == 0)  # declared hung after 0.3 s
+                during = await client.get("/v2/health/ready")
+                engine.end_hang.set()  # the batch returns (the batch class's timeout is 5 s)
+                answer = await hung
+                await until(lambda: gateway.service.batcher.healthy_count == 1)
+                after = await client.get("/v2/health/ready")
+    finally:
+        engine.end_hang.set()
     assert during.status_code == 503 and "hung" in during.json()["reason"]
-    assert answer.status_code == 200  # the batch did return (batch class timeout 5 s), valid: healthy again
+    assert answer.status_code == 200  # the batch did return, valid: healthy again
     assert after.status_code == 200

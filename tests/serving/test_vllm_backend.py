@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -13,11 +12,15 @@ import pytest
 from harness.vllm_process import VllmProcess
 from serving.errors import EngineUnavailable, error_response
 from serving.vllm_backend import Usage, VllmBackend, VllmResponse, VllmStreamingResponse
+from tests.serving.gateway_kit import until
 from tests.serving.vllm_fixtures import SERVED_MODEL, VLLM_TEST_CONTEXT, FakeUpstream, read_body, sse_events
 
+# A request to the real server waits this long (a staged request in the priority test waits behind a blocker).
+REAL_VLLM_TIMEOUT_S = 300.0
 
-async def _backend(urls: list[str], **kwargs: object) -> VllmBackend:
-    backend = VllmBackend(urls, model=SERVED_MODEL, timeout_s=30.0, health_interval_s=0.2, **kwargs)
+
+async def _backend(urls: list[str], timeout_s: float = 30.0, **kwargs: object) -> VllmBackend:
+    backend = VllmBackend(urls, model=SERVED_MODEL, timeout_s=timeout_s, health_interval_s=0.2, **kwargs)
     await backend.start()
     return backend
 
@@ -125,15 +128,6 @@ async def test_dead_endpoint_gives_503_then_serves_again_without_restarting_the_
         await backend.close()
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.01)
-
-
 async def test_pending_counts_forwarded_requests_per_priority_until_their_first_byte(
     fake_upstreams: list[FakeUpstream],
 ) -> None:
@@ -143,7 +137,7 @@ async def test_pending_counts_forwarded_requests_per_priority_until_their_first_
     try:
         plain = asyncio.create_task(backend.forward("/v1/completions", {"prompt": "a"}, priority=2, stream=False))
         streamed = asyncio.create_task(backend.forward("/v1/completions", {"prompt": "b"}, priority=0, stream=True))
-        await _until(lambda: len(upstream.bodies) == 2)  # both reached the upstream, neither was answered
+        await until(lambda: len(upstream.bodies) == 2)  # both reached the upstream, neither was answered
         assert (backend.pending(0), backend.pending(1), backend.pending(2)) == (1, 0, 1)
         stream_response = await streamed  # headers came; the first event has not
         assert backend.pending(0) == 1
@@ -158,10 +152,11 @@ async def test_pending_counts_forwarded_requests_per_priority_until_their_first_
 
 async def test_a_health_probe_that_times_out_keeps_a_busy_endpoint_but_a_refused_one_is_dropped() -> None:
     upstream = await FakeUpstream("busy").start()
-    backend = VllmBackend([upstream.url], model=SERVED_MODEL, timeout_s=0.3, health_interval_s=60.0)
+    # timeout_s bounds the forwarded request too: 2 s leaves room for a slow box (the probe waits min(2, timeout_s))
+    backend = VllmBackend([upstream.url], model=SERVED_MODEL, timeout_s=2.0, health_interval_s=60.0)
     await backend.start()
     try:
-        upstream.health_hold = asyncio.Event()  # /health now hangs past the 0.3 s probe timeout
+        upstream.health_hold = asyncio.Event()  # /health now hangs past the 2 s probe timeout
         assert await backend.check_health() == 1 and backend.balancer.is_healthy(upstream.url)
         response = await backend.forward("/v1/completions", {"prompt": "x"}, priority=1, stream=False)
         assert response.status_code == 200  # still served: busy is not gone
@@ -197,7 +192,7 @@ async def test_waiting_requests_sums_the_metric_over_endpoints(fake_upstreams: l
 # ----------------------------------------------------------------------------- real vLLM
 @pytest.mark.vllm
 async def test_real_vllm_completion_charges_the_generated_tokens(vllm_server: VllmProcess) -> None:
-    backend = await _backend([vllm_server.base_url])
+    backend = await _backend([vllm_server.base_url], timeout_s=REAL_VLLM_TIMEOUT_S)
     try:
         body = {"prompt": "The computer said", "max_tokens": 8, "ignore_eos": True, "temperature": 0}
         response = await backend.forward("/v1/completions", body, priority=1, stream=False)
@@ -213,7 +208,7 @@ async def test_real_vllm_completion_charges_the_generated_tokens(vllm_server: Vl
 
 @pytest.mark.vllm
 async def test_real_vllm_chat_completion_uses_the_chat_template(vllm_server: VllmProcess) -> None:
-    backend = await _backend([vllm_server.base_url])
+    backend = await _backend([vllm_server.base_url], timeout_s=REAL_VLLM_TIMEOUT_S)
     try:
         body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, "ignore_eos": True}
         response = await backend.forward("/v1/chat/completions", body, priority=0, stream=False)
@@ -229,7 +224,7 @@ async def test_real_vllm_chat_completion_uses_the_chat_template(vllm_server: Vll
 
 @pytest.mark.vllm
 async def test_real_vllm_stream_yields_sse_chunks_ending_with_done(vllm_server: VllmProcess) -> None:
-    backend = await _backend([vllm_server.base_url])
+    backend = await _backend([vllm_server.base_url], timeout_s=REAL_VLLM_TIMEOUT_S)
     try:
         body = {"prompt": "Once upon a time", "max_tokens": 6, "ignore_eos": True}
         response = await backend.forward("/v1/completions", body, priority=2, stream=True)
@@ -350,7 +345,7 @@ async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: Vll
     high, blocker1-3, low0-2. A trial the box voids (see _priority_trial) is repeated, at most PRIORITY_TRIALS
     times; the order is asserted on a trial that staged all seven behind the blocker, never on a void one.
     """
-    backend = await _backend([vllm_server.base_url])
+    backend = await _backend([vllm_server.base_url], timeout_s=REAL_VLLM_TIMEOUT_S)
     try:
         orders = []
         for _ in range(PRIORITY_TRIALS):
@@ -372,7 +367,7 @@ async def test_real_vllm_priority_scheduling_reorders_the_queue(vllm_server: Vll
 
 @pytest.mark.vllm
 async def test_real_vllm_death_gives_503_and_restart_is_served_again(vllm_server: VllmProcess) -> None:
-    backend = await _backend([vllm_server.base_url])
+    backend = await _backend([vllm_server.base_url], timeout_s=REAL_VLLM_TIMEOUT_S)
     body = {"prompt": "still there?", "max_tokens": 2}
     try:
         vllm_server.stop()
@@ -382,7 +377,7 @@ async def test_real_vllm_death_gives_503_and_restart_is_served_again(vllm_server
         assert backend.balancer.is_healthy(vllm_server.base_url) is False
 
         await asyncio.to_thread(vllm_server.start)  # same port; the backend object is never restarted
-        await _wait_healthy(backend, vllm_server.base_url, timeout_s=10.0)
+        await _wait_healthy(backend, vllm_server.base_url, timeout_s=60.0)
         response = await backend.forward("/v1/completions", body, priority=1, stream=False)
         assert response.status_code == 200
     finally:

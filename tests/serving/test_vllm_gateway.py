@@ -30,7 +30,7 @@ from tests.serving.vllm_fixtures import SERVED_MODEL, sse_events
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "chat-shared"
 GATEWAY_READY_TIMEOUT_S = 60.0
-LIMITED = {"rate_per_s": 0.05, "burst": 2}  # initech: 2 requests, then one token every 20 s
+LIMITED = {"rate_per_s": 0.001, "burst": 2}  # initech: 2 requests, then one token every 1,000 s
 TOKEN_LIMITED = "umbrella"  # a fourth tenant with a budget of 60 tokens per minute (one a second)
 
 pytestmark = pytest.mark.vllm
@@ -125,12 +125,14 @@ def test_tokens_per_minute_bucket_refuses_with_retry_after(gateway: str) -> None
     # 22 // 4 + 4 = 9 tokens), then charged its real usage (about 9 prompt + 100 completion tokens): the
     # bucket is about 49 tokens in debt, so the next request (9 more) waits about 58 s to be admitted.
     body = {"model": DEPLOYMENT, "prompt": "Tell me a long story:", "max_tokens": 100, "ignore_eos": True}
+    began = time.monotonic()
     first = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key(TOKEN_LIMITED), timeout=60.0)
     assert first.status_code == 200, first.text
     second = httpx.post(f"{gateway}/v1/completions", json=body, headers=_key(TOKEN_LIMITED), timeout=60.0)
     assert second.status_code == 429, second.text
     assert "tokens per minute" in second.text
-    assert 40 <= int(second.headers["Retry-After"]) <= 80
+    refilled = time.monotonic() - began  # at most this long since the debt was charged: refilled meanwhile
+    assert 40 - refilled <= int(second.headers["Retry-After"]) <= 80
     assert httpx.post(f"{gateway}/v1/completions", json=body, headers=_key("acme"), timeout=60.0).status_code == 200
 
 
@@ -197,9 +199,9 @@ def test_metrics_expose_vllm_waiting_and_the_queue_length(gateway: str) -> None:
 
 
 def test_queued_requests_show_in_both_queue_metrics(gateway: str) -> None:
-    """vLLM runs one sequence at a time here (--max-num-seqs 1). Three long standard-class requests sent
-    together: one runs, two wait in vLLM for at least two whole generations (seconds), a window far longer
-    than one /metrics poll. Inside it, the gateway's per-class queue (forwarded, no response byte yet: the
+    """vLLM runs one sequence at a time here (--max-num-seqs 1). At least eight long standard-class requests
+    sent together (enough for ~10 s of generation at the speed one request showed): one runs, the rest wait in
+    vLLM for whole generations, a window far longer than one /metrics poll. Inside it, the gateway's per-class queue (forwarded, no response byte yet: the
     running non-streamed one counts too) and vLLM's own waiting count both show them."""
     body = {"model": DEPLOYMENT, "prompt": "a long answer", "max_tokens": 300, "ignore_eos": True}
     statuses: list[int] = []
@@ -213,7 +215,7 @@ def test_queued_requests_show_in_both_queue_metrics(gateway: str) -> None:
     send()  # one generation alone: how long a request holds vLLM's single sequence slot on this box
     one = time.monotonic() - began
     statuses.clear()
-    count = max(3, min(40, math.ceil(10.0 / max(one, 0.05)) + 2))  # the rest wait ~10 s in all, whatever the speed
+    count = max(8, min(40, math.ceil(10.0 / max(one, 0.05)) + 2))  # the rest wait ~10 s in all, whatever the speed
     senders = [threading.Thread(target=send) for _ in range(count)]
     for sender in senders:
         sender.start()
@@ -222,7 +224,10 @@ def test_queued_requests_show_in_both_queue_metrics(gateway: str) -> None:
     deadline = time.monotonic() + 120.0
     peak_queue, peak_waiting, premium = 0.0, 0.0, []
     while peak_queue < 2 and any(sender.is_alive() for sender in senders):
-        samples = _metrics(gateway)
+        try:
+            samples = _metrics(gateway)
+        except httpx.TimeoutException:  # a scrape the box stalled: the next one judges (the deadline bounds it)
+            continue
         queue = _gauge(samples, "request_queue_length", sla_class="standard") or 0.0
         peak_queue, peak_waiting = (
             max(peak_queue, queue),

@@ -278,7 +278,7 @@ def _gauge(text: str, name: str) -> float:
 
 
 async def _vllm_waiting(backend: VllmBackend, url: str) -> float:
-    """vLLM's waiting gauge; a poll that times out (the engine saturates both cores of a 2-core box) reads -1."""
+    """vLLM's waiting gauge; a poll that times out (vLLM's API server fell behind its engine) reads -1."""
     try:
         text = (await backend.client.get(f"{url}/metrics", timeout=10.0)).text
     except httpx.TimeoutException:
@@ -295,8 +295,9 @@ async def _priority_trial(backend: VllmBackend, url: str) -> list[str] | None:
     """One staging of PRIORITY_STAGES behind a blocker; the completion order, or None when the trial is void.
 
     A trial is void when a queued request completes before all seven are queued: the blocker ended on its own,
-    which happens when the 2-core box stalls the test or the API server for longer than the blocker runs
-    (stalls of 17-88 s were measured while vLLM's engine and worker keep both cores busy).
+    which happens when vLLM's API server falls behind its engine for longer than the blocker runs (unpinned on
+    2 cores it left /metrics polls waiting for most of a long generation: benchmarks/results/vllm_pinning.json;
+    the tests' server is pinned, and a void trial is still never judged).
     """
     finished: list[str] = []
     tasks: list[asyncio.Task[None]] = []

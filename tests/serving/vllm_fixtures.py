@@ -32,8 +32,9 @@ from model_builds.tiny_llama import TinyLlamaSpec, build_tiny_llama
 SERVED_MODEL = "tiny-llama"
 VLLM_STARTUP_TIMEOUT_S = 300.0  # measured 35 s idle, 79 s loaded, 260 s at load average 10 on 2 cores
 # Context of the test model and server: long enough for a blocker generation that outlasts a test's set-up
-# (16,384 tokens: ~40 s on the idle 2-core VM; KV ~1 KiB a token), after which the test aborts it. 4,096 (~10 s)
-# was too short: the box sometimes stalls a process for 17-88 s while vLLM keeps both cores busy.
+# (16,000 tokens take about a minute on the pinned server: benchmarks/results/vllm_pinning.json; KV ~1 KiB a
+# token), after which the test aborts it. 4,096 was too short while the server was unpinned: its API server
+# could fall behind its engine for most of a generation.
 VLLM_TEST_CONTEXT = 16384
 _MODEL_KEY = pytest.StashKey[Path]()
 _SERVER_KEY = pytest.StashKey[VllmProcess]()

@@ -14,7 +14,8 @@ from typing import Protocol
 
 from agent.contract import Evidence
 from agent.experiments import ExperimentRunner
-from agent.prometheus import PrometheusClient, traffic_from_prometheus
+from agent.frontend import FrontEndCpu
+from agent.prometheus import PrometheusClient, frontend_cpu_from_prometheus, traffic_from_prometheus
 from agent.traffic import TrafficTrace, read_trace
 from infopt.deployments import ResolvedDeployment
 from infopt.manifest import BatchPoint, Manifest, ManifestError, load_manifest
@@ -65,6 +66,17 @@ class PrometheusTraffic:
             end=self.end,
         )
         return trace.for_classes(classes)
+
+    def frontend_cpu(self, deployment: str) -> FrontEndCpu | None:
+        """The gateways' front-end CPU per request over the same window as the traffic (None: not exported)."""
+        return frontend_cpu_from_prometheus(
+            self.client,
+            deployment,
+            window_s=self.window_s,
+            step_s=self.step_s,
+            rate_window=self.rate_window,
+            end=self.end,
+        )
 
 
 @dataclass

@@ -6,6 +6,10 @@ The scaling node's traffic comes from the gateway's request counter, summed per 
 
 (the gateway labels every series with `model` = the deployment name), and the queue it saw from
 `sum(request_queue_length{model="<deployment>"}) by (sla_class)`, the HPA's own metric.
+
+The front end's CPU per request (agent/frontend.py) is the gateway process's CPU rate minus its engine's
+seconds, over its request rate, in the same window: process series carry no `model` label, so they are taken
+from the scrape targets (`instance`) that export the deployment's `infopt_model_ready`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import httpx
 
 from agent.contract import Evidence
+from agent.frontend import FrontEndCpu
 from agent.traffic import TrafficTrace
 
 UNAUTHENTICATED = "none"  # the gateway's sla_class label for requests it could not attribute to a tenant
@@ -42,6 +47,28 @@ def requests_rate_query(deployment: str | None, rate_window: str = "1m") -> str:
 def queue_length_query(deployment: str | None) -> str:
     selector = f'{{model="{deployment}"}}' if deployment else ""
     return f"sum(request_queue_length{selector}) by (sla_class)"
+
+
+def _of_deployment(series: str, deployment: str | None) -> str:
+    """`series` of the scrape targets that serve `deployment` (series without a `model` label, such as process_*)."""
+    selector = f'{{model="{deployment}"}}' if deployment else ""
+    return f"{series} and on(instance) infopt_model_ready{selector}"
+
+
+def process_cpu_query(deployment: str | None, rate_window: str = "1m") -> str:
+    """CPU seconds per second of the gateway processes (prometheus_client's process collector)."""
+    return f"sum({_of_deployment(f'rate(process_cpu_seconds_total[{rate_window}])', deployment)})"
+
+
+def engine_seconds_query(deployment: str | None, rate_window: str = "1m") -> str:
+    """Engine seconds per second in those processes (batch time, attributed to tenants)."""
+    return f"sum({_of_deployment(f'rate(infopt_tenant_device_seconds_total[{rate_window}])', deployment)})"
+
+
+def total_requests_query(deployment: str | None, rate_window: str = "1m") -> str:
+    """Every request the deployment's gateways handled, whatever its class or status: each cost front-end CPU."""
+    selector = f'{{model="{deployment}"}}' if deployment else ""
+    return f"sum(rate(infopt_requests_total{selector}[{rate_window}]))"
 
 
 class PrometheusClient:
@@ -140,6 +167,68 @@ def traffic_from_prometheus(
                 detail=f"{client.base_url}, range {window}; peak queue {peak_queue:g} requests",
             ),
         ],
+    )
+
+
+def _by_time(series: list[Series]) -> dict[float, float]:
+    """One summed series as {time: value}, non-finite points left out."""
+    points: dict[float, float] = {}
+    for item in series:
+        for t, value in item.points:
+            if math.isfinite(value):
+                points[t] = points.get(t, 0.0) + value
+    return points
+
+
+def frontend_cpu_from_prometheus(
+    client: PrometheusClient,
+    deployment: str | None,
+    *,
+    window_s: float = 3600.0,
+    step_s: float = 60.0,
+    rate_window: str = "1m",
+    end: float | None = None,
+) -> FrontEndCpu | None:
+    """The gateway's CPU seconds per request outside its engine over the window: (process CPU rate - engine
+    seconds rate) / request rate, each summed over the steps where the process CPU and requests were both
+    seen (a ratio of integrals: busy steps weigh more). The engine's seconds are its batches' wall time: with
+    more than one intra-op thread the extra threads' CPU stays in the result (an upper bound, the safe side
+    for capacity). None when the server has no process CPU or no requests for the deployment."""
+    end = time.time() if end is None else end
+    start = end - window_s
+    queries = [
+        process_cpu_query(deployment, rate_window),
+        engine_seconds_query(deployment, rate_window),
+        total_requests_query(deployment, rate_window),
+    ]
+    cpu, engine, requests = (_by_time(client.query_range(query, start, end, step_s)) for query in queries)
+    steps = [t for t, rate in requests.items() if rate > 0 and t in cpu]
+    if not steps:
+        return None
+    cpu_s, engine_s, request_count = (sum(series.get(t, 0.0) for t in steps) for series in (cpu, engine, requests))
+    front_end_s = cpu_s - engine_s
+    window = f"[{start:.0f}, {end:.0f}] step {step_s:g} s"
+    if front_end_s < 0:
+        raise PrometheusError(
+            f"{client.base_url}: over {window} the engine's seconds ({engine_s * step_s:.1f} s, `{queries[1]}`) "
+            f"exceed the process CPU ({cpu_s * step_s:.1f} s, `{queries[0]}`): the engine does not run in the "
+            "gateway's process, so its CPU cannot be told apart from the front end's"
+        )
+    per_request = front_end_s / request_count
+    summary = (
+        f"{client.base_url}, range {window}, {len(steps)} steps: ({cpu_s / len(steps):.4g} CPU-s/s - "
+        f"{engine_s / len(steps):.4g} engine-s/s) / {request_count / len(steps):.4g} req/s = "
+        f"{per_request * 1000:.3f} ms CPU per request"
+    )
+    return FrontEndCpu(
+        seconds_per_request=per_request,
+        source=f"Prometheus {client.base_url}, {window}",
+        how="the gateway processes' CPU rate minus their engine seconds, over their request rate",
+        evidence=(
+            Evidence(kind="prometheus_query", ref=queries[0], detail=summary),
+            Evidence(kind="prometheus_query", ref=queries[1], detail=f"{client.base_url}, subtracted: engine time"),
+            Evidence(kind="prometheus_query", ref=queries[2], detail=f"{client.base_url}, divided by: requests"),
+        ),
     )
 
 

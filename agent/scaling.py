@@ -15,6 +15,11 @@ and its per-replica capacity at the SLA.
    `deployments[<name>].autoscaling.queue_target` when today's target is above the simulated limit (the HPA
    would scale out only after p99 has passed the SLA) or below half of it (pods added long before they are
    needed); within that band the target stays.
+
+The pod's front end (HTTP, JSON, tokenisation, response encoding on its event loop) takes CPU per request too:
+when evidence gives it (agent/frontend.py: Prometheus, else a committed benchmark result) the simulations run
+with the simulator's host model, the loop and the engine sharing the pod's `resources.cpu` cores; without it,
+the engine-only model, whose p99 is a lower bound where the front end is busy (the recommendation says which).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.capacity import ServiceCurve, deployment_service_curve
-from agent.context import AgentContext
+from agent.context import AgentContext, PrometheusTraffic
 from agent.contract import (
     Evidence,
     Metric,
@@ -38,13 +43,20 @@ from agent.contract import (
     Target,
 )
 from agent.evidence import each_deployment
+from agent.frontend import COMMITTED_MEASUREMENTS, FrontEndCpu, frontend_cpu_from_results, host_model
+from agent.prometheus import process_cpu_query
 from agent.simulator import GatewayModel, SimResult, batching_spec, class_specs, poisson_arrivals, simulate
 from agent.traffic import TrafficError, TrafficTrace
 from infopt.cost import cost_per_1k
 from infopt.deployments import resolve_deployment
 from infopt.params import BatchingParams, SlaClass
+from infopt.quantity import parse_quantity
 
 NODE = "scaling"
+ENGINE_ONLY_RISK = (
+    "service times are the engine's batch times from the sweep: HTTP, JSON and tokenisation in the gateway "
+    "are not in them (benchmarks/results/simulator_validation.json measures the gap on this machine)"
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,10 @@ class ScalingInputs:
     evidence: Sequence[Evidence] = ()
     risks: Sequence[str] = ()
     overhead_s: tuple[float, ...] = ()
+    front_end: FrontEndCpu | None = None  # measured CPU per request on the pod's event loop; None: engine only
+    pod_cores: float = 1.0  # deployments[<name>].resources.cpu: the cores the pod's loop and engine share
+    engine_threads: int = 1  # the engine's intra-op threads (resources.cpu, whole cores rounded up)
+    notes: Sequence[str] = ()  # how the evidence was gathered (e.g. a source that had nothing)
 
 
 @dataclass
@@ -168,6 +184,37 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _front_end_note(inputs: ScalingInputs) -> str:
+    """What the simulations assume about the pod's front end, for the notes."""
+    front_end = inputs.front_end
+    if front_end is None:
+        return "front end not modelled: no measured CPU per request, so the simulated pod is its engine alone"
+    return (
+        f"front end: {front_end.seconds_per_request * 1000:.3f} ms CPU per request on the pod's event loop, from "
+        f"{front_end.source} ({front_end.how}); {inputs.pod_cores:g} core(s) "
+        f"(deployments[{inputs.deployment}].resources.cpu) shared with the engine's {inputs.engine_threads} "
+        "thread(s)"
+    )
+
+
+def _front_end_risk(inputs: ScalingInputs) -> str:
+    front_end = inputs.front_end
+    if front_end is None:
+        return ENGINE_ONLY_RISK
+    risk = (
+        f"the front end's CPU per request ({front_end.seconds_per_request * 1000:.3f} ms) is {front_end.how}: pods "
+        "on other CPUs, with longer texts or under other load spend a different amount; the wait of an in-process "
+        "engine for the interpreter lock the event loop holds is not modelled"
+    )
+    if inputs.pod_cores < inputs.engine_threads + 1:
+        risk += (
+            f"; the event loop and the engine share {inputs.pod_cores:g} core(s), and the simulator slows a batch that "
+            "starts while the loop is busy (or a loop step that starts during a batch) for its whole length "
+            "(processor sharing sampled at the start), so the capacity above leans pessimistic"
+        )
+    return risk
+
+
 def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOptions()) -> Outcome:
     target = Target(
         deployment=inputs.deployment,
@@ -176,6 +223,8 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
         sla_class=min(inputs.served_classes, key=lambda name: inputs.sla_classes[name].priority),
     )
     evidence = list(inputs.evidence) + list(inputs.traffic.evidence)
+    if inputs.front_end is not None:
+        evidence += inputs.front_end.evidence
     trace = inputs.traffic.for_classes(inputs.served_classes)
     mix = trace.mix()
     if not mix:
@@ -194,6 +243,9 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
         queue_capacity=inputs.queue_capacity,
         engine_replicas=inputs.engine_replicas,
         overhead_s=inputs.overhead_s,
+        host=None
+        if inputs.front_end is None
+        else host_model(inputs.front_end, cores=inputs.pod_cores, engine_threads=inputs.engine_threads),
     )
     probe = _Probe(inputs, options, mix, model)
     per_pod = _capacity(probe)
@@ -214,8 +266,13 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
             guardrail="sla",
             reason=f"no replica count meets the SLA ({slas}): even at 1% of one replica's throughput, {worst} p99 "
             f"is {trickle.classes[worst].effective_p99_ms():.1f} ms with max_batch_size "
-            f"{inputs.batching.max_batch_size} and max_wait_ms {inputs.batching.max_wait_ms:g}; a faster variant or "
-            "a shorter batch window is needed first",
+            f"{inputs.batching.max_batch_size} and max_wait_ms {inputs.batching.max_wait_ms:g}"
+            + (
+                ""
+                if inputs.front_end is None
+                else f" and {inputs.front_end.seconds_per_request * 1000:.3f} ms front-end CPU per request"
+            )
+            + "; a faster variant or a shorter batch window is needed first",
             evidence=evidence,
         )
     totals = trace.totals()
@@ -300,7 +357,14 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
     claim += (
         f"; a {_ordinal(new_max)} for {spikes}." if extra == 1 else f"; {extra} more, up to {new_max}, for {spikes}."
     )
+    if inputs.front_end is not None:
+        claim += (
+            f" Simulated with {inputs.front_end.seconds_per_request * 1000:.3f} ms of front-end CPU per request "
+            f"({inputs.front_end.source})."
+        )
     notes = [
+        *inputs.notes,
+        _front_end_note(inputs),
         f"one replica serves {per_pod:.1f} req/s within SLA (this mix: "
         + ", ".join(f"{name} {share:.0%}" for name, share in mix.items())
         + f"; max_batch_size {inputs.batching.max_batch_size}, max_wait_ms {inputs.batching.max_wait_ms:g})",
@@ -320,7 +384,13 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
             kind="simulation",
             ref="agent/simulator.py",
             detail=f"seed {options.seed}, {len(probe.cache)} runs of ~{options.arrivals_per_probe} requests; "
-            f"service curve {inputs.curve.source}",
+            f"service curve {inputs.curve.source}; "
+            + (
+                "engine only"
+                if model.host is None
+                else f"host model: loop {model.host.loop_in_s * 1000:.3f} + {model.host.loop_out_s * 1000:.3f} ms per "
+                f"request, {model.host.cores:g} core(s), engine {model.host.engine_cores:g} core(s)"
+            ),
         )
     )
     if not changes:
@@ -403,6 +473,7 @@ def recommend_scaling(inputs: ScalingInputs, options: ScalingOptions = ScalingOp
             f"max replicas drop from {inputs.current_max} to {new_max}: traffic above {new_max * per_pod:.0f} req/s "
             f"(the trace peaked at {peak:.1f}) would queue and miss the SLA instead of scaling out"
         )
+    risks.append(_front_end_risk(inputs))
     risks.append(
         "the HPA adds replicas only after its metric passes the target (scrape interval + HPA sync period + pod "
         "start-up): spikes shorter than that are served by min replicas"
@@ -440,11 +511,7 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
         raise TrafficError("no traffic source: give a trace file (--trace) or a Prometheus URL (--prometheus-url)")
     trace = context.traffic(deployment, served)
     spec = params.deployment(deployment)
-    risks: list[str] = []
-    risks.append(
-        "service times are the engine's batch times from the sweep: HTTP, JSON and tokenisation in the gateway "
-        "are not in them (benchmarks/results/simulator_validation.json measures the gap on this machine)"
-    )
+    front_end, notes = frontend_for(context, deployment, resolved.engine)
     evidence = [
         Evidence(
             kind="file",
@@ -479,8 +546,35 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
         set_queue_target=spec.autoscaling.queue_target,
         has_autoscaling_section="autoscaling" in spec.model_fields_set,
         evidence=evidence,
-        risks=risks,
+        front_end=front_end,
+        pod_cores=float(parse_quantity(spec.resources.cpu)),
+        engine_threads=resolved.engine_threads,
+        notes=notes,
     )
+
+
+def frontend_for(context: AgentContext, deployment: str, engine: str) -> tuple[FrontEndCpu | None, list[str]]:
+    """The deployment's front-end CPU per request: from Prometheus when the traffic comes from there and the
+    gateways export their process CPU, else the committed measurement for the engine, else None; with notes on
+    a source that had nothing."""
+    notes: list[str] = []
+    if isinstance(context.traffic, PrometheusTraffic):
+        found = context.traffic.frontend_cpu(deployment)
+        if found is not None:
+            return found, notes
+        notes.append(
+            f"{context.traffic.client.base_url} has no samples of "
+            f"`{process_cpu_query(deployment, context.traffic.rate_window)}` with requests beside them (the gateway's "
+            "/metrics must export prometheus_client's process collector); the committed measurement is used if any"
+        )
+    found = frontend_cpu_from_results(context.root, engine)
+    if found is None:
+        notes.append(
+            f"no committed measurement of the gateway's front-end CPU for engine {engine} (known: "
+            + ", ".join(f"{name}: {path}" for name, path in COMMITTED_MEASUREMENTS.items())
+            + ")"
+        )
+    return found, notes
 
 
 def run(context: AgentContext, options: ScalingOptions = ScalingOptions()) -> list[Outcome]:

@@ -7,11 +7,13 @@ Needs the `prometheus` binary (scripts/setup_prometheus.sh). Everything binds 12
 from __future__ import annotations
 
 import asyncio
+import http.server
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,8 +23,15 @@ import pytest
 
 from agent.context import AgentContext, PrometheusTraffic
 from agent.contract import NoChange, Recommendation
-from agent.prometheus import PrometheusClient, adapter_metrics_query, requests_rate_query, traffic_from_prometheus
-from agent.scaling import ScalingOptions, run
+from agent.prometheus import (
+    PrometheusClient,
+    adapter_metrics_query,
+    frontend_cpu_from_prometheus,
+    process_cpu_query,
+    requests_rate_query,
+    traffic_from_prometheus,
+)
+from agent.scaling import ScalingOptions, inputs_for, run
 from harness.child_server import free_port
 from harness.loadgen import Stream, run_load
 from infopt.engines.factory import load_engine
@@ -71,19 +80,22 @@ def gateway(tiny_model: Path) -> Iterator[tuple[str, GatedEngine]]:
         yield url, engine
 
 
-@pytest.fixture
-def prometheus(gateway: tuple[str, GatedEngine], tmp_path: Path) -> Iterator[PrometheusClient]:
+@contextmanager
+def running_prometheus(targets: dict[str, dict[str, str]], tmp_path: Path) -> Iterator[PrometheusClient]:
+    """Debian's prometheus on 127.0.0.1:<free port>, scraping each target (host:port) every second with its
+    static labels attached to every series."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("the prometheus binary is missing: run `bash scripts/setup_prometheus.sh`")
-    target = gateway[0].removeprefix("http://")
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: gateway\n    static_configs:\n"
-        f"      - targets: ['{target}']\n"
-        # what the ServiceMonitor's Kubernetes service discovery attaches to every series
-        f"        labels: {{namespace: {NAMESPACE}, pod: {POD}, app_kubernetes_io_part_of: infopt}}\n"
+        + "".join(
+            f"      - targets: ['{target}']\n"
+            + (f"        labels: {{{', '.join(f'{k}: {v}' for k, v in labels.items())}}}\n" if labels else "")
+            for target, labels in targets.items()
+        )
     )
     port = free_port()
     log = (tmp_path / "prometheus.log").open("w")
@@ -121,6 +133,14 @@ def prometheus(gateway: tuple[str, GatedEngine], tmp_path: Path) -> Iterator[Pro
             process.kill()
             process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def prometheus(gateway: tuple[str, GatedEngine], tmp_path: Path) -> Iterator[PrometheusClient]:
+    # the labels the ServiceMonitor's Kubernetes service discovery attaches to every series
+    labels = {"namespace": NAMESPACE, "pod": POD, "app_kubernetes_io_part_of": "infopt"}
+    with running_prometheus({gateway[0].removeprefix("http://"): labels}, tmp_path) as client:
+        yield client
 
 
 def wait_for(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
@@ -176,6 +196,11 @@ def test_scaling_node_reads_gateway_traffic_from_a_real_prometheus(
         f'sum(rate(infopt_requests_total{{model="{MODEL}"}}[5s])) by (sla_class)',
         f'sum(request_queue_length{{model="{MODEL}"}}) by (sla_class)',
     ]
+    # The gateway's /metrics has no process collector (serving/metrics.py): the front end's CPU comes from the
+    # committed measurement, and the notes say why.
+    inputs = inputs_for(context, MODEL)
+    assert inputs.front_end is not None and inputs.front_end.source == "benchmarks/results/simulator_validation.json"
+    assert any("has no samples of `sum(rate(process_cpu_seconds_total[5s])" in note for note in inputs.notes)
 
 
 def test_adapter_rule_returns_the_queue_the_hpa_would_see(
@@ -216,3 +241,77 @@ def test_adapter_rule_returns_the_queue_the_hpa_would_see(
         and 'app_kubernetes_io_part_of="infopt"' in rule["seriesQuery"]
     )
     assert asyncio.run(hold_queue()) == [200] * 6
+
+
+class LinearExporter:
+    """A scrape target whose counters grow at known constant rates (per second), so every rate Prometheus derives
+    from them has a hand-checked value."""
+
+    def __init__(self, model: str, rates: dict[str, float]) -> None:
+        self.model, self.rates, self.started = model, rates, time.time()
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = exporter.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def render(self) -> str:
+        elapsed = time.time() - self.started
+        m, r = self.model, self.rates
+        return (
+            "# TYPE process_cpu_seconds_total counter\n"
+            f"process_cpu_seconds_total {r['cpu'] * elapsed}\n"
+            "# TYPE infopt_tenant_device_seconds_total counter\n"
+            f'infopt_tenant_device_seconds_total{{tenant="acme"}} {r["engine"] * elapsed}\n'
+            "# TYPE infopt_requests_total counter\n"
+            f'infopt_requests_total{{model="{m}",tenant="acme",sla_class="premium",status="ok"}} {r["ok"] * elapsed}\n'
+            f'infopt_requests_total{{model="{m}",tenant="acme",sla_class="premium",status="queue_full"}} '
+            f"{r['refused'] * elapsed}\n"
+            "# TYPE infopt_model_ready gauge\n"
+            f'infopt_model_ready{{model="{m}"}} 1\n'
+        )
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def test_front_end_cpu_is_the_ratio_of_the_scraped_rates(tmp_path: Path) -> None:
+    """Our gateway at 0.6 CPU-s/s with 0.2 s/s in its engine and 50 + 30 req/s: (0.6 - 0.2) / 80 = 5 ms per request.
+    Another deployment's gateway, busier, shares the Prometheus: its CPU must not count."""
+    ours = LinearExporter(MODEL, {"cpu": 0.6, "engine": 0.2, "ok": 50.0, "refused": 30.0})
+    other = LinearExporter("textcls-shared", {"cpu": 5.0, "engine": 0.1, "ok": 10.0, "refused": 0.0})
+    with ours as ours_target, other as other_target:
+        with running_prometheus({ours_target: {}, other_target: {}}, tmp_path) as client:
+            query = process_cpu_query(MODEL, "5s")
+
+            def six_steps() -> bool:
+                now = time.time()
+                return sum(len(series.points) for series in client.query_range(query, now - 5, now, 1)) >= 6
+
+            wait_for(six_steps, 30, "six steps of the CPU rate")
+            found = frontend_cpu_from_prometheus(client, MODEL, window_s=5, step_s=1, rate_window="5s")
+    assert found is not None
+    assert found.seconds_per_request == pytest.approx(0.005, rel=0.03)
+    assert [item.ref for item in found.evidence] == [
+        f'sum(rate(process_cpu_seconds_total[5s]) and on(instance) infopt_model_ready{{model="{MODEL}"}})',
+        f'sum(rate(infopt_tenant_device_seconds_total[5s]) and on(instance) infopt_model_ready{{model="{MODEL}"}})',
+        f'sum(rate(infopt_requests_total{{model="{MODEL}"}}[5s]))',
+    ]
+    assert all(item.kind == "prometheus_query" for item in found.evidence)

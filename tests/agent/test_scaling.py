@@ -11,8 +11,9 @@ import pytest
 from agent.capacity import ServiceCurve
 from agent.context import AgentContext, TraceFileTraffic
 from agent.contract import NoChange, Recommendation, Refusal
+from agent.frontend import FrontEndCpu
 from agent.params_edit import apply_changes
-from agent.scaling import ScalingInputs, ScalingOptions, recommend_scaling, run
+from agent.scaling import ENGINE_ONLY_RISK, ScalingInputs, ScalingOptions, inputs_for, recommend_scaling, run
 from agent.traffic import TrafficTrace
 from infopt.params import BatchingParams, SlaClass
 
@@ -156,6 +157,11 @@ def test_node_reads_params_manifest_and_trace_file(tmp_path: Path) -> None:
     assert isinstance(outcome, Recommendation | NoChange)
     kinds = {item.kind for item in outcome.evidence}
     assert {"file", "trace", "simulation"} <= kinds
+    # no Prometheus: the front end's CPU is the committed measurement for the engine, on resources.cpu '1'
+    loop_cpu = next(item for item in outcome.evidence if item.ref == "benchmarks/results/simulator_validation.json")
+    assert "/calibration/host/gateway_loop_cpu_ms_per_request: " in loop_cpu.detail
+    simulated = next(item for item in outcome.evidence if item.kind == "simulation")
+    assert "host model: loop " in simulated.detail and "1 core(s), engine 1 core(s)" in simulated.detail
     # the sweep of the pod's own engine thread count (resources.cpu 1), as infopt.sla plans with
     assert any(
         "variants[int8-dynamic].sweeps[engine=onnxruntime,threads=1,device=cpu]" in item.detail
@@ -180,3 +186,65 @@ def test_coverage_quantile_picks_min_replicas(coverage: float, expected_min: int
     outcome = recommend_scaling(inputs(trace([100.0] * 10 + [200.0]), current=(1, 10)), options)
     assert isinstance(outcome, Recommendation)
     assert {c.path: c.new for c in outcome.changes}["deployments[textcls-shared].replicas.min"] == expected_min
+
+
+def test_front_end_cpu_per_request_lowers_capacity_and_adds_replicas() -> None:
+    """16 ms of event-loop CPU per request (8 before the queue, 8 after the batch) on a loop of its own (2 cores:
+    one for the loop, one for the engine): one loop does at most 1 / 16 ms = 62.5 req/s, below the 65-96 req/s
+    the engine alone serves, so 130 req/s need at least 3 pods and the 192 req/s of the spike at least 4."""
+    measured = FrontEndCpu(0.016, "crafted.json", "crafted single requests", ())
+    engine_only = recommend_scaling(replace(inputs(trace(STEPS)), pod_cores=2.0), FAST)
+    with_front_end = recommend_scaling(replace(inputs(trace(STEPS)), pod_cores=2.0, front_end=measured), FAST)
+    assert isinstance(engine_only, Recommendation) and isinstance(with_front_end, Recommendation)
+
+    def per_replica(outcome: Recommendation) -> float:
+        value = next(m for m in outcome.metrics if m.name == "throughput within SLA, per replica").after
+        assert isinstance(value, float)
+        return value
+
+    assert 65 < per_replica(engine_only) < 96
+    assert 0 < per_replica(with_front_end) < 62.5
+    replicas = {c.path.rsplit(".", 1)[1]: c.new for c in with_front_end.changes}
+    assert replicas["min"] >= 3
+    assert replicas.get("max", 6) >= 4  # today's max (6) may already be enough
+    assert "Simulated with 16.000 ms of front-end CPU per request (crafted.json)." in with_front_end.summary
+    assert any(
+        note.startswith("front end: 16.000 ms CPU per request on the pod's event loop, from crafted.json")
+        and "2 core(s) (deployments[textcls-shared].resources.cpu)" in note
+        for note in with_front_end.notes
+    )
+    assert ENGINE_ONLY_RISK not in with_front_end.risks
+    assert any(risk.startswith("the front end's CPU per request (16.000 ms)") for risk in with_front_end.risks)
+    assert ENGINE_ONLY_RISK in engine_only.risks
+
+
+def test_without_a_front_end_measurement_the_engine_only_model_and_its_risk_stay(tmp_path: Path) -> None:
+    """A checkout without benchmarks/results (and no Prometheus): no front end, said in the notes and the risks."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    path = tmp_path / "trace.jsonl"
+    path.write_text(
+        "".join(json.dumps({"t": 60 * i, "sla_class": "standard", "rps": r}) + "\n" for i, r in enumerate(STEPS))
+    )
+    context = AgentContext.load(
+        tmp_path,
+        manifest_path=ROOT / "tests" / "fixtures" / "manifest.json",
+        traffic=TraceFileTraffic(path),
+        deployments=["textcls-shared"],
+    )
+    found = inputs_for(context, "textcls-shared")
+    assert found.front_end is None
+    assert found.notes == [
+        "no committed measurement of the gateway's front-end CPU for engine onnxruntime (known: onnxruntime: "
+        "benchmarks/results/simulator_validation.json)"
+    ]
+    outcome = recommend_scaling(replace(inputs(trace(STEPS)), notes=found.notes), FAST)
+    assert isinstance(outcome, Recommendation)
+    assert ENGINE_ONLY_RISK in outcome.risks
+    assert (
+        "front end not modelled: no measured CPU per request, so the simulated pod is its engine alone" in outcome.notes
+    )
+    assert "front-end CPU" not in outcome.summary
+    simulated = next(item for item in outcome.evidence if item.kind == "simulation")
+    assert simulated.detail.endswith("; engine only")
+    per_replica = next(m for m in outcome.metrics if m.name == "throughput within SLA, per replica").after
+    assert per_replica is not None and 65 < per_replica < 96  # the engine-only M/D/1 answer, as before

@@ -142,8 +142,7 @@ class PackedEngine(StaticEngine):
                 captured.device[name].copy_(captured.host[name], non_blocking=True)
             captured.run()
             captured.host["out"].copy_(captured.device["out"], non_blocking=True)
-        if self.stream is not None:
-            self.stream.synchronize()
+        self._wait()
         return host["out"][: batch.rows].copy()
 
     def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 from challenge.engine_spec import EngineSpec
 from challenge.split import plan_groups, row_lengths
 from infopt.engines.base import EngineError
+from infopt.engines.cuda_wait import to_numpy, wait_for
 
 CHECK_TOLERANCE = 1e-3  # static forward vs HF, both fp32 on the CPU: relative to the largest |logit|
 
@@ -107,6 +108,8 @@ class StaticEngine:
         del model, reference
         self.shapes: dict[tuple[int, int], _Shape] = {}
         self.capture_seconds = 0.0
+        self.stream: Any = None  # the graphs' own CUDA stream (torch.cuda.Stream); None: eager or emulated
+        self._done: Any = None  # the blocking-sync event `_wait` records on it (torch.cuda.Event)
         if spec.graphs:
             self._capture(emulate=emulate_graphs)
 
@@ -119,7 +122,7 @@ class StaticEngine:
         self.sizes = sorted(spec.batch_sizes)
         self.buckets = sorted(spec.length_buckets)
         cuda = not emulate
-        self.stream: Any = torch.cuda.Stream() if cuda else None  # Any: torch.cuda.Stream on CUDA only
+        self.stream = torch.cuda.Stream() if cuda else None
         pool = torch.cuda.graph_pool_handle() if cuda else None
         began = time.perf_counter()
         # largest first: the later (smaller) graphs fit in the memory pool the first one sized
@@ -161,6 +164,12 @@ class StaticEngine:
         with torch.cuda.graph(graph, pool=pool, stream=stream):
             out = forward()
         return out, graph.replay
+
+    def _wait(self) -> None:
+        """Until everything queued on the engine's stream has run, the calling thread asleep meanwhile (not
+        spinning a host core the gateway's other processes need: infopt/engines/cuda_wait.py)."""
+        if self.stream is not None:
+            self._done = wait_for(self.stream, self._done)
 
     def _on_stream(self) -> Any:
         """The engine's own CUDA stream as the current one (nothing on the CPU)."""
@@ -209,8 +218,7 @@ class StaticEngine:
         in_use: set[tuple[int, int]] = set()
 
         def finish() -> None:
-            if self.stream is not None:
-                self.stream.synchronize()
+            self._wait()
             for index, shape, rows in pending:
                 results[index] = shape.host_out.numpy()[:rows].copy()
             pending.clear()
@@ -282,7 +290,7 @@ class StaticEngine:
             with torch.inference_mode():
                 t_ids = torch.from_numpy(ids).to(self.device)
                 t_mask = torch.from_numpy(mask).to(self.device)
-                return self.forward(t_ids, t_mask).cpu().numpy()
+                return to_numpy(self.forward(t_ids, t_mask))
         except EngineError:
             raise
         except Exception as error:  # any failure inside the model is the batch's failure

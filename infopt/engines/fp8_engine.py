@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from infopt.engines.base import EngineError
+from infopt.engines.cuda_wait import to_numpy
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
@@ -108,7 +109,7 @@ class Fp8Engine:
             with torch.inference_mode():
                 ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
                 mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)).to(self.device)
-                return self.model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+                return to_numpy(self.model(input_ids=ids, attention_mask=mask).logits.float())
         except Exception as error:  # as TorchEngine: any failure inside the model is the batch's failure
             raise EngineError(f"fp8 failed on a batch of shape {input_ids.shape}: {error}") from error
 

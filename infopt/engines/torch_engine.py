@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from infopt.engines.base import EngineError
+from infopt.engines.cuda_wait import to_numpy
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 SPARSITY_FILE = "sparsity.json"
@@ -77,7 +78,7 @@ class TorchEngine:
                 ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
                 mask = torch.from_numpy(np.ascontiguousarray(attention_mask, dtype=np.int64)).to(self.device)
                 logits = self._forward(input_ids=ids, attention_mask=mask).logits  # (B, C)
-                return logits.float().cpu().numpy()
+                return to_numpy(logits.float())
         except Exception as error:  # any failure inside the model is the batch's failure
             raise EngineError(f"torch failed on a batch of shape {input_ids.shape}: {error}") from error
 

@@ -560,6 +560,28 @@ class Endpoint:
         await error_response(error)(scope, receive, send)
 
 
+class GatewayApp(Starlette):
+    """Starlette with the inference routes dispatched first, straight to their endpoints.
+
+    An inference request is the traffic: through Starlette's error and exception middleware and its router it
+    pays several awaited layers it never needs (`Gateway.serve` answers every error itself, the path is
+    fixed). Only exact paths of `POST` go this way; everything else (405 on a wrong method, path
+    parameters, admin routes) takes Starlette's path as before. Both paths carry the Server-Timing header."""
+
+    def __init__(self, *args: Any, inference_routes: dict[str, Endpoint], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inference_routes = {path: ServerTiming(endpoint) for path, endpoint in inference_routes.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.inference_routes.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -567,7 +589,7 @@ def create_app(
     engine_factory: EngineFactory = default_engine_factory,
     vllm_backend: Any | None = None,
     link: AdmissionClient | None = None,
-) -> Starlette:
+) -> GatewayApp:
     """The gateway app; pass `engines` (already loaded) or let `engine_factory` load them in the background,
     or (an HTTP worker of serving.workers) a `link` to the admission process that owns them."""
     gateway = Gateway(settings, engines=engines, engine_factory=engine_factory, vllm_backend=vllm_backend, link=link)
@@ -682,13 +704,15 @@ def create_app(
             Route(f"{model_prefix}/infer", Endpoint(gateway, infer, "inference"), methods=["POST"]),
         ]
 
-    app = Starlette(
+    inference = {
+        "/v1/classify": Endpoint(gateway, classify, "inference"),
+        "/v1/completions": Endpoint(gateway, llm("/v1/completions"), "inference"),
+        "/v1/chat/completions": Endpoint(gateway, llm("/v1/chat/completions"), "inference"),
+    }
+    app = GatewayApp(
+        inference_routes=inference,
         routes=[  # matched in order: the inference routes first, they carry the traffic
-            Route("/v1/classify", Endpoint(gateway, classify, "inference"), methods=["POST"]),
-            Route("/v1/completions", Endpoint(gateway, llm("/v1/completions"), "inference"), methods=["POST"]),
-            Route(
-                "/v1/chat/completions", Endpoint(gateway, llm("/v1/chat/completions"), "inference"), methods=["POST"]
-            ),
+            *(Route(path, endpoint, methods=["POST"]) for path, endpoint in inference.items()),
             Route("/v2", Endpoint(gateway, server_metadata, "admin"), methods=["GET"]),
             Route("/v2/health/live", Endpoint(gateway, live, "open"), methods=["GET"]),
             Route("/v2/health/ready", Endpoint(gateway, ready, "open"), methods=["GET"]),

@@ -48,6 +48,10 @@ from serving.worker import WorkerConfig
 log = logging.getLogger("infopt.gateway")
 MAX_RESTARTS = 5  # unexpected worker exits within RESTART_WINDOW_S before the gateway gives up
 RESTART_WINDOW_S = 60.0
+# Each HTTP worker is one of N processes that already spread the cores: the tokenizers' own thread pool
+# (rayon, one thread per core in every worker) would only add threads handing a small batch's texts around,
+# CPU the other workers need. The user's environment wins where it sets the variable.
+WORKER_ENVIRONMENT = {"TOKENIZERS_PARALLELISM": "false"}
 BACKLOG = 2048  # per worker socket: connections the kernel holds until the worker accepts them
 
 
@@ -170,6 +174,7 @@ class Supervisor:
             )
             process = subprocess.Popen(
                 [sys.executable, "-m", "serving.worker"],
+                env={**WORKER_ENVIRONMENT, **os.environ},
                 stdin=subprocess.PIPE,
                 pass_fds=[*config.listen_fds, config.link_fd],
                 process_group=0,

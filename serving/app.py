@@ -289,8 +289,12 @@ class Gateway:
             raise BadRequest(f"body of {declared} bytes exceeds the limit of {limit} bytes", status=413)
         chunks: list[bytes] = []
         size = 0
+        # uvicorn's cycle (serving.server) knows when the whole body came with the headers: then receive()
+        # cannot wait, and arming the body timer would only cost the request a timer
+        cycle = request.scope.get("extensions", {}).get(CYCLE_EXTENSION, {}).get("cycle")
+        complete = cycle is not None and getattr(cycle, "more_body", True) is False
         try:
-            async with asyncio.timeout(self.limits.body_timeout_s):
+            async with contextlib.nullcontext() if complete else asyncio.timeout(self.limits.body_timeout_s):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +21,29 @@ from serving.errors import BadRequest
 Row = tuple[np.ndarray, np.ndarray]  # (input_ids, attention_mask), 1-D int64 each
 
 
+def ascii_twin(tokenizer: Any) -> Any | None:
+    """The same tokenizer with a lowercase-only normalizer, for printable ASCII texts; None unless its
+    normalizer is BERT's.
+
+    On printable ASCII, BERT's normalizer does nothing but (optionally) lowercase: no control characters to
+    clean, no CJK characters to space, no accents for its Unicode decomposition to strip. That
+    decomposition is a large share of a short text's tokenization, the gateway's largest per-text cost, and
+    skipping it changes no id (tests/serving/test_codec_ascii.py compares both on every text)."""
+    from tokenizers import Tokenizer, normalizers
+
+    normalizer = tokenizer.normalizer
+    if not isinstance(normalizer, normalizers.BertNormalizer):
+        return None
+    twin = Tokenizer.from_str(tokenizer.to_str())
+    twin.normalizer = normalizers.Lowercase() if normalizer.lowercase else None
+    return twin
+
+
 class Codec:
     def __init__(self, tokenizer_dir: Path | None, max_seq_len: int) -> None:
         self.max_seq_len = max_seq_len
         self._tokenizer = None
+        self._ascii_tokenizer = None
         self.pad_id = 0
         self.vocab_size: int | None = None
         if tokenizer_dir is not None:
@@ -33,6 +53,7 @@ class Codec:
             tokenizer.no_padding()
             tokenizer.enable_truncation(max_length=max_seq_len)
             self._tokenizer = tokenizer
+            self._ascii_tokenizer = ascii_twin(tokenizer)
             self.vocab_size = tokenizer.get_vocab_size()
             self.pad_id = self._pad_id(tokenizer, Path(tokenizer_dir))
 
@@ -51,10 +72,13 @@ class Codec:
             raise BadRequest("this model was loaded without a tokenizer; send input_ids/attention_mask", status=422)
         # encode_batch hands off to the tokenizers' pool and releases the GIL: pure overhead for the
         # common one-text request on the loop, but the only form that lets the loop run meanwhile.
+        tokenizer = self._tokenizer
+        if self._ascii_tokenizer is not None and all(text.isascii() and text.isprintable() for text in texts):
+            tokenizer = self._ascii_tokenizer
         if len(texts) == 1 and not release_gil:
-            encodings = [self._tokenizer.encode(texts[0])]
+            encodings = [tokenizer.encode(texts[0])]
         else:
-            encodings = self._tokenizer.encode_batch(list(texts))
+            encodings = tokenizer.encode_batch(list(texts))
         rows, truncated = [], []
         for encoding in encodings:
             ids = np.asarray(encoding.ids, dtype=np.int64)

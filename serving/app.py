@@ -386,9 +386,9 @@ class Gateway:
             )
         return [text[:limit] if long else text for text, long in zip(texts, cut, strict=True)], cut
 
-    def _tokenize(self, codec: Codec, texts: list[str], offloaded: bool) -> tuple[list[Row], list[bool]]:
+    def _tokenize(self, codec: Codec, texts: list[str]) -> tuple[list[Row], list[bool]]:
         texts, cut = self._limit_texts(texts)
-        rows, overflow = codec.encode(texts, release_gil=offloaded)
+        rows, overflow = codec.encode(texts)
         return rows, [a or b for a, b in zip(cut, overflow, strict=True)]
 
     async def _off_loop(self, offload: bool, function: Callable[..., Any], *args: Any) -> Any:
@@ -414,7 +414,7 @@ class Gateway:
         def prepare() -> tuple[Any, list[Row], list[bool] | None]:
             parsed = parse_infer(body, max_rows=self.max_rows)
             if parsed.texts is not None:
-                rows, truncated = self._tokenize(codec, parsed.texts, offload)
+                rows, truncated = self._tokenize(codec, parsed.texts)
                 return parsed, rows, truncated
             rows = codec.rows_from_tokens(parsed.input_ids, parsed.attention_mask)  # type: ignore[arg-type]
             return parsed, rows, None
@@ -435,7 +435,7 @@ class Gateway:
         offload = len(body) > self.limits.offload_body_bytes
 
         def prepare() -> tuple[list[Row], list[bool]]:
-            return self._tokenize(codec, parse_classify(body, max_rows=self.max_rows), offload)
+            return self._tokenize(codec, parse_classify(body, max_rows=self.max_rows))
 
         rows, truncated = await self._off_loop(offload, prepare)
         logits = await self._rows_to_logits(rows, tenant, arrival)

@@ -2,8 +2,9 @@
 engine (HTTP parsing, JSON, tokenisation, response encoding), in the simulator's terms (agent.simulator.HostModel).
 
 Two sources, never a constant:
-- Prometheus (agent/prometheus.py `frontend_cpu_from_prometheus`): the gateway process's CPU rate minus its
-  engine seconds, over its request rate, in the window the traffic was read from.
+- Prometheus (agent/prometheus.py `frontend_cpu_from_prometheus`): the gateway's CPU rate
+  (`infopt_gateway_cpu_seconds_total`: every process of it, the HTTP workers of a multi-process gateway too)
+  minus its engine seconds, over its request rate, in the window the traffic was read from.
 - A committed benchmark result: the simulator validation's calibration records the gateway's loop CPU per
   request (the process's CPU on single requests minus its engine seconds) for an ONNX Runtime gateway.
 

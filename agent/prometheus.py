@@ -7,9 +7,11 @@ The scaling node's traffic comes from the gateway's request counter, summed per 
 (the gateway labels every series with `model` = the deployment name), and the queue it saw from
 `sum(request_queue_length{model="<deployment>"}) by (sla_class)`, the HPA's own metric.
 
-The front end's CPU per request (agent/frontend.py) is the gateway process's CPU rate minus its engine's
-seconds, over its request rate, in the same window: process series carry no `model` label, so they are taken
-from the scrape targets (`instance`) that export the deployment's `infopt_model_ready`.
+The front end's CPU per request (agent/frontend.py) is the gateway's CPU rate minus its engine's seconds, over
+its request rate, in the same window. The CPU is `infopt_gateway_cpu_seconds_total{model}`, every process of a
+gateway (with `serving.workers >= 2` its HTTP workers too, where most of that CPU is spent); the engine's
+seconds carry no `model` label, so they are taken from the scrape targets (`instance`) that export the
+deployment's `infopt_model_ready`.
 """
 
 from __future__ import annotations
@@ -50,18 +52,19 @@ def queue_length_query(deployment: str | None) -> str:
 
 
 def _of_deployment(series: str, deployment: str | None) -> str:
-    """`series` of the scrape targets that serve `deployment` (series without a `model` label, such as process_*)."""
+    """`series` of the scrape targets that serve `deployment` (for series without a `model` label)."""
     selector = f'{{model="{deployment}"}}' if deployment else ""
     return f"{series} and on(instance) infopt_model_ready{selector}"
 
 
-def process_cpu_query(deployment: str | None, rate_window: str = "1m") -> str:
-    """CPU seconds per second of the gateway processes (prometheus_client's process collector)."""
-    return f"sum({_of_deployment(f'rate(process_cpu_seconds_total[{rate_window}])', deployment)})"
+def gateway_cpu_query(deployment: str | None, rate_window: str = "1m") -> str:
+    """CPU seconds per second of the deployment's gateways, every process of each (serving/metrics.py)."""
+    selector = f'{{model="{deployment}"}}' if deployment else ""
+    return f"sum(rate(infopt_gateway_cpu_seconds_total{selector}[{rate_window}]))"
 
 
 def engine_seconds_query(deployment: str | None, rate_window: str = "1m") -> str:
-    """Engine seconds per second in those processes (batch time, attributed to tenants)."""
+    """Engine seconds per second in the deployment's gateways (batch time, attributed to tenants)."""
     return f"sum({_of_deployment(f'rate(infopt_tenant_device_seconds_total[{rate_window}])', deployment)})"
 
 
@@ -189,15 +192,15 @@ def frontend_cpu_from_prometheus(
     rate_window: str = "1m",
     end: float | None = None,
 ) -> FrontEndCpu | None:
-    """The gateway's CPU seconds per request outside its engine over the window: (process CPU rate - engine
-    seconds rate) / request rate, each summed over the steps where the process CPU and requests were both
+    """The gateway's CPU seconds per request outside its engine over the window: (gateway CPU rate - engine
+    seconds rate) / request rate, each summed over the steps where the gateway CPU and requests were both
     seen (a ratio of integrals: busy steps weigh more). The engine's seconds are its batches' wall time: with
     more than one intra-op thread the extra threads' CPU stays in the result (an upper bound, the safe side
-    for capacity). None when the server has no process CPU or no requests for the deployment."""
+    for capacity). None when the server has no gateway CPU or no requests for the deployment."""
     end = time.time() if end is None else end
     start = end - window_s
     queries = [
-        process_cpu_query(deployment, rate_window),
+        gateway_cpu_query(deployment, rate_window),
         engine_seconds_query(deployment, rate_window),
         total_requests_query(deployment, rate_window),
     ]
@@ -211,8 +214,8 @@ def frontend_cpu_from_prometheus(
     if front_end_s < 0:
         raise PrometheusError(
             f"{client.base_url}: over {window} the engine's seconds ({engine_s * step_s:.1f} s, `{queries[1]}`) "
-            f"exceed the process CPU ({cpu_s * step_s:.1f} s, `{queries[0]}`): the engine does not run in the "
-            "gateway's process, so its CPU cannot be told apart from the front end's"
+            f"exceed the gateway's CPU ({cpu_s * step_s:.1f} s, `{queries[0]}`): the engine does not run in the "
+            "gateway's processes, so its CPU cannot be told apart from the front end's"
         )
     per_request = front_end_s / request_count
     summary = (
@@ -223,7 +226,7 @@ def frontend_cpu_from_prometheus(
     return FrontEndCpu(
         seconds_per_request=per_request,
         source=f"Prometheus {client.base_url}, {window}",
-        how="the gateway processes' CPU rate minus their engine seconds, over their request rate",
+        how="the gateway's CPU rate (every process: HTTP workers too) minus its engine seconds, over its request rate",
         evidence=(
             Evidence(kind="prometheus_query", ref=queries[0], detail=summary),
             Evidence(kind="prometheus_query", ref=queries[1], detail=f"{client.base_url}, subtracted: engine time"),

@@ -44,7 +44,7 @@ from agent.contract import (
 )
 from agent.evidence import each_deployment
 from agent.frontend import COMMITTED_MEASUREMENTS, FrontEndCpu, frontend_cpu_from_results, host_model
-from agent.prometheus import process_cpu_query
+from agent.prometheus import gateway_cpu_query
 from agent.simulator import GatewayModel, SimResult, batching_spec, class_specs, poisson_arrivals, simulate
 from agent.traffic import TrafficError, TrafficTrace
 from infopt.cost import cost_per_1k
@@ -554,9 +554,9 @@ def inputs_for(context: AgentContext, deployment: str) -> ScalingInputs:
 
 
 def frontend_for(context: AgentContext, deployment: str, engine: str) -> tuple[FrontEndCpu | None, list[str]]:
-    """The deployment's front-end CPU per request: from Prometheus when the traffic comes from there and the
-    gateways export their process CPU, else the committed measurement for the engine, else None; with notes on
-    a source that had nothing."""
+    """The deployment's front-end CPU per request: from Prometheus when the traffic comes from there and it
+    has the gateways' CPU beside their requests, else the committed measurement for the engine, else None; with
+    notes on a source that had nothing."""
     notes: list[str] = []
     if isinstance(context.traffic, PrometheusTraffic):
         found = context.traffic.frontend_cpu(deployment)
@@ -564,8 +564,8 @@ def frontend_for(context: AgentContext, deployment: str, engine: str) -> tuple[F
             return found, notes
         notes.append(
             f"{context.traffic.client.base_url} has no samples of "
-            f"`{process_cpu_query(deployment, context.traffic.rate_window)}` with requests beside them (the gateway's "
-            "/metrics must export prometheus_client's process collector); the committed measurement is used if any"
+            f"`{gateway_cpu_query(deployment, context.traffic.rate_window)}` with requests beside them (a gateway "
+            "older than infopt_gateway_cpu_seconds_total, or not scraped); the committed measurement is used if any"
         )
     found = frontend_cpu_from_results(context.root, engine)
     if found is None:

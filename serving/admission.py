@@ -20,6 +20,9 @@ rows/tokens request bucket and the tokens_per_minute reservation, as the single-
 one USAGE frame (the token correction and infopt_tenant_tokens_total); /metrics sums the workers'
 forwarded-but-unanswered requests per class into request_queue_length.
 
+infopt_gateway_cpu_seconds_total adds the CPU of every live worker (its pid from HELLO) to this process's:
+the workers do the parsing, tokenization and response encoding. A worker that ends keeps its last reading.
+
 A worker that dies takes its connections with it: its requests still queued here are dropped and
 counted `internal_error` (`worker_lost`); the supervisor (serving/supervisor.py) starts a new one.
 """
@@ -159,6 +162,8 @@ class Admission:
         self._next_sync = 0
         self.metrics.model_ready.labels(self.model).set(0)
         self.metrics.inflight.labels(self.model).set_function(lambda: sum(link.inflight for link in self.links))
+        # the workers do most of the per-request CPU: infopt_gateway_cpu_seconds_total counts them with us
+        self.metrics.gateway_cpu.follow(lambda: [link.pid for link in self.links if link.pid is not None])
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -318,6 +323,8 @@ class Admission:
 
     def link_lost(self, link: WorkerLink) -> None:
         """A worker's link closed. Requests it still had here died with it: drop their rows, count them."""
+        # its CPU since the last scrape, read while it is still listed (unless already reaped: then the last stands)
+        self.metrics.gateway_cpu.observe()
         if link in self.links:
             self.links.remove(link)
         if not link.requests:

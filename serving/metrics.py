@@ -1,14 +1,34 @@
 """Prometheus metrics of one gateway instance (its own CollectorRegistry: no process globals).
 
 Names and labels are a contract: the HPA scales on `request_queue_length`, the agent and the cost report
-read the `infopt_*` series. tests/serving/test_metrics.py asserts them.
+read the `infopt_*` series. tests/serving/test_metrics_and_shutdown.py asserts them.
+
+`infopt_gateway_cpu_seconds_total{model}` is the CPU of every process of the gateway: with
+`serving.workers >= 2` the HTTP workers do the parsing, tokenization and response encoding, so the
+`process_cpu_seconds_total` of the process that renders /metrics (the admission process) would miss most
+of the front end's CPU. The agent's scaling node divides it by the request rate (agent/prometheus.py).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import psutil
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -27,6 +47,77 @@ REQUEST_STATUSES = (
     "client_disconnected",
     "internal_error",
 )
+
+GATEWAY_CPU = "infopt_gateway_cpu_seconds"  # exposed as infopt_gateway_cpu_seconds_total
+GATEWAY_CPU_HELP = "User and system CPU seconds of every process of the gateway (HTTP workers included)"
+
+ProcessKey = tuple[int, float]  # (pid, start time): a pid the kernel hands out again is another process
+
+
+def process_cpu_seconds(pid: int) -> tuple[ProcessKey, float] | None:
+    """User + system CPU seconds of process `pid` (all its threads), with its identity; None once it is gone."""
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            times = process.cpu_times()
+            return (pid, process.create_time()), times.user + times.system
+    except psutil.NoSuchProcess:  # exited (and reaped) since its pid was listed
+        return None
+
+
+@dataclass
+class CpuTotal:
+    """CPU seconds summed over a set of processes that changes (a worker restarted), never decreasing: a
+    process that went away keeps the seconds it was last read with. A counter that dropped would read to
+    Prometheus as a reset, and rate() would then count the surviving processes' whole CPU a second time."""
+
+    gone_s: float = 0.0  # seconds of the processes no longer read, as of their last reading
+    last: dict[ProcessKey, float] = field(default_factory=dict)
+
+    def update(self, readings: Mapping[ProcessKey, float]) -> float:
+        """The total after this reading of every live process (a process missing from it has ended)."""
+        self.gone_s += sum(seconds for key, seconds in self.last.items() if key not in readings)
+        self.last = dict(readings)
+        return self.gone_s + sum(self.last.values())
+
+
+class GatewayCpuCollector(Collector):
+    """`infopt_gateway_cpu_seconds_total{model}`: this process plus the processes `follow` names, read at
+    scrape time. One gateway serves one model; its value is repeated for every model label `models` gives."""
+
+    def __init__(
+        self,
+        models: Callable[[], Iterable[str]],
+        read: Callable[[int], tuple[ProcessKey, float] | None] = process_cpu_seconds,
+    ) -> None:
+        self._models = models
+        self._read = read
+        self._workers: Callable[[], Iterable[int]] = tuple
+        self._total = CpuTotal()
+        self._lock = threading.Lock()  # scrapes run on the loop, but a test or a drain may render from a thread
+
+    def follow(self, workers: Callable[[], Iterable[int]]) -> None:
+        """Also count, at each reading, the processes whose pids `workers()` returns (a multi-process
+        gateway's live HTTP workers)."""
+        self._workers = workers
+
+    def observe(self) -> float:
+        """Read every process now and return the total. A caller about to let a process go (its link closed)
+        calls this first, so the seconds it used since the last scrape stay counted."""
+        with self._lock:  # readings applied in the order they were taken
+            pids = dict.fromkeys([os.getpid(), *self._workers()])
+            readings = dict(reading for reading in map(self._read, pids) if reading is not None)
+            return self._total.update(readings)
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(GATEWAY_CPU, GATEWAY_CPU_HELP, labels=["model"])
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(GATEWAY_CPU, GATEWAY_CPU_HELP, labels=["model"])
+        seconds = self.observe()
+        for model in self._models():
+            family.add_metric([model], seconds)
+        yield family
 
 
 class GatewayMetrics:
@@ -81,6 +172,13 @@ class GatewayMetrics:
             ["model"],
             registry=r,
         )
+        # labelled with the model(s) infopt_model_ready names: the gateway sets it for its model on creation
+        self.gateway_cpu = GatewayCpuCollector(self._models)
+        r.register(self.gateway_cpu)
+        ProcessCollector(registry=r)  # process_* of the process answering /metrics, the series users expect
+
+    def _models(self) -> list[str]:
+        return [sample.labels["model"] for family in self.model_ready.collect() for sample in family.samples]
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: labels() validates, stringifies and takes the metric's lock on every

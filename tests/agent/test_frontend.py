@@ -15,7 +15,7 @@ from agent.prometheus import (
     Series,
     engine_seconds_query,
     frontend_cpu_from_prometheus,
-    process_cpu_query,
+    gateway_cpu_query,
     total_requests_query,
 )
 
@@ -46,16 +46,17 @@ def series(*values: float | None) -> list[Series]:
 def crafted(cpu: list[Series], engine: list[Series], requests: list[Series]) -> CraftedPrometheus:
     return CraftedPrometheus(
         {
-            process_cpu_query("textcls-shared"): cpu,
+            gateway_cpu_query("textcls-shared"): cpu,
             engine_seconds_query("textcls-shared"): engine,
             total_requests_query("textcls-shared"): requests,
         }
     )
 
 
-def test_queries_take_the_process_series_of_the_deployments_gateways() -> None:
-    assert process_cpu_query("textcls-shared", "5m") == (
-        'sum(rate(process_cpu_seconds_total[5m]) and on(instance) infopt_model_ready{model="textcls-shared"})'
+def test_queries_take_the_series_of_the_deployments_gateways() -> None:
+    # the gateway CPU carries the deployment's `model` label; the engine seconds only the target's
+    assert gateway_cpu_query("textcls-shared", "5m") == (
+        'sum(rate(infopt_gateway_cpu_seconds_total{model="textcls-shared"}[5m]))'
     )
     assert engine_seconds_query("textcls-shared") == (
         'sum(rate(infopt_tenant_device_seconds_total[1m]) and on(instance) infopt_model_ready{model="textcls-shared"})'
@@ -76,7 +77,7 @@ def test_cpu_per_request_is_the_ratio_of_the_rates_over_the_window() -> None:
     assert found.seconds_per_request == pytest.approx(1 / 300)
     assert {(start, end, step) for _, start, end, step in client.asked} == {(END - WINDOW, END, STEP)}
     assert [item.ref for item in found.evidence] == [
-        process_cpu_query("textcls-shared"),
+        gateway_cpu_query("textcls-shared"),
         engine_seconds_query("textcls-shared"),
         total_requests_query("textcls-shared"),
     ]
@@ -84,16 +85,16 @@ def test_cpu_per_request_is_the_ratio_of_the_rates_over_the_window() -> None:
     assert found.source == f"Prometheus http://prometheus.test, [{END - WINDOW:.0f}, {END:.0f}] step 60 s"
 
 
-def test_no_process_cpu_gives_no_value() -> None:
+def test_no_gateway_cpu_gives_no_value() -> None:
     client = crafted(cpu=[], engine=series(0.1, 0.1, 0.1, 0.1), requests=series(10.0, 10.0, 10.0, 10.0))
     assert frontend_cpu_from_prometheus(client, "textcls-shared", window_s=WINDOW, step_s=STEP, end=END) is None  # type: ignore[arg-type]
 
 
-def test_engine_seconds_above_the_process_cpu_are_refused_naming_the_queries() -> None:
+def test_engine_seconds_above_the_gateway_cpu_are_refused_naming_the_queries() -> None:
     client = crafted(cpu=series(0.2, 0.2, 0.2, 0.2), engine=series(0.9, 0.9, 0.9, 0.9), requests=series(*[10.0] * 4))
-    with pytest.raises(PrometheusError, match=r"engine does not run in the gateway's process") as error:
+    with pytest.raises(PrometheusError, match=r"engine does not run in the gateway's processes") as error:
         frontend_cpu_from_prometheus(client, "textcls-shared", window_s=WINDOW, step_s=STEP, end=END)  # type: ignore[arg-type]
-    assert process_cpu_query("textcls-shared") in str(error.value)
+    assert gateway_cpu_query("textcls-shared") in str(error.value)
 
 
 def write_results(root: Path, loop_ms: list[object], model: str = "BERT encoder, ONNX Runtime fp32") -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import os
 import shutil
 import subprocess
 import threading
@@ -20,15 +21,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.context import AgentContext, PrometheusTraffic
 from agent.contract import NoChange, Recommendation
 from agent.prometheus import (
     PrometheusClient,
     adapter_metrics_query,
+    engine_seconds_query,
     frontend_cpu_from_prometheus,
-    process_cpu_query,
+    gateway_cpu_query,
     requests_rate_query,
+    total_requests_query,
     traffic_from_prometheus,
 )
 from agent.scaling import ScalingOptions, inputs_for, run
@@ -153,6 +157,18 @@ def wait_for(check, timeout_s: float, what: str):  # type: ignore[no-untyped-def
         time.sleep(0.5)
 
 
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def engine_seconds(url: str) -> float:
+    """The gateway's engine seconds so far, every tenant (its own /metrics)."""
+    text = httpx.get(f"{url}/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    return sum(sample.value for sample in families["infopt_tenant_device_seconds"].samples)
+
+
 def test_scaling_node_reads_gateway_traffic_from_a_real_prometheus(
     gateway: tuple[str, GatedEngine], prometheus: PrometheusClient
 ) -> None:
@@ -162,7 +178,10 @@ def test_scaling_node_reads_gateway_traffic_from_a_real_prometheus(
         Stream("acme", KEYS["acme"], mode="open", rate_per_s=40, count=400, duration_s=12, sla_class="premium"),
         Stream("globex", KEYS["globex"], mode="open", rate_per_s=20, count=200, duration_s=12, sla_class="standard"),
     ]
+    cpu_before, engine_before = own_cpu_s(), engine_seconds(url)
     report = asyncio.run(run_load(url, streams, model=MODEL, seed=3))
+    # the gateway runs in a thread of this process, beside the load generator: this process's CPU is theirs
+    front_end_s = (own_cpu_s() - cpu_before) - (engine_seconds(url) - engine_before)
     sent = {stream.sla_class: stream.ok for stream in report.streams}
     assert report.totals.errors == 0 and sent["premium"] > 300 and sent["standard"] > 150
 
@@ -195,12 +214,19 @@ def test_scaling_node_reads_gateway_traffic_from_a_real_prometheus(
     assert queries == [
         f'sum(rate(infopt_requests_total{{model="{MODEL}"}}[5s])) by (sla_class)',
         f'sum(request_queue_length{{model="{MODEL}"}}) by (sla_class)',
+        f'sum(rate(infopt_gateway_cpu_seconds_total{{model="{MODEL}"}}[5s]))',
+        engine_seconds_query(MODEL, "5s"),
+        total_requests_query(MODEL, "5s"),
     ]
-    # The gateway's /metrics has no process collector (serving/metrics.py): the front end's CPU comes from the
-    # committed measurement, and the notes say why.
+    # The gateway exports infopt_gateway_cpu_seconds_total: the front end's CPU comes from Prometheus, not from the
+    # committed file, and is near what this process spent outside the engine per request during the load: the
+    # rates' extrapolation at the load's edges, scrapes missed while the box is saturated and the test's polling
+    # after the load move the ratio, not its magnitude (seen: 1.8x at load average 1.9).
     inputs = inputs_for(context, MODEL)
-    assert inputs.front_end is not None and inputs.front_end.source == "benchmarks/results/simulator_validation.json"
-    assert any("has no samples of `sum(rate(process_cpu_seconds_total[5s])" in note for note in inputs.notes)
+    assert inputs.front_end is not None and inputs.front_end.source.startswith(f"Prometheus {prometheus.base_url}")
+    assert not any("has no samples" in note for note in inputs.notes), inputs.notes
+    measured = front_end_s / report.totals.sent
+    assert measured / 4 <= inputs.front_end.seconds_per_request <= measured * 4, (inputs.front_end, measured)
 
 
 def test_adapter_rule_returns_the_queue_the_hpa_would_see(
@@ -270,8 +296,8 @@ class LinearExporter:
         elapsed = time.time() - self.started
         m, r = self.model, self.rates
         return (
-            "# TYPE process_cpu_seconds_total counter\n"
-            f"process_cpu_seconds_total {r['cpu'] * elapsed}\n"
+            "# TYPE infopt_gateway_cpu_seconds_total counter\n"
+            f'infopt_gateway_cpu_seconds_total{{model="{m}"}} {r["cpu"] * elapsed}\n'
             "# TYPE infopt_tenant_device_seconds_total counter\n"
             f'infopt_tenant_device_seconds_total{{tenant="acme"}} {r["engine"] * elapsed}\n'
             "# TYPE infopt_requests_total counter\n"
@@ -299,7 +325,7 @@ def test_front_end_cpu_is_the_ratio_of_the_scraped_rates(tmp_path: Path) -> None
     other = LinearExporter("textcls-shared", {"cpu": 5.0, "engine": 0.1, "ok": 10.0, "refused": 0.0})
     with ours as ours_target, other as other_target:
         with running_prometheus({ours_target: {}, other_target: {}}, tmp_path) as client:
-            query = process_cpu_query(MODEL, "5s")
+            query = gateway_cpu_query(MODEL, "5s")
 
             def six_steps() -> bool:
                 now = time.time()
@@ -310,7 +336,7 @@ def test_front_end_cpu_is_the_ratio_of_the_scraped_rates(tmp_path: Path) -> None
     assert found is not None
     assert found.seconds_per_request == pytest.approx(0.005, rel=0.03)
     assert [item.ref for item in found.evidence] == [
-        f'sum(rate(process_cpu_seconds_total[5s]) and on(instance) infopt_model_ready{{model="{MODEL}"}})',
+        f'sum(rate(infopt_gateway_cpu_seconds_total{{model="{MODEL}"}}[5s]))',
         f'sum(rate(infopt_tenant_device_seconds_total[5s]) and on(instance) infopt_model_ready{{model="{MODEL}"}})',
         f'sum(rate(infopt_requests_total{{model="{MODEL}"}}[5s]))',
     ]

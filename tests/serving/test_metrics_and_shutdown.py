@@ -1,16 +1,19 @@
-"""The metric names/labels contract, and graceful shutdown over a real uvicorn server."""
+"""The metric names/labels contract, the gateway's CPU counter, and graceful shutdown over a real uvicorn server."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from infopt.params import BatchingParams
 from serving.app import create_app
+from serving.metrics import GatewayCpuCollector, ProcessKey
 from tests.serving.gateway_kit import FakeEngine, auth, make_settings, serve, serve_in_thread, until
 
 CONTRACT = {
@@ -25,7 +28,21 @@ CONTRACT = {
     "infopt_model_ready": ("gauge", {"model"}),
     "infopt_inflight_requests": ("gauge", {"model"}),
     "infopt_vllm_num_requests_waiting": ("gauge", {"model"}),
+    "infopt_gateway_cpu_seconds": ("counter", {"model"}),
 }
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` from /proc/<pid>/stat (fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def gateway_cpu(text: str) -> dict[str, float]:
+    """model -> infopt_gateway_cpu_seconds_total in a /metrics text."""
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    return {sample.labels["model"]: sample.value for sample in families["infopt_gateway_cpu_seconds"].samples}
 
 
 async def test_metric_names_types_and_labels_are_the_contract(tiny_model: Path) -> None:
@@ -49,6 +66,74 @@ async def test_metric_names_types_and_labels_are_the_contract(tiny_model: Path) 
     assert 'infopt_batch_size_count{model="textcls"} 1.0' in text
     device = [s for s in families["infopt_tenant_device_seconds"].samples if s.labels["tenant"] == "acme"]
     assert device and device[0].value > 0
+    assert families["process_cpu_seconds"].type == "counter"  # prometheus_client's process collector, beside ours
+
+
+async def test_a_single_process_gateway_reports_its_cpu_rising_as_it_serves(tiny_model: Path) -> None:
+    """The gateway runs in a thread of this process: its CPU counter is this process's CPU at the scrape,
+    bracketed by /proc readings taken just before and after it."""
+    me = os.getpid()
+    async with serve(create_app(make_settings(tiny_model))) as url, httpx.AsyncClient(base_url=url) as client:
+        low = proc_cpu_s(me)
+        before = gateway_cpu((await client.get("/metrics")).text)
+        high = proc_cpu_s(me)
+        for _ in range(30):
+            texts = [f"the saw cuts wood number {i}" for i in range(8)]  # max_batch_size rows
+            response = await client.post("/v1/classify", headers=auth("acme"), json={"texts": texts})
+            assert response.status_code == 200
+        served_low = proc_cpu_s(me)
+        after = gateway_cpu((await client.get("/metrics")).text)
+        served_high = proc_cpu_s(me)
+    assert set(before) == set(after) == {"textcls"}
+    assert low <= before["textcls"] <= high
+    assert served_low <= after["textcls"] <= served_high
+    assert after["textcls"] > before["textcls"]
+
+
+class CraftedProcesses:
+    """What /proc says about each pid, set by the test: (identity, CPU seconds), or absent once it is gone."""
+
+    def __init__(self) -> None:
+        self.table: dict[int, tuple[ProcessKey, float]] = {}
+
+    def set(self, pid: int, started: float, seconds: float) -> None:
+        self.table[pid] = ((pid, started), seconds)
+
+    def read(self, pid: int) -> tuple[ProcessKey, float] | None:
+        return self.table.get(pid)
+
+
+def test_gateway_cpu_keeps_the_seconds_of_workers_that_went_away() -> None:
+    """A worker restarts, then its pid is handed to a new worker: the counter never drops, and a process that
+    ended counts with its last reading (hand-checked sums below)."""
+    procs, workers = CraftedProcesses(), [101, 102]
+    collector = GatewayCpuCollector(lambda: ["textcls"], read=procs.read)
+    collector.follow(lambda: workers)
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def scrape() -> float | None:
+        return registry.get_sample_value("infopt_gateway_cpu_seconds_total", {"model": "textcls"})
+
+    me = os.getpid()
+    procs.set(me, 1.0, 1.0)
+    procs.set(101, 5.0, 2.0)
+    procs.set(102, 6.0, 3.0)
+    assert scrape() == 6.0  # 1 + 2 + 3
+    procs.set(101, 5.0, 2.5)
+    assert scrape() == 6.5  # 1 + 2.5 + 3
+    del procs.table[101]  # worker 101 dies (2.5 s at its last reading) and is replaced by 103
+    workers[:] = [102, 103]
+    procs.set(me, 1.0, 1.5)
+    procs.set(102, 6.0, 3.5)
+    procs.set(103, 9.0, 0.5)
+    assert scrape() == 8.0  # 1.5 + 3.5 + 0.5 + 2.5 kept from 101
+    del procs.table[102]  # 102 dies; the kernel hands pid 102 to the next worker, started later
+    procs.set(102, 12.0, 0.25)
+    assert scrape() == 8.25  # 1.5 + 0.5 + 0.25 (the new 102) + 2.5 (old 101) + 3.5 (old 102)
+    workers[:] = [102]  # 103's link closes and it is reaped: it keeps its 0.5
+    del procs.table[103]
+    assert scrape() == 8.25
 
 
 async def test_sigterm_style_exit_finishes_in_flight_requests(tiny_model: Path) -> None:

@@ -45,6 +45,7 @@ from tests.serving.gateway_kit import (
     tenant,
     until,
 )
+from tests.serving.test_metrics_and_shutdown import gateway_cpu, proc_cpu_s
 from tests.serving.test_server import exchange, status_and_body
 from tests.serving.vllm_fixtures import SERVED_MODEL, FakeUpstream
 
@@ -342,6 +343,44 @@ async def test_a_killed_worker_is_replaced_and_its_lost_request_counted(tiny_mod
     totals = requests_total(metrics)
     assert totals == {("acme", "internal_error"): 1, ("acme", "ok"): 24}
     assert 'infopt_rejections_total{model="textcls",reason="worker_lost",tenant="acme"} 1.0' in metrics
+
+
+def processes_cpu_s(pids: list[int]) -> float:
+    return sum(proc_cpu_s(pid) for pid in pids)
+
+
+async def test_gateway_cpu_is_every_process_and_keeps_a_replaced_workers_seconds(tiny_model: Path) -> None:
+    """infopt_gateway_cpu_seconds_total is the admission process's CPU (this test process: it runs in a thread
+    here) plus every worker's, bracketed by /proc readings taken just before and after the scrape; after a
+    worker is killed and replaced, the counter still holds the dead worker's seconds."""
+    settings = make_settings(tiny_model)
+    with serve_workers(settings, workers=2, engines=[FakeEngine()]) as (url, supervisor):
+        admission = supervisor.admission
+
+        def pids() -> list[int]:
+            return [os.getpid(), *(link.pid for link in admission.links if link.pid is not None)]
+
+        async with httpx.AsyncClient(base_url=url, headers=auth("acme"), timeout=60, limits=FRESH) as client:
+            texts = [f"the saw cuts wood number {i}" for i in range(8)]
+            responses = [await client.post("/v1/classify", json={"texts": texts}) for _ in range(40)]
+            assert [r.status_code for r in responses] == [200] * 40
+            before = pids()
+            assert len(before) == 3 and all(link.served for link in admission.links)  # both workers served
+            low = {pid: proc_cpu_s(pid) for pid in before}
+            scraped = gateway_cpu((await client.get("/metrics")).text)["textcls"]
+            high = processes_cpu_s(before)
+            assert sum(low.values()) <= scraped <= high + 1e-6, (low, scraped, high)
+            assert scraped - low[os.getpid()] >= sum(low[pid] for pid in before[1:])  # the workers' CPU is in it
+
+            victim = before[1]
+            os.kill(victim, signal.SIGKILL)
+            await until(lambda: supervisor.restarts == 1 and len(pids()) == 3 and victim not in pids(), timeout_s=120)
+            now = pids()
+            later_low = processes_cpu_s(now)
+            later = gateway_cpu((await client.get("/metrics")).text)["textcls"]
+    # the killed worker's seconds (at least what it had before the first scrape) are still counted
+    assert later >= later_low + low[victim], (later, later_low, low[victim])
+    assert later >= scraped
 
 
 async def test_a_crash_loop_stops_the_gateway_with_status_1(tiny_model: Path) -> None:

@@ -26,13 +26,14 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from challenge.config import preset
 from challenge.engines import EngineSpec
 from challenge.gateway import connection_levels, gateway_spec_for, measure_gateway
 from challenge.ladder import gateway_batching
 from infopt.fingerprint import collect
-from infopt.params import BatchingParams, load_params
+from infopt.params import BatchingParams, Params, load_params
 from infopt.paths import PREPARED_DIR, TOKENIZER_DIR
 from model_builds.data import read_labels, read_split
 
@@ -45,10 +46,32 @@ def final_configuration(ladder: dict) -> tuple[dict, dict, float]:
     return final["engine"], final["batching"], float(final["point"]["throughput_rps"])
 
 
+def build_untrained(out: Path, params: Params, preset: str, prune_amount: float) -> dict[str, Any]:
+    """An untrained classifier of the pipeline's `preset`, pruned as the structured_heads_ffn variant is at
+    `prune_amount` (0: not pruned), written to `out`: the ladder's served shapes on a host where the trained
+    variant is gone (a batch's time depends on the shapes, not the weights)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from model_builds.modeling import new_classifier, save_classifier
+    from model_builds.variants.pruned import prune_heads_and_ffn
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(TOKENIZER_DIR))
+    labels = read_labels(PREPARED_DIR)
+    model = new_classifier(params.model.presets[preset], tokenizer, params.model.max_seq_len, labels, params.seed)
+    pruned = prune_heads_and_ffn(model, prune_amount) if prune_amount else {}
+    save_classifier(model, tokenizer, out)
+    return {"weights": "untrained (seeded)", "preset": preset, "prune_amount": prune_amount, **pruned}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ladder", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, required=True, help="the HF folder the engine serves")
+    parser.add_argument(
+        "--untrained", metavar="PRESET", default=None,
+        help="first write an untrained model of this params preset (e.g. bert-base) to --model-dir",
+    )  # fmt: skip
+    parser.add_argument("--prune", type=float, default=0.0, help="with --untrained: structured_heads_ffn amount")
     parser.add_argument("--workers", type=int, nargs="+", default=[6, 9, 12])
     parser.add_argument(
         "--replicas", type=int, nargs="+", default=[1],
@@ -62,6 +85,7 @@ def main() -> None:
     began = time.time()
     load_at_start = [round(value, 2) for value in os.getloadavg()]
     params = load_params(args.params)
+    model = build_untrained(args.model_dir, params, args.untrained, args.prune) if args.untrained else None
     ladder = json.loads(args.ladder.read_text())
     engine_values, batching_values, model_rps = final_configuration(ladder)
     engine = EngineSpec.model_validate({**engine_values, "model_dir": str(args.model_dir)})
@@ -107,6 +131,7 @@ def main() -> None:
         "ladder": str(args.ladder),
         "ladder_git_sha": ladder.get("fingerprint", {}).get("git_sha"),
         "engine": engine.model_dump(mode="json"),
+        "model": model or {"weights": f"as found in {args.model_dir}"},
         "batching": batching.model_dump(),
         "model_level_rps_in_ladder": model_rps,
         "texts_per_request": args.texts_per_request,

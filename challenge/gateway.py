@@ -39,7 +39,10 @@ from infopt.params import BatchingParams, Params
 
 MAX_FAILED_FRACTION = 0.01  # a level with more failed requests than this does not count as meeting the SLA
 OVERLOADED_FRACTION = 0.5  # past a level that failed this share of its requests, higher levels are not run
-LIGHT_LOAD_CONNECTIONS = 8  # per gateway process: the first level, one any host answers (latency at light load)
+# per gateway process, in single-text requests: the first level, one any host answers (latency at light load);
+# clients sending k texts a request open k times fewer (at least one per process): 8 connections of 64 texts
+# each per process already held more rows in flight than the SLA allows (the f05e436 ladder's batched run)
+LIGHT_LOAD_CONNECTIONS = 8
 SLA_CLASS = "premium"  # the load tenant's class: the issue's targets are premium p99s
 
 
@@ -190,9 +193,10 @@ def connection_levels(
     model_rps: float, p99_sla_ms: float, texts_per_request: int, processes: int, factors: tuple[float, ...]
 ) -> list[int]:
     """A light level, then `factors` x the Little's-law concurrency of the model-level rate at the SLA latency
-    (in requests of `texts_per_request` texts), capped at 8192 connections."""
+    (in requests of `texts_per_request` texts), capped at 8192 connections. Both count requests, so both
+    shrink with the texts each carries."""
     base = model_rps / texts_per_request * p99_sla_ms / 1000.0
-    light = LIGHT_LOAD_CONNECTIONS * processes
+    light = max(processes, round(LIGHT_LOAD_CONNECTIONS * processes / texts_per_request))
     return sorted({light} | {min(8192, max(light, round(factor * base))) for factor in factors})
 
 

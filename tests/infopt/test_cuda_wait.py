@@ -23,11 +23,14 @@ def test_a_host_tensor_comes_back_as_its_values() -> None:
 def test_waiting_for_the_gpu_leaves_the_thread_asleep() -> None:
     stream = torch.cuda.Stream()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    values = torch.full((4,), 1.5, device="cuda")
+    torch.cuda._sleep(1000)  # every kernel below loaded before the timed part (a lazy module load blocks)
+    (values * 2).cpu()
     with torch.cuda.stream(stream):
         start.record(stream)
         torch.cuda._sleep(50_000_000)
         end.record(stream)
-        values = torch.full((4,), 3.0, device="cuda")
+        values = values * 2
     began_wall, began_cpu = time.perf_counter(), time.thread_time()
     event = wait_for(stream)
     wall, cpu = time.perf_counter() - began_wall, time.thread_time() - began_cpu

@@ -66,10 +66,12 @@ def preset(device: str, reduced: bool, max_seq_len: int, threads: int | None, bu
             length_buckets=buckets,
             bench=BenchmarkParams(repeats=2, warmup_iters=3, min_iters=10, min_seconds=0.2, max_seconds=1.0),
             roofline_n=8192,
-            # 3 gateways x 4 HTTP workers: one admission process carried 17-19k req/s whatever its workers,
-            # three carried 30.6k (benchmarks/results/gpu/gateway-2026-12-01/)
-            gateway_processes=max(1, min(4, (cores - 4) // 3)),
-            gateway_replicas=3 if cores >= 16 else 1,
+            # 4 gateways x 3 HTTP workers: one admission process carried 17-19k req/s whatever its workers,
+            # three carried 30.6k (benchmarks/results/gpu/gateway-2026-12-01/); once the HTTP workers and the
+            # engine thread took less CPU, 4 x 3 carried 33.2-34.6k against 27.7-28.8k for 3 x 4 and 25.6k for
+            # 2 x 6 (benchmarks/results/gpu/gateway-2026-12-01b/, two runs each)
+            gateway_processes=max(1, min(3, (cores - 4) // 4)),
+            gateway_replicas=4 if cores >= 16 else 1,
             client_processes=max(1, min(4, cores // 4)),
             connection_factors=(0.25, 0.5, 1.0),
             gateway_refine=3,

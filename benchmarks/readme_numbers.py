@@ -376,8 +376,13 @@ GPU_RUN = "benchmarks/results/gpu/bert-base-2026-11-30"
 # earlier GPU ladders (other teachers trained the same way, earlier code): the spread between runs
 GPU_LADDER_EARLIER = (
     (
+        "benchmarks/results/gpu/ladder-2026-12-01c/challenge/ladder.json",
+        "the run before (another teacher; engines spinning while they wait for the GPU, the HTTP workers' CPU "
+        "before the cuts)",
+    ),
+    (
         "benchmarks/results/gpu/ladder-2026-12-01b/challenge/ladder.json",
-        "the run before (another teacher; padded length-bucketed sub-batches, one gateway)",
+        "the one before it (another teacher; padded length-bucketed sub-batches, one gateway)",
     ),
     ("benchmarks/results/gpu/ladder-2026-12-01/ladder.json", "an earlier run (another bert-base teacher)"),
     ("benchmarks/results/gpu/ladder-2026-12-01/repeat/ladder.json", "that run repeated a minute later"),
@@ -537,7 +542,36 @@ def challenge_section() -> list[str]:
                 f"({earlier['spec_comparison']['throughput_x_model_level']:g}x / "
                 f"{earlier['spec_comparison']['throughput_x_gateway']:g}x step 1).",
             ]
+        if device == "cuda":
+            lines += gateway_layout_lines()
     return lines
+
+
+GATEWAY_LAYOUTS = "benchmarks/results/gpu/gateway-2026-12-01b"
+
+
+def gateway_layout_lines() -> list[str]:
+    """The GPU host's gateway layouts measured after the ladder (untrained weights of its final shapes)."""
+    runs: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
+    fingerprint = None
+    for path in sorted(Path(GATEWAY_LAYOUTS).glob("gateway_*.json")):
+        result = json.loads(path.read_text())
+        fingerprint = result["fingerprint"]
+        for entry in result["runs"]:
+            runs.setdefault((entry["replicas"], entry["workers"], result["texts_per_request"]), []).append(entry["run"])
+    if not runs or fingerprint is None:
+        return []
+    parts = []
+    for (replicas, workers, texts), measured in sorted(runs.items()):
+        unit = "req/s" if texts == 1 else f"texts/s ({texts} texts a request)"
+        values = " / ".join(_num(run["texts_per_s"], 0) for run in measured if run["meets_sla"])
+        parts.append(f"{replicas} x {workers}: {values or 'none within the SLA'} {unit}")
+    return [
+        "",
+        f"Gateway layouts on the same host after that ladder (`{GATEWAY_LAYOUTS}/`, {_machine(fingerprint)}; "
+        "gateways x HTTP workers, the ladder's final shapes with untrained weights, one figure per run, within "
+        "the SLA): " + "; ".join(parts) + ".",
+    ]
 
 
 def llm_section() -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.contract import Evidence
 from agent.experiments import ExperimentRunner
@@ -56,27 +56,16 @@ class PrometheusTraffic:
     rate_window: str = "1m"
     end: float | None = None
 
+    def _window(self) -> dict[str, Any]:
+        """The range every query of this source reads: the traffic and the front-end CPU share it."""
+        return {"window_s": self.window_s, "step_s": self.step_s, "rate_window": self.rate_window, "end": self.end}
+
     def __call__(self, deployment: str, classes: Sequence[str]) -> TrafficTrace:
-        trace = traffic_from_prometheus(
-            self.client,
-            deployment,
-            window_s=self.window_s,
-            step_s=self.step_s,
-            rate_window=self.rate_window,
-            end=self.end,
-        )
-        return trace.for_classes(classes)
+        return traffic_from_prometheus(self.client, deployment, **self._window()).for_classes(classes)
 
     def frontend_cpu(self, deployment: str) -> FrontEndCpu | None:
         """The gateways' front-end CPU per request over the same window as the traffic (None: not exported)."""
-        return frontend_cpu_from_prometheus(
-            self.client,
-            deployment,
-            window_s=self.window_s,
-            step_s=self.step_s,
-            rate_window=self.rate_window,
-            end=self.end,
-        )
+        return frontend_cpu_from_prometheus(self.client, deployment, **self._window())
 
 
 @dataclass

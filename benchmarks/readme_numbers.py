@@ -203,7 +203,38 @@ def gateway_section() -> list[str]:
         for count, met in verdicts.items()
     )
     lines += ["", f"Goal met: {said}."]
-    return lines
+    return lines + frontend_cpu_lines()
+
+
+def frontend_cpu_lines() -> list[str]:
+    """The HTTP workers' CPU per request before and after the front-end cuts (benchmarks/gateway_frontend_cpu.py)."""
+    path = "benchmarks/results/gateway_frontend_cpu.json"
+    result = _load(path)
+    if result is None:
+        return []
+    summary, versions = result["summary"], result["versions"]
+    parts = []
+    for k in (str(value) for value in result["texts_per_request"]):
+        unit = "request" if k == "1" else f"text ({k} texts a request)"
+        key = "workers_cpu_us_per_request" if k == "1" else "workers_cpu_us_per_text"
+        before, after = summary["baseline"][k], summary["head"][k]
+        parts.append(
+            f"{before[key + '_median']:g} -> {after[key + '_median']:g} us per {unit}"
+            + (
+                f" (rounds {before[key + '_range'][0]:g}-{before[key + '_range'][1]:g} vs "
+                f"{after[key + '_range'][0]:g}-{after[key + '_range'][1]:g})"
+                if key + "_range" in before
+                else ""
+            )
+        )
+    return [
+        "",
+        f"**HTTP workers' CPU** with an engine that costs nothing, git {versions['baseline'][:7]} -> "
+        f"{versions['head'][:7]} (`{path}`, {_machine(result['fingerprint'])}; medians of "
+        f"{len(result['rounds']['head'][str(result['texts_per_request'][0])])} alternating rounds): "
+        + "; ".join(parts)
+        + ".",
+    ]
 
 
 def overload_section() -> list[str]:

@@ -18,6 +18,12 @@ Variants params.yaml disables (`enabled: false`) were never built. Where the run
 (`--measure-missing`), the node quantizes and measures them as one DVC experiment of the pipeline up to its
 manifest (`build_disabled`) and judges them against the current variant of that same experiment; a winner's
 change also enables it, and the infra plan deploys the experiment's manifest. Otherwise it names them.
+
+An INT8 ONNX variant refused **on accuracy** gets one more chance where experiments may run: its untried
+RECOVERY_SETTINGS (per-channel scales, more calibration texts) are built as one DVC experiment of the pipeline up
+to its manifest (`_retry_candidates`), and the rebuilt variant is judged like any other against the current variant of
+that experiment. A winner's change sets those settings; a loser's refusal names the settings, the experiment and
+the loss interval that still fails. A refusal on cost or the SLA is not retried: these settings buy accuracy.
 """
 
 from __future__ import annotations
@@ -43,9 +49,10 @@ from agent.contract import (
 )
 from agent.evidence import each_deployment
 from agent.experiments import ExperimentError, ExperimentResult, ExperimentRunner
+from agent.int8_recovery import RECOVERY_SETTINGS, recovery_changes, settings_text, written
 from infopt.deployments import ARTIFACT_ENGINE, ResolvedDeployment, resolve_deployment
 from infopt.manifest import Manifest, ManifestError, VariantEntry, parse_manifest
-from infopt.params import SlaClass
+from infopt.params import Int8OnnxVariant, SlaClass
 from infopt.paths import MANIFEST_JSON
 from infopt.sla import SlaError, SlaPlan, plan_sla
 
@@ -107,8 +114,10 @@ class _Candidate:
     decision: AccuracyDecision
     source: str  # the manifest it was judged from ("artifacts/manifest.json", "experiment <name>: ...")
     sweep: str  # the sweep's reference in that manifest
-    experiment: ExperimentResult | None = None  # the DVC experiment that built it (a variant params disabled)
+    experiment: ExperimentResult | None = None  # the DVC experiment that built it (disabled, or rebuilt)
     experiment_evidence: Evidence | None = None
+    changes: tuple[ParamChange, ...] = ()  # the params edits that experiment made to build it
+    risks: tuple[str, ...] = ()
 
 
 def _judge(
@@ -163,14 +172,20 @@ def _judge(
     return plan, decision, sweep_ref(entry, sweep)
 
 
-def build_disabled(runner: ExperimentRunner, names: list[str]) -> tuple[Manifest, ExperimentResult, Evidence]:
-    """Build and measure the variants params.yaml disables, as one DVC experiment of the pipeline up to its
-    manifest (`dvc exp run --temp -S variants[<i>].enabled=true ... manifest`), read from the experiment;
-    reused by name on the same baseline."""
-    changes: dict[str, ParamValue] = {f"variants[{name}].enabled": True for name in names}
+def build_with(
+    runner: ExperimentRunner, changes: dict[str, ParamValue], what: str
+) -> tuple[Manifest, ExperimentResult, Evidence]:
+    """The pipeline up to its manifest with the params `changes` (`dvc exp run --temp -S <key>=<value> ...
+    manifest`) as one DVC experiment, and the manifest it built; reused by name on the same baseline."""
     path = MANIFEST_JSON.as_posix()
-    text, result, evidence = runner.run_and_read(changes, "manifest", path, f"{path} with {names} built")
+    text, result, evidence = runner.run_and_read(changes, "manifest", path, f"{path} with {what}")
     return parse_manifest(text, f"experiment {result.name}: {path}"), result, evidence
+
+
+def build_disabled(runner: ExperimentRunner, names: list[str]) -> tuple[Manifest, ExperimentResult, Evidence]:
+    """Build and measure the variants params.yaml disables (`variants[<name>].enabled=true`) in one experiment."""
+    changes: dict[str, ParamValue] = {f"variants[{name}].enabled": True for name in names}
+    return build_with(runner, changes, f"{names} built")
 
 
 def _experiment_candidates(
@@ -210,11 +225,7 @@ def _experiment_candidates(
         return []
     context.experiment_manifests[result.name] = manifest
     source = f"experiment {result.name}: {MANIFEST_JSON.as_posix()}"
-    try:  # the current variant as the same experiment measured it, so both sides share the run's conditions
-        here = resolve_deployment(context.params, manifest, resolved.name)
-        same_run_base = here.sla if here.sla is not None and here.sla.meets_sla else base_plan
-    except ManifestError:
-        same_run_base = base_plan
+    same_run_base = _same_run_base(context, manifest, resolved, base_plan)
     candidates = []
     for name in disabled:
         try:
@@ -229,8 +240,155 @@ def _experiment_candidates(
             outcomes.append(verdict.model_copy(update={"evidence": [*verdict.evidence, evidence]}))
         elif verdict is not None:
             plan, decision, sweep = verdict
-            candidates.append(_Candidate(entry, plan, same_run_base, decision, source, sweep, result, evidence))
+            enable = ParamChange(
+                path=f"variants[{name}].enabled",
+                old=False,
+                new=True,
+                why=f"built and measured by DVC experiment {result.name}; the PR's `dvc repro` builds it",
+            )
+            risk = (
+                f"{name} is built by the PR's `dvc repro` (as experiment {result.name} built it): the pipeline's "
+                "run time grows by one variant"
+            )
+            candidates.append(
+                _Candidate(entry, plan, same_run_base, decision, source, sweep, result, evidence, (enable,), (risk,))
+            )
     return candidates
+
+
+def _same_run_base(
+    context: AgentContext, manifest: Manifest, resolved: ResolvedDeployment, base_plan: SlaPlan
+) -> SlaPlan:
+    """The current variant as an experiment's manifest measured it, so both sides of a comparison share the run's
+    conditions (the pipeline's plan where the experiment has none meeting the SLA)."""
+    try:
+        here = resolve_deployment(context.params, manifest, resolved.name)
+    except ManifestError:
+        return base_plan
+    return here.sla if here.sla is not None and here.sla.meets_sla else base_plan
+
+
+def _int8_refusals(context: AgentContext, outcomes: list[Outcome]) -> dict[int, Int8OnnxVariant]:
+    """The positions in `outcomes` of this node's refusals of INT8 ONNX variants, with the variant's params."""
+    int8 = {v.name: v for v in context.params.variants if isinstance(v, Int8OnnxVariant)}
+    return {
+        i: int8[outcome.target.variant]
+        for i, outcome in enumerate(outcomes)
+        if isinstance(outcome, Refusal) and outcome.node == NODE and outcome.target.variant in int8
+    }
+
+
+def _retry_plan(context: AgentContext, outcomes: list[Outcome]) -> dict[int, tuple[str, dict[str, ParamValue]]]:
+    """Which refused INT8 ONNX variants to rebuild, by position in `outcomes`: the name and the -S changes. Only
+    a refusal on accuracy with a setting left to try qualifies, and only where experiments may run; every other
+    INT8 refusal is rewritten in place to say why it was not retried (or what `--measure-missing` would try)."""
+    retries: dict[int, tuple[str, dict[str, ParamValue]]] = {}
+    for i, variant in _int8_refusals(context, outcomes).items():
+        refusal = outcomes[i]
+        assert isinstance(refusal, Refusal)
+        settings = recovery_changes(variant, context.params)
+        if refusal.guardrail != "accuracy":
+            note = "not retried with other INT8 settings: they recover accuracy, and this refusal is not on accuracy"
+        elif not settings:
+            note = f"no recovery setting ({', '.join(RECOVERY_SETTINGS)}) is left to try"
+        elif context.experiments is None:
+            note = (
+                f"`infopt agent propose --measure-missing` would rebuild it with {settings_text(settings)} "
+                "as a DVC experiment of the pipeline up to its manifest"
+            )
+        else:
+            enable = {} if variant.enabled else {f"variants[{variant.name}].enabled": True}  # built disabled
+            retries[i] = (variant.name, {**enable, **settings})
+            continue
+        outcomes[i] = refusal.model_copy(update={"reason": f"{refusal.reason}; {note}"})
+    return retries
+
+
+def _rejudge(
+    context: AgentContext,
+    resolved: ResolvedDeployment,
+    refusal: Refusal,
+    name: str,
+    settings: dict[str, ParamValue],
+    built: tuple[Manifest, ExperimentResult, Evidence],
+    base_plan: SlaPlan,
+) -> Refusal | _Candidate:
+    """One rebuilt variant judged by `_judge` against `base_plan` (the current variant of the same experiment):
+    the candidate whose changes set `settings`, or the refusal extended with what was tried and why it still
+    fails."""
+    manifest, result, evidence = built
+    tried = settings_text(settings)
+    source = f"experiment {result.name}: {MANIFEST_JSON.as_posix()}"
+    try:
+        entry = manifest.variant(name)
+        verdict = _judge(manifest, entry, source, resolved, context.params.sla_classes[resolved.sla_class], base_plan)
+    except ManifestError as error:
+        verdict = Refusal(node=NODE, target=refusal.target, guardrail="evidence", reason=str(error))
+    if verdict is None:  # the engine loaded the variant as configured; a rebuild that it cannot is a missing fact
+        verdict = Refusal(
+            node=NODE, target=refusal.target, guardrail="evidence", reason=f"no {resolved.engine} artifact"
+        )
+    if isinstance(verdict, Refusal):
+        return refusal.model_copy(
+            update={
+                "guardrail": verdict.guardrail,
+                "reason": f"{refusal.reason}; rebuilt with {tried} in DVC experiment {result.name}, it still fails: "
+                f"{verdict.reason}",
+                "evidence": [*refusal.evidence, *verdict.evidence, evidence],
+            }
+        )
+    plan, decision, sweep = verdict
+    changes = tuple(
+        ParamChange(
+            path=path,
+            old=written(context.params_text, name, path.rsplit(".", 1)[1]),
+            new=value,
+            why=f"as configured, {refusal.reason}; rebuilt with {tried} by DVC experiment {result.name}: "
+            f"{_describe_loss(decision)}",
+        )
+        for path, value in settings.items()
+    )
+    risk = (
+        f"{name} is rebuilt by the PR's `dvc repro` with {tried} (as experiment {result.name} built it): every "
+        f"deployment serving {name} gets the rebuilt model"
+    )
+    return _Candidate(entry, plan, base_plan, decision, source, sweep, result, evidence, changes, (risk,))
+
+
+def _retry_candidates(
+    context: AgentContext, resolved: ResolvedDeployment, base_plan: SlaPlan, outcomes: list[Outcome]
+) -> list[_Candidate]:
+    """INT8 ONNX variants refused on accuracy, rebuilt with their untried RECOVERY_SETTINGS as ONE DVC experiment
+    of the pipeline up to its manifest (where the run may run experiments). A variant that now passes becomes a
+    candidate and its refusal goes (the candidate's changes tell the story); one that still fails keeps its
+    refusal, extended."""
+    retries = _retry_plan(context, outcomes)
+    if not retries or context.experiments is None:
+        return []
+    changes = {path: value for _, settings in retries.values() for path, value in settings.items()}
+    names = [name for name, _ in retries.values()]
+    try:
+        built = build_with(context.experiments, changes, f"{names} rebuilt with other INT8 settings")
+    except (ExperimentError, ManifestError) as error:
+        for i, (_, settings) in retries.items():
+            refusal = outcomes[i]
+            assert isinstance(refusal, Refusal)
+            reason = f"{refusal.reason}; rebuilding it with {settings_text(settings)} as a DVC experiment failed"
+            outcomes[i] = refusal.model_copy(update={"reason": f"{reason}: {error}"})
+        return []
+    context.experiment_manifests[built[1].name] = built[0]
+    same_run_base = _same_run_base(context, built[0], resolved, base_plan)
+    candidates: list[_Candidate] = []
+    for i in sorted(retries, reverse=True):  # from the end, so deleting a refusal keeps the earlier positions
+        refusal = outcomes[i]
+        assert isinstance(refusal, Refusal)
+        verdict = _rejudge(context, resolved, refusal, *retries[i], built, same_run_base)
+        if isinstance(verdict, Refusal):
+            outcomes[i] = verdict
+        else:
+            candidates.append(verdict)
+            del outcomes[i]
+    return candidates[::-1]
 
 
 def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
@@ -271,6 +429,7 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
             plan, decision, sweep = verdict
             accepted.append(_Candidate(entry, plan, resolved.sla, decision, source, sweep))
     accepted += _experiment_candidates(context, resolved, resolved.sla, outcomes)
+    accepted += _retry_candidates(context, resolved, resolved.sla, outcomes)
     if not accepted:
         outcomes.insert(
             0,
@@ -340,21 +499,16 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
         f"accuracy is measured on the test split ({decision.source}); traffic unlike it may lose more",
         "the artifact changes: pods restart with the new model (a rolling update)",
     ]
-    if chosen.experiment is not None and chosen.experiment_evidence is not None:
+    if chosen.experiment_evidence is not None:
         evidence.insert(0, chosen.experiment_evidence)
-        changes.insert(
-            0,
-            ParamChange(
-                path=f"variants[{entry.name}].enabled",
-                old=False,
-                new=True,
-                why=f"built and measured by DVC experiment {chosen.experiment.name}; the PR's `dvc repro` builds it",
-            ),
-        )
-        risks.append(
-            f"{entry.name} is built by the PR's `dvc repro` (as experiment {chosen.experiment.name} built it): the "
-            "pipeline's run time grows by one variant"
-        )
+    changes[:0] = chosen.changes
+    risks += chosen.risks
+    built_by = (
+        f" Built by DVC experiment {chosen.experiment.name} with "
+        f"{settings_text({change.path: change.new for change in chosen.changes})}."
+        if chosen.experiment is not None and chosen.changes
+        else ""
+    )
     if entry.mlflow_run_id:
         evidence.append(Evidence(kind="mlflow_run", ref=entry.mlflow_run_id, detail=f"variant {entry.name}"))
     recommendation = Recommendation(
@@ -363,7 +517,7 @@ def evaluate(context: AgentContext, deployment: str) -> list[Outcome]:
         title=f"Serve {entry.name} on {deployment} (was {current.name}): {saving:.0%} lower cost per 1k",
         summary=f"{entry.name} is within the accuracy budget ({_describe_loss(decision)}) and costs "
         f"${plan.cost_per_1k_usd:.3g} per 1k requests at {resolved.sla_class}'s SLA instead of "
-        f"${base_plan.cost_per_1k_usd:.3g} ({saving:.0%} less).",
+        f"${base_plan.cost_per_1k_usd:.3g} ({saving:.0%} less).{built_by}",
         target=Target(deployment=deployment, variant=entry.name, engine=resolved.engine, sla_class=resolved.sla_class),
         changes=changes,
         metrics=metrics,

@@ -29,7 +29,8 @@ def ascii_twin(tokenizer: Any) -> Any | None:
     On printable ASCII, BERT's normalizer does nothing but (optionally) lowercase: no control characters to
     clean, no CJK characters to space, no accents for its Unicode decomposition to strip. That
     decomposition is a large share of a short text's tokenization, the gateway's largest per-text cost, and
-    skipping it changes no id (tests/serving/test_codec_ascii.py compares both on every text)."""
+    skipping it changes no id (tests/serving/test_codec_ascii.py compares both on generated printable ASCII
+    texts and on non-ASCII ones, which keep the full normalizer)."""
     from tokenizers import Tokenizer, normalizers
 
     normalizer = tokenizer.normalizer
@@ -71,8 +72,6 @@ class Codec:
         """(rows, truncated per text): truncated when the tokenizer cut the text at max_seq_len tokens."""
         if self._tokenizer is None:
             raise BadRequest("this model was loaded without a tokenizer; send input_ids/attention_mask", status=422)
-        # encode_batch hands off to the tokenizers' pool and releases the GIL: pure overhead for the
-        # common one-text request on the loop, but the only form that lets the loop run meanwhile.
         tokenizer = self._tokenizer
         if self._ascii_tokenizer is not None and all(text.isascii() and text.isprintable() for text in texts):
             tokenizer = self._ascii_tokenizer

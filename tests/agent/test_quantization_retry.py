@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from infopt.manifest import Decision, Manifest, load_manifest
 from infopt.params import Int8OnnxVariant
 from infopt.stats import Interval
 from tests.agent.conftest import FIXTURE_MANIFEST, ROOT, dvc_project
+from tests.agent.test_quantization_experiment import DVC_YAML  # the same one-stage project
 
 RETRY = {"variants[int8-static].per_channel": True, "variants[int8-static].calibration_samples": 512}
 TRIED = "variants[int8-static].per_channel=true, variants[int8-static].calibration_samples=512"
@@ -162,18 +162,6 @@ for entry in manifest["variants"]:
         entry["decision"]["within_budget"] = False
 Path("artifacts").mkdir(exist_ok=True)
 Path("artifacts/manifest.json").write_text(json.dumps(manifest))
-"""
-DVC_YAML = f"""\
-stages:
-  manifest:
-    cmd: {sys.executable} manifest_stage.py
-    deps:
-      - manifest_stage.py
-      - full_manifest.json
-    params:
-      - variants
-    outs:
-      - artifacts/manifest.json
 """
 
 

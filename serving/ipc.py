@@ -45,6 +45,7 @@ import numpy as np
 import orjson
 
 from serving import errors
+from serving.coalesce import CoalescingWriter
 from serving.codec import Row
 from serving.errors import GatewayError
 from serving.metrics import REQUEST_STATUSES
@@ -86,17 +87,19 @@ class FrameProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._buffer = bytearray()
-        self._out: list[bytes] = []
+        self._writer: CoalescingWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
         self._loop = asyncio.get_running_loop()
+        self._writer = CoalescingWriter(transport, self._loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._out.clear()
+        if self._writer is not None:
+            self._writer.discard()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
@@ -116,22 +119,18 @@ class FrameProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ sending
     def send(self, kind: int, body: bytes) -> None:
         """Queue one frame; every frame queued in this loop iteration is written at its end."""
-        if self.closed:
+        if self.closed or self._writer is None:
             return
-        out = self._out
-        if not out:
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
-        out.append(FRAME.pack(len(body) + 1, kind))
-        out.append(body)
+        self._writer.write(FRAME.pack(len(body) + 1, kind))
+        self._writer.write(body)
 
-    def _flush(self) -> None:
-        if self._out and self.transport is not None and not self.closed:
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
+    def flush(self) -> None:
+        """Write what is queued now (before the engines stop, say), not at the loop's next turn."""
+        if self._writer is not None and not self.closed:
+            self._writer.flush()
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         if self.transport is not None:
             self.transport.close()
 

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from infopt.params import ServingParams
+from serving.coalesce import CoalescedTransport
 from serving.errors import (
     GatewayError,
     HeaderTooLarge,
@@ -66,6 +67,8 @@ def limited_protocol(limits: ServingParams, gateway: Any) -> type[HttpToolsProto
         # -------------------------------------------------------------- connection
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            # the status line + headers and the body, written by uvicorn one after the other, leave in one write
+            self.transport = CoalescedTransport(transport, self.loop)  # type: ignore[assignment]
             if len(self.connections) > limits.max_connections:
                 self._refuse(
                     TooManyConnections(

@@ -5,7 +5,7 @@ runs (`benchmarks/results/challenge/cuda/ladder.json`, per-process CPU in each l
 at 0.6-0.98 of a core each, the admission process's event loop at about 0.55 and the four load clients at
 0.1. This runs the ladder's final configuration through the ladder's own gateway (`challenge.gateway`:
 same spec, same Little's-law levels bisected at the SLA, same load client) once per `--workers` count, on
-one engine, so the counts differ in nothing else; with `--replicas` also as several independent gateways
+one engine (or `--engine-replicas` engines behind the one queue), so the counts differ in nothing else; with `--replicas` also as several independent gateways
 (each its own admission process and engine replica on the one device, as pods of one deployment sharing a
 GPU), the connections spread over them.
 
@@ -77,6 +77,10 @@ def main() -> None:
         "--replicas", type=int, nargs="+", default=[1],
         help="independent gateways (each its own admission process and engine) on the one device, per worker count",
     )  # fmt: skip
+    parser.add_argument(
+        "--engine-replicas", type=int, default=None,
+        help="engines behind each gateway's one queue (default: params serving.engine_replicas)",
+    )  # fmt: skip
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--clients", type=int, default=None, help="load client processes (default: the preset's)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -103,7 +107,7 @@ def main() -> None:
         )
         spec = gateway_spec_for(
             engine, batching, params, labels=read_labels(PREPARED_DIR), tokenizer_dir=TOKENIZER_DIR,
-            levels=levels, processes=workers,
+            levels=levels, processes=workers, engine_replicas=args.engine_replicas,
         )  # fmt: skip
         with tempfile.TemporaryDirectory() as scratch:
             run = measure_gateway(
@@ -122,7 +126,7 @@ def main() -> None:
             )
         runs.append({"replicas": replicas, "workers": workers, "run": run.model_dump(mode="json")})
         print(
-            f"{replicas} gateway(s) x {workers} HTTP workers: {run.throughput_rps or 0:,.0f} req/s ({run.texts_per_s or 0:,.0f} texts/s) "
+            f"{replicas} gateway(s) x {workers} HTTP workers x {run.engine_replicas} engine(s): {run.throughput_rps or 0:,.0f} req/s ({run.texts_per_s or 0:,.0f} texts/s) "
             f"within the SLA: {run.meets_sla}, p99 {run.latency_p99_ms or 0:.1f} ms",
             flush=True,
         )

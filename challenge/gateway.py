@@ -46,12 +46,13 @@ LIGHT_LOAD_CONNECTIONS = 8
 SLA_CLASS = "premium"  # the load tenant's class: the issue's targets are premium p99s
 
 
-def mode_of(workers: int) -> str:
+def mode_of(workers: int, engine_replicas: int = 1) -> str:
+    engines = "the one engine replica" if engine_replicas == 1 else f"{engine_replicas} engine replicas"
     if workers < 2:
-        return "one gateway process: HTTP, admission, batcher and the engine on one event loop"
+        return f"one gateway process: HTTP, admission, batcher and {engines} on one event loop"
     return (
         f"one gateway: {workers} HTTP worker processes (serving.workers) in front of one admission process "
-        "with the queue, the batcher and the one engine replica"
+        f"with the queue, the batcher and {engines} (serving.engine_replicas)"
     )
 
 
@@ -73,7 +74,8 @@ class GatewayLevel(BaseModel):
 class GatewayRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    processes: int  # HTTP processes of the one gateway (serving.workers); one engine behind them
+    processes: int  # HTTP processes of the one gateway (serving.workers)
+    engine_replicas: int = 1  # engines behind its one queue (serving.engine_replicas), each running its own batch
     replicas: int = 1  # independent gateways (each with its engine) on the one device, connections spread over them
     mode: str
     client_processes: int
@@ -209,9 +211,11 @@ def gateway_spec_for(
     tokenizer_dir: Path,
     levels: list[int],
     processes: int,
+    engine_replicas: int | None = None,
 ) -> GatewaySpec:
     """The gateway child's spec for serving `engine` at `levels` connections with `processes` HTTP workers:
-    the premium class's unthrottled load tenant, a queue and connection limits that refuse none of them."""
+    the premium class's unthrottled load tenant, a queue and connection limits that refuse none of them.
+    `engine_replicas` overrides params.serving.engine_replicas (engines behind the one queue)."""
     return GatewaySpec(
         engine=engine,
         labels=labels,
@@ -226,6 +230,7 @@ def gateway_spec_for(
                 # every client connection of the highest level lands on one of the workers: none refused
                 "max_connections": max(params.serving.max_connections, -(-levels[-1] // processes) + 64),
                 "shutdown_grace_s": 2.0,  # the load has stopped when the gateways are stopped
+                "engine_replicas": engine_replicas or params.serving.engine_replicas,
             }
         ),
         connections=levels[-1],
@@ -333,8 +338,10 @@ def measure_gateway(
     best = levels[chosen].client if chosen is not None else None
     return GatewayRun(
         processes=spec.workers,
+        engine_replicas=spec.serving.engine_replicas,
         replicas=replicas,
-        mode=mode_of(spec.workers) + (f"; {replicas} such gateways on the one device" if replicas > 1 else ""),
+        mode=mode_of(spec.workers, spec.serving.engine_replicas)
+        + (f"; {replicas} such gateways on the one device" if replicas > 1 else ""),
         client_processes=client_processes,
         texts_per_request=texts_per_request,
         engine=spec.engine.describe(),

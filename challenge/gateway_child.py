@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,7 +41,7 @@ class GatewaySpec(BaseModel):
     batching: BatchingParams
     serving: ServingParams
     connections: int  # the most connections this process will hold (its file limit is raised to fit)
-    workers: int = 1  # HTTP worker processes in front of the one engine (serving.workers); 1 = one process
+    workers: int = 1  # HTTP worker processes in front of the admission process (serving.workers); 1 = one process
 
 
 def load_tenant(sla_class: str) -> Tenant:
@@ -80,12 +81,19 @@ def settings_of(spec: GatewaySpec, port: int):  # -> serving.settings.GatewaySet
     )
 
 
+def engines_for(spec: GatewaySpec) -> list[Any]:
+    """serving.engine_replicas engines of the step's spec behind the one queue: the batcher runs a batch on each
+    free one, so one replica's host work (packing, copies, launches, reading back) overlaps another's GPU time."""
+    from challenge.engines import build_engine
+
+    return [build_engine(spec.engine) for _ in range(spec.serving.engine_replicas)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    from challenge.engines import build_engine
     from challenge.loadclient import raise_file_limit
     from serving.app import create_app
     from serving.server import run_server
@@ -93,7 +101,7 @@ def main() -> None:
     spec = GatewaySpec.model_validate_json(args.spec.read_text())
     raise_file_limit(spec.connections + 256)
     settings = settings_of(spec, args.port)
-    factory = lambda _settings: [build_engine(spec.engine)]  # noqa: E731
+    factory = lambda _settings: engines_for(spec)  # noqa: E731
     if spec.workers >= 2:
         from serving.supervisor import run_supervisor
 

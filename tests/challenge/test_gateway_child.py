@@ -121,3 +121,32 @@ def test_replicas_are_independent_gateways_sharing_the_load(ladder_workspace: Pa
     for replica in (0, 1):  # the connections alternate over the two ports: both engines computed
         assert level.gateway_cpu[f"replica {replica}: main process: other threads"] > 0.0, level.gateway_cpu
     assert (tmp_path / "replica-1" / "gateway.log").is_file()
+
+
+def test_the_child_builds_every_engine_replica_of_its_spec(ladder_workspace: Path) -> None:
+    """serving.engine_replicas is honoured (it was dropped: the child always built one engine): independent
+    engines of the one spec, each answering the same rows alike."""
+    import numpy as np
+
+    from challenge.gateway_child import engines_for
+
+    spec = _workspace_spec(ladder_workspace, max_batch=8, connections=8)
+    spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"engine_replicas": 2})})
+    first, second = engines_for(spec)
+    assert first is not second
+    ids = np.array([[2, 7, 9, 3, 0], [2, 11, 3, 0, 0]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+    np.testing.assert_allclose(first.infer(ids, mask), second.infer(ids, mask), rtol=1e-5, atol=1e-6)
+    assert len(engines_for(_workspace_spec(ladder_workspace, max_batch=8, connections=8))) == 1
+
+
+@pytest.mark.slow
+def test_a_gateway_with_two_engine_replicas_serves_the_load(ladder_workspace: Path, tmp_path: Path) -> None:
+    """Two engines behind one admission process and two HTTP workers: every request answered, the run says so."""
+    spec = _workspace_spec(ladder_workspace, max_batch=4, connections=16, workers=2)
+    spec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"engine_replicas": 2})})
+    run = _one_level(spec, tmp_path, connections=8, texts=["a short gloss", "another text to classify"])
+    assert run.error is None and run.engine_replicas == 2 and "2 engine replicas" in run.mode
+    (level,) = run.levels
+    assert level.client.ok > 0 and level.failed_fraction == 0.0
+    assert level.mean_batch_size is not None and 1.0 <= level.mean_batch_size <= 4.0

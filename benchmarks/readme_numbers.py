@@ -206,35 +206,41 @@ def gateway_section() -> list[str]:
     return lines + frontend_cpu_lines()
 
 
+# each a before/after pair of commits (benchmarks/gateway_frontend_cpu.py), in order
+FRONTEND_CPU = ("benchmarks/results/gateway_frontend_cpu.json", "benchmarks/results/gateway_frontend_cpu_coalesce.json")
+
+
 def frontend_cpu_lines() -> list[str]:
-    """The HTTP workers' CPU per request before and after the front-end cuts (benchmarks/gateway_frontend_cpu.py)."""
-    path = "benchmarks/results/gateway_frontend_cpu.json"
-    result = _load(path)
-    if result is None:
-        return []
-    summary, versions = result["summary"], result["versions"]
-    parts = []
-    for k in (str(value) for value in result["texts_per_request"]):
-        unit = "request" if k == "1" else f"text ({k} texts a request)"
-        key = "workers_cpu_us_per_request" if k == "1" else "workers_cpu_us_per_text"
-        before, after = summary["baseline"][k], summary["head"][k]
-        parts.append(
-            f"{before[key + '_median']:g} -> {after[key + '_median']:g} us per {unit}"
-            + (
-                f" (rounds {before[key + '_range'][0]:g}-{before[key + '_range'][1]:g} vs "
-                f"{after[key + '_range'][0]:g}-{after[key + '_range'][1]:g})"
-                if key + "_range" in before
-                else ""
+    """The HTTP workers' CPU per request before and after each front-end cut (benchmarks/gateway_frontend_cpu.py)."""
+    lines: list[str] = []
+    for path in FRONTEND_CPU:
+        result = _load(path)
+        if result is None:
+            continue
+        summary, versions = result["summary"], result["versions"]
+        parts = []
+        for k in (str(value) for value in result["texts_per_request"]):
+            unit = "request" if k == "1" else f"text ({k} texts a request)"
+            key = "workers_cpu_us_per_request" if k == "1" else "workers_cpu_us_per_text"
+            before, after = summary["baseline"][k], summary["head"][k]
+            parts.append(
+                f"{before[key + '_median']:g} -> {after[key + '_median']:g} us per {unit}"
+                + (
+                    f" (rounds {before[key + '_range'][0]:g}-{before[key + '_range'][1]:g} vs "
+                    f"{after[key + '_range'][0]:g}-{after[key + '_range'][1]:g})"
+                    if key + "_range" in before
+                    else ""
+                )
             )
-        )
-    return [
-        "",
-        f"**HTTP workers' CPU** with an engine that costs nothing, git {versions['baseline'][:7]} -> "
-        f"{versions['head'][:7]} (`{path}`, {_machine(result['fingerprint'])}; medians of "
-        f"{len(result['rounds']['head'][str(result['texts_per_request'][0])])} alternating rounds): "
-        + "; ".join(parts)
-        + ".",
-    ]
+        lines += [
+            "",
+            f"**HTTP workers' CPU** with an engine that costs nothing, git {versions['baseline'][:7]} -> "
+            f"{versions['head'][:7]} (`{path}`, {_machine(result['fingerprint'])}; medians of "
+            f"{len(result['rounds']['head'][str(result['texts_per_request'][0])])} alternating rounds): "
+            + "; ".join(parts)
+            + ".",
+        ]
+    return lines
 
 
 def overload_section() -> list[str]:
@@ -578,31 +584,38 @@ def challenge_section() -> list[str]:
     return lines
 
 
-GATEWAY_LAYOUTS = "benchmarks/results/gpu/gateway-2026-12-01b"
+# sessions of gateway-layout runs on the GPU host after the ladder, in order
+GATEWAY_LAYOUTS = ("benchmarks/results/gpu/gateway-2026-12-01b", "benchmarks/results/gpu/gateway-2026-12-01c")
 
 
 def gateway_layout_lines() -> list[str]:
     """The GPU host's gateway layouts measured after the ladder (untrained weights of its final shapes)."""
-    runs: dict[tuple[int, int, int], list[dict[str, Any]]] = {}
-    fingerprint = None
-    for path in sorted(Path(GATEWAY_LAYOUTS).glob("gateway_*.json")):
-        result = json.loads(path.read_text())
-        fingerprint = result["fingerprint"]
-        for entry in result["runs"]:
-            runs.setdefault((entry["replicas"], entry["workers"], result["texts_per_request"]), []).append(entry["run"])
-    if not runs or fingerprint is None:
-        return []
-    parts = []
-    for (replicas, workers, texts), measured in sorted(runs.items()):
-        unit = "req/s" if texts == 1 else f"texts/s ({texts} texts a request)"
-        values = " / ".join(_num(run["texts_per_s"], 0) for run in measured if run["meets_sla"])
-        parts.append(f"{replicas} x {workers}: {values or 'none within the SLA'} {unit}")
-    return [
-        "",
-        f"Gateway layouts on the same host after that ladder (`{GATEWAY_LAYOUTS}/`, {_machine(fingerprint)}; "
-        "gateways x HTTP workers, the ladder's final shapes with untrained weights, one figure per run, within "
-        "the SLA): " + "; ".join(parts) + ".",
-    ]
+    lines: list[str] = []
+    for folder in GATEWAY_LAYOUTS:
+        runs: dict[tuple[int, int, int, int], list[dict[str, Any]]] = {}
+        fingerprint = None
+        for path in sorted(Path(folder).glob("gateway_*.json")):
+            result = json.loads(path.read_text())
+            fingerprint = result["fingerprint"]
+            for entry in result["runs"]:
+                engines = entry["run"].get("engine_replicas", 1)
+                key = (entry["replicas"], entry["workers"], engines, result["texts_per_request"])
+                runs.setdefault(key, []).append(entry["run"])
+        if not runs or fingerprint is None:
+            continue
+        parts = []
+        for (replicas, workers, engines, texts), measured in sorted(runs.items()):
+            unit = "req/s" if texts == 1 else f"texts/s ({texts} texts a request)"
+            values = " / ".join(_num(run["texts_per_s"], 0) for run in measured if run["meets_sla"])
+            layout = f"{replicas} x {workers}" + (f" x {engines} engines" if engines > 1 else "")
+            parts.append(f"{layout}: {values or 'none within the SLA'} {unit}")
+        lines += [
+            "",
+            f"Gateway layouts on the same kind of host after that ladder (`{folder}/`, {_machine(fingerprint)}; "
+            "gateways x HTTP workers, the ladder's final shapes with untrained weights, one figure per run, "
+            "within the SLA): " + "; ".join(parts) + ".",
+        ]
+    return lines
 
 
 def llm_section() -> list[str]:

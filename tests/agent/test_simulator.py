@@ -283,6 +283,18 @@ def test_work_beyond_the_cores_slows_what_starts_then() -> None:
     )
 
 
+def test_on_one_core_a_batch_and_a_loop_segment_share_it_while_both_run() -> None:
+    """Processor sharing: what runs beside a batch delays it by its own work, not by the batch's length."""
+    host = HostModel(cores=1, loop_in_s=0.001, loop_out_s=0.0)
+    one_by_one = with_host(fixed({1: 10.0}), host, max_wait_s=0.0, max_batch_size=1, preferred_batch_sizes=())
+    result = simulate(one_by_one, [(0.0, "premium"), (0.002, "standard")])
+    # A: loop 0-1 ms alone; its 10 ms batch from 1 ms, alone until 2 ms (1 ms done), then beside B's 1 ms loop
+    # segment, both at half speed until 4 ms (1 ms more): 8 ms left alone, done at 12 ms. B: queued at 4 ms,
+    # waits for the one slot until 12 ms, then 10 ms alone: 22 ms, 20 ms after its loop took it up at 2 ms.
+    got = [result.classes[name].gateway_latencies_s[0] * 1000 for name in ("premium", "standard")]
+    assert got == pytest.approx([12.0, 20.0])
+
+
 def test_contention_slows_work_in_proportion_to_what_runs_beside_it() -> None:
     lone = [(0.0, "premium")]
     quiet = HostModel(cores=2, loop_in_s=0.0, loop_out_s=0.0, contention=1.5)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -38,13 +39,15 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agent.capacity import ServiceCurve, curve_from_points
+from agent.frontend import FrontEndCpu, host_model
 from agent.simulator import GatewayModel, HostModel, batching_spec, class_specs, poisson_arrivals, simulate
 from harness.child_server import free_port, stop, wait_ready
 from harness.loadgen import LatencySummary, Stream, run_load
@@ -229,6 +232,8 @@ def serve(args: argparse.Namespace) -> None:
     from serving.app import create_app
     from serving.server import run_server
 
+    if args.gateway_core is not None:  # first: every thread the gateway starts (engine, executor) inherits it
+        os.sched_setaffinity(0, {args.gateway_core})
     settings = gateway_settings(args)
     run_server(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
 
@@ -251,8 +256,43 @@ def start_gateway(args: argparse.Namespace, model_dir: Path, port: int) -> subpr
         str(args.threads),
         "--max-len",
         str(args.max_len),
+        *([] if args.gateway_core is None else ["--gateway-core", str(args.gateway_core)]),
     ]
     return subprocess.Popen(command, env=dict(os.environ))
+
+
+@contextlib.contextmanager
+def on_cores(cores: set[int] | None) -> Iterator[None]:
+    """This thread (and the threads it starts) on `cores` meanwhile; None: where it was."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """--gateway-core: the gateway (and the engine calibrations) on that core, the load generator and the
+    contention hog on the others: a 1-core pod whose client is elsewhere, as the agent models pods."""
+
+    gateway: set[int]
+    client: set[int]
+
+    @classmethod
+    def of(cls, core: int | None) -> Pinning | None:
+        if core is None:
+            return None
+        mine = set(os.sched_getaffinity(0))
+        if core not in mine or len(mine) < 2:
+            raise SystemExit(
+                f"--gateway-core {core}: needs that core and at least one other in this process's affinity {sorted(mine)}"
+            )
+        return cls(gateway={core}, client=mine - {core})
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -314,9 +354,12 @@ def measure_contention(model_dir: Path, args: argparse.Namespace, blocks: int = 
     engine, codec, rows = served_engine(model_dir, args)
     rng = random.Random(2)
     timings: dict[bool, list[float]] = {False: [], True: []}
+    # pinned: the hog on the client's cores, the timed engine on the gateway's (the caller put it there)
+    pin = "" if args.pinning is None else f"import os; os.sched_setaffinity(0, {sorted(args.pinning.client)})\n"
+    spin = pin + "while True: pass"
     for block in range(2 * blocks):
         spinning = block % 2 == 1
-        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if spinning else None
+        hog = subprocess.Popen([sys.executable, "-c", spin]) if spinning else None
         try:
             if hog is not None:
                 time.sleep(0.05)  # the hog is running before the block is timed
@@ -372,12 +415,15 @@ def calibrate(
     The CPU per request (the loops, the hop) comes from single requests back to back, the busy host a load
     keeps; the latency left over (residuals) from single requests `gap_s` apart on average (the coming load's
     mean spacing; 0: the same back-to-back ones), which also pay for waking an idle host."""
-    points = calibrate_engine(model_dir, args, batching.max_batch_size)
-    contention = measure_contention(model_dir, args)
+    pinning: Pinning | None = args.pinning
+    with on_cores(None if pinning is None else pinning.gateway):  # the engine timed where the gateway runs it
+        points = calibrate_engine(model_dir, args, batching.max_batch_size)
+        contention = measure_contention(model_dir, args)
+    cores = None if pinning is None else pinning.gateway
     engine_before = engine_totals(url)
-    cpu_before = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
+    cpu_before = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(cores), time.monotonic())
     latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests))
-    cpu_after = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(), time.monotonic())
+    cpu_after = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(cores), time.monotonic())
     single = engine_delta(engine_before, engine_totals(url))
     if gap_s > 0:
         latencies, gateway_times = asyncio.run(measure_overhead(url, args.overhead_requests, gap_s))
@@ -399,20 +445,23 @@ def calibrate(
     loop_s = max(0.0, gateway_s / requests - single["engine_s_per_batch"])
     client_per_request = client_s / requests
     host = HostModel(
-        cores=float(os.cpu_count() or 1),
+        cores=float(os.cpu_count() or 1) if pinning is None else 1.0,
         loop_in_s=loop_s / 2,
         loop_out_s=loop_s / 2,
-        client_send_s=client_per_request / 2,
-        client_receive_s=client_per_request / 2,
+        # pinned, the client runs on other cores: it takes none of the gateway's
+        client_send_s=client_per_request / 2 if pinning is None else 0.0,
+        client_receive_s=client_per_request / 2 if pinning is None else 0.0,
         engine_cores=float(args.threads),
-        background_cores=max(0.0, (busy_s - gateway_s - client_s) / wall_s),
+        background_cores=max(0.0, (busy_s - gateway_s - (client_s if pinning is None else 0.0)) / wall_s),
         contention=contention,
         engine_gil_s=hop,  # the gateway's per-batch Python work: on the loop in the host model
         gil_switch_s=sys.getswitchinterval(),  # the engine's thread shares the loop's process (the default interval)
     )
     base = batching.max_wait_ms / 1000.0 + curve.p50(1)
     overhead = tuple(max(0.0, latency - base) for latency in latencies)
-    residual = tuple(max(0.0, value - loop_s - client_per_request) for value in overhead)
+    # pinned, the client is not in the host model (it runs on other cores): its time stays in the residual
+    modelled_client = client_per_request if pinning is None else 0.0
+    residual = tuple(max(0.0, value - loop_s - modelled_client) for value in overhead)
     # The gateway's own time on the same requests, less what the host model puts there (its loop, the batch
     # window, the engine and the hop): what is left (timers, scheduling) is sampled onto its time per row.
     gateway_residual = tuple(max(0.0, value - base - loop_s) for value in gateway_times)
@@ -488,12 +537,16 @@ def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str,
     }
 
 
-def host_busy_seconds() -> float:
-    """CPU seconds all the host's cores spent busy since boot (everything but idle and I/O wait)."""
+def host_busy_seconds(cores: set[int] | None = None) -> float:
+    """CPU seconds the host's cores (or only `cores`) spent busy since boot (everything but idle and I/O wait)."""
     import psutil
 
-    times = psutil.cpu_times()
-    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+    busy = ("user", "nice", "system", "irq", "softirq", "steal")
+    if cores is None:
+        times = psutil.cpu_times()
+        return sum(getattr(times, name, 0.0) for name in busy)
+    per_core = psutil.cpu_times(percpu=True)
+    return sum(getattr(per_core[core], name, 0.0) for core in cores for name in busy)
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -534,8 +587,10 @@ def compared(
     predicted: dict[str, dict[str, Any]],
     without_host: dict[str, dict[str, Any]],
     name: str,
+    agent_pod: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Measured vs predicted p50/p99 of one class (or ALL): the gateway's own time and end to end."""
+    """Measured vs predicted p50/p99 of one class (or ALL): the gateway's own time and end to end; with
+    `agent_pod`, also the gateway p99 the scaling node's own pod model predicts (agent.frontend.host_model)."""
     got = predicted.get(name, {})
     row: dict[str, Any] = {}
     for view, summary in (("gateway_", gateway), ("", end_to_end)):  # the gateway's own time; end to end
@@ -548,7 +603,12 @@ def compared(
             f"predicted_{view}p99_ms_seed_range": got.get(f"{view}p99_ms_seed_range"),
             f"relative_error_{view}p99": relative_error(got.get(f"{view}p99_ms"), measured_p99),
         }
-    return row | {"predicted_p99_ms_without_host": without_host.get(name, {}).get("p99_ms")}
+    row["predicted_p99_ms_without_host"] = without_host.get(name, {}).get("p99_ms")
+    if agent_pod is not None:
+        agent_p99 = agent_pod.get(name, {}).get("gateway_p99_ms")
+        row["predicted_gateway_p99_ms_agent_pod_model"] = agent_p99
+        row["relative_error_gateway_p99_agent_pod_model"] = relative_error(agent_p99, row["measured_gateway_p99_ms"])
+    return row
 
 
 def predict(model: GatewayModel, rate: float, *, duration_s: float, seeds: int) -> dict[str, dict[str, Any]]:
@@ -598,6 +658,10 @@ def main() -> None:
         target.add_argument("--deployment", default="textcls-premium", help="whose batching the gateway uses")
         target.add_argument("--threads", type=int, default=1, help="engine intra-op threads (the pod's 1 CPU)")
         target.add_argument("--max-len", type=int, default=64)
+        target.add_argument(
+            "--gateway-core", type=int, default=None,
+            help="pin the gateway to this core and the load generator to the others: a 1-core pod, client elsewhere",
+        )  # fmt: skip
     child.add_argument("--model-dir", type=Path, required=True)
     child.add_argument("--port", type=int, required=True)
     parser.add_argument("--hidden", type=int, default=256)
@@ -624,6 +688,9 @@ def main() -> None:
 
     params = load_params(args.params)
     batching = params.deployment(args.deployment).batching or params.serving.batching
+    args.pinning = Pinning.of(args.gateway_core)
+    if args.pinning is not None:  # this process (the load generator) off the gateway's core from now on
+        os.sched_setaffinity(0, args.pinning.client)
     load_before = load_average()
     started = time.monotonic()
     levels = [float(part) for part in args.loads.split(",")]
@@ -697,12 +764,26 @@ def main() -> None:
         )
         predicted = predict(model, rate, duration_s=args.sim_seconds, seeds=args.seeds)
         without_host = predict(engine_only, rate, duration_s=args.sim_seconds, seeds=args.seeds)
+        # What the scaling node simulates for a pod with this front-end CPU (agent/scaling.py): the curve, the
+        # loop's CPU split around the batch on the pod's cores, nothing else (no residuals, no interpreter lock)
+        host = calibration["host"]
+        front_end = FrontEndCpu(host.loop_in_s + host.loop_out_s, "this calibration", "single requests", ())
+        agent_pod = predict(
+            replace(
+                engine_only, overhead_s=(), host=host_model(front_end, cores=host.cores, engine_threads=args.threads)
+            ),
+            rate,
+            duration_s=args.sim_seconds,
+            seeds=args.seeds,
+        )
         curve = calibration["curve"]
         mu, sigma = curve.lognormal(max(1, round(in_load["mean_batch_size"])))
         expected_s = math.exp(mu + sigma**2 / 2)  # the calibrated lognormal's mean at the load's mean batch size
         slowdown = in_load["engine_s_per_batch"] / expected_s if expected_s > 0 and in_load["batches"] else None
         classes = {
-            stream.name: compared(stream.latency_ms, stream.gateway_latency_ms, predicted, without_host, stream.name)
+            stream.name: compared(
+                stream.latency_ms, stream.gateway_latency_ms, predicted, without_host, stream.name, agent_pod
+            )
             | {
                 "sent": stream.sent,
                 "ok": stream.ok,
@@ -716,7 +797,7 @@ def main() -> None:
             }
             for stream in report.streams
         }
-        pooled = compared(report.latency_ms, report.gateway_latency_ms, predicted, without_host, ALL)
+        pooled = compared(report.latency_ms, report.gateway_latency_ms, predicted, without_host, ALL, agent_pod)
         samples = sum(stream.latency_samples for stream in report.streams)
         client_saturated = cpu["client_cores_busy"] >= CLIENT_SATURATED_CORES
         late = [
@@ -753,6 +834,7 @@ def main() -> None:
                 f"{row['measured_gateway_p99_ms']} ms, predicted {row['predicted_gateway_p99_ms']} ms, error "
                 f"{row['relative_error_gateway_p99']}; end to end measured {row['measured_p99_ms']} ms, predicted "
                 f"{row['predicted_p99_ms']} ms, error {row['relative_error_p99']}"
+                + f"; agent pod model {row.get('predicted_gateway_p99_ms_agent_pod_model')} ms"
                 + ("" if name != ALL else f"; judged {judged} {pooled['not_judged_because'] or ''}")
             )
         rows.append(
@@ -783,6 +865,15 @@ def main() -> None:
             f"ONNX Runtime fp32, texts of 30-60 words (max_len {args.max_len} tokens)",
             "client": "harness.loadgen, open-loop Poisson per class, in the benchmark's process (its CPU is "
             "counted in each load's engine_during_load.host_cpu)",
+            "pinning": None
+            if args.pinning is None
+            else f"the gateway process (event loop, engine, executor threads) pinned to core {args.gateway_core}, the "
+            f"load generator and the contention hog to cores {sorted(args.pinning.client)}: a 1-core pod with its "
+            "client elsewhere; the engine calibrations run on the gateway's core, the host model has 1 core, no "
+            "client CPU on it, and that core's other busy time as background",
+            "agent_pod_model": "predicted_gateway_p99_ms_agent_pod_model: the scaling node's model of a pod "
+            "(agent.frontend.host_model: the calibrated curve, the loop's CPU per request split around the batch on "
+            "the pod's cores, no residual overheads, no interpreter-lock switch); reported, not judged",
             "mix": MIX,
             "duration_s_per_load": args.duration,
             "warmup_s": f"the first {min(WARMUP_S, args.duration / 10)} s of each load (measured) and of each "

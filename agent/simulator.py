@@ -28,10 +28,10 @@ does not run) on a virtual clock:
   the loop's process (`gil_switch_s`, the interpreter's switch interval), it needs the lock to start a batch
   too, and a busy loop keeps it until it has run everything queued (it then waits for I/O) or the switch
   interval forces it off: the batch starts after the loop drains, at most that late. Event loops are single-threaded:
-  each is a FIFO station of one server. The host's cores are shared: a loop segment or a batch that starts
-  while more work is running than there are cores (loops, the engine's threads, measured background load)
-  takes longer in proportion (processor sharing, sampled at the start), and work that runs beside other work
-  takes `contention` times longer (cores that share an SMT core, caches or a hypervisor slow each other
+  each is a FIFO station of one server. The host's cores are shared (processor sharing): while more work
+  runs than there are cores (loop segments, the engine's threads, measured background load) everything running
+  progresses slower in proportion, and a job's finish moves whenever another starts or ends; work that runs
+  beside other work takes `contention` times longer (cores that share an SMT core, caches or a hypervisor slow each other
   before they run out; measured with a core-hog beside the engine). Latency then runs from the client's
   send; the gateway's deadline timer starts when the request reaches its queue.
 

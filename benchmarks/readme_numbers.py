@@ -351,7 +351,8 @@ BATCH_TUNING = (
 )
 SIMULATOR_VALIDATION = (
     "benchmarks/results/simulator_validation.json",  # each load three times, interleaved, 30 s each
-    "benchmarks/results/simulator_validation_long_loads.json",  # 90 s loads
+    "benchmarks/results/simulator_validation_1core.json",  # the same loads, the gateway pinned to one core
+    "benchmarks/results/simulator_validation_long_loads.json",  # 90 s loads (an earlier simulator)
 )
 
 
@@ -377,12 +378,22 @@ def _simulator_line(path: str, result: dict[str, Any]) -> str:
             f"{load['offered_rps']:g} req/s: {pooled['measured_gateway_p99_ms']:.1f} / "
             f"{pooled['predicted_gateway_p99_ms']:.1f} ms ({pooled['relative_error_gateway_p99']:+.0%})"
         )
+        if pooled.get("predicted_gateway_p99_ms_agent_pod_model") is not None and result["method"].get("pinning"):
+            text += (
+                f", the scaling node's pod model {pooled['predicted_gateway_p99_ms_agent_pod_model']:.1f} ms "
+                f"({pooled['relative_error_gateway_p99_agent_pod_model']:+.0%})"
+            )
         loads.append(text if pooled["judged"] else f"{text}, not judged: the load generator fell behind")
     judged = [load["all"] for load in result["loads"] if load.get("all", {}).get("judged")]
     within = sum(bool(pooled["within_goal"]) for pooled in judged)
     worst = result.get("max_abs_relative_error_p99")
+    pinned = (
+        " a 1-core pod (the gateway pinned to one core, the load generator on the other):"
+        if result["method"].get("pinning")
+        else ""
+    )
     return (
-        f"`{path}` ({_machine(result['fingerprint'])}): "
+        f"`{path}` ({_machine(result['fingerprint'])}):{pinned} "
         + "; ".join(loads)
         + f" (within 15 % at {within} of {len(judged)} judged loads; largest error "
         + f"{_num(None if worst is None else 100 * worst, 0)} %)."

@@ -208,9 +208,9 @@ def _front_end_risk(inputs: ScalingInputs) -> str:
     )
     if inputs.pod_cores < inputs.engine_threads + 1:
         risk += (
-            f"; the event loop and the engine share {inputs.pod_cores:g} core(s), and the simulator slows a batch that "
-            "starts while the loop is busy (or a loop step that starts during a batch) for its whole length "
-            "(processor sharing sampled at the start), so the capacity above leans pessimistic"
+            f"; the event loop and the engine share {inputs.pod_cores:g} core(s), which the simulator models as "
+            "processor sharing (checked against a gateway pinned to one core: "
+            "benchmarks/results/simulator_validation_1core.json, where it mostly predicted the p99 low)"
         )
     return risk
 

@@ -352,7 +352,8 @@ BATCH_TUNING = (
 SIMULATOR_VALIDATION = (
     "benchmarks/results/simulator_validation.json",  # each load three times, interleaved, 30 s each
     "benchmarks/results/simulator_validation_1core.json",  # the same loads, the gateway pinned to one core
-    "benchmarks/results/simulator_validation_long_loads.json",  # 90 s loads (an earlier simulator)
+    "benchmarks/results/simulator_trials-2026-12-02/simulator_validation_a.json",  # the run before, same code
+    "benchmarks/results/simulator_trials-2026-12-02/simulator_validation_1core_a.json",
 )
 
 

@@ -238,7 +238,10 @@ def serve(args: argparse.Namespace) -> None:
     run_server(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
 
 
-def start_gateway(args: argparse.Namespace, model_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_gateway(
+    args: argparse.Namespace, model_dir: Path, port: int, gateway_core: int | None = None
+) -> subprocess.Popen[bytes]:
+    """The gateway under test in its own process (`serve`); `gateway_core`: pinned to that core."""
     command = [
         sys.executable,
         "-m",
@@ -256,7 +259,7 @@ def start_gateway(args: argparse.Namespace, model_dir: Path, port: int) -> subpr
         str(args.threads),
         "--max-len",
         str(args.max_len),
-        *([] if args.gateway_core is None else ["--gateway-core", str(args.gateway_core)]),
+        *([] if gateway_core is None else ["--gateway-core", str(gateway_core)]),
     ]
     return subprocess.Popen(command, env=dict(os.environ))
 
@@ -701,7 +704,7 @@ def main() -> None:
         )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        gateway = start_gateway(args, model_dir, port)
+        gateway = start_gateway(args, model_dir, port, args.gateway_core)
         try:
             wait_ready(gateway, f"{url}/v2/health/ready", timeout_s=120.0)
             # The rates: fractions of the engine's capacity at max batch, from a first calibration.

@@ -351,14 +351,16 @@ def calibrate_engine(model_dir: Path, args: argparse.Namespace, max_batch: int) 
     return points
 
 
-def measure_contention(model_dir: Path, args: argparse.Namespace, blocks: int = 4, block_s: float = 0.5) -> float:
+def measure_contention(
+    model_dir: Path, args: argparse.Namespace, pinning: Pinning | None = None, blocks: int = 4, block_s: float = 0.5
+) -> float:
     """How much slower batch-1 inference runs while one other core-hog runs on the host (another process
     spinning): the cores' sharing penalty (SMT siblings, caches, the hypervisor), in alternating blocks."""
     engine, codec, rows = served_engine(model_dir, args)
     rng = random.Random(2)
     timings: dict[bool, list[float]] = {False: [], True: []}
     # pinned: the hog on the client's cores, the timed engine on the gateway's (the caller put it there)
-    pin = "" if args.pinning is None else f"import os; os.sched_setaffinity(0, {sorted(args.pinning.client)})\n"
+    pin = "" if pinning is None else f"import os; os.sched_setaffinity(0, {sorted(pinning.client)})\n"
     spin = pin + "while True: pass"
     for block in range(2 * blocks):
         spinning = block % 2 == 1
@@ -411,17 +413,22 @@ async def measure_overhead(url: str, count: int, gap_s: float = 0.0) -> tuple[li
 
 
 def calibrate(
-    model_dir: Path, url: str, args: argparse.Namespace, batching: Any, gateway_pid: int, gap_s: float = 0.0
+    model_dir: Path,
+    url: str,
+    args: argparse.Namespace,
+    batching: Any,
+    gateway_pid: int,
+    pinning: Pinning | None = None,
+    gap_s: float = 0.0,
 ) -> dict[str, Any]:
     """The engine curve, the host's CPU per request and the per-request overhead left over, measured now.
 
     The CPU per request (the loops, the hop) comes from single requests back to back, the busy host a load
     keeps; the latency left over (residuals) from single requests `gap_s` apart on average (the coming load's
     mean spacing; 0: the same back-to-back ones), which also pay for waking an idle host."""
-    pinning: Pinning | None = args.pinning
     with on_cores(None if pinning is None else pinning.gateway):  # the engine timed where the gateway runs it
         points = calibrate_engine(model_dir, args, batching.max_batch_size)
-        contention = measure_contention(model_dir, args)
+        contention = measure_contention(model_dir, args, pinning)
     cores = None if pinning is None else pinning.gateway
     engine_before = engine_totals(url)
     cpu_before = (cpu_seconds(gateway_pid), cpu_seconds(), host_busy_seconds(cores), time.monotonic())
@@ -691,9 +698,9 @@ def main() -> None:
 
     params = load_params(args.params)
     batching = params.deployment(args.deployment).batching or params.serving.batching
-    args.pinning = Pinning.of(args.gateway_core)
-    if args.pinning is not None:  # this process (the load generator) off the gateway's core from now on
-        os.sched_setaffinity(0, args.pinning.client)
+    pinning = Pinning.of(args.gateway_core)
+    if pinning is not None:  # this process (the load generator) off the gateway's core from now on
+        os.sched_setaffinity(0, pinning.client)
     load_before = load_average()
     started = time.monotonic()
     levels = [float(part) for part in args.loads.split(",")]
@@ -708,12 +715,12 @@ def main() -> None:
         try:
             wait_ready(gateway, f"{url}/v2/health/ready", timeout_s=120.0)
             # The rates: fractions of the engine's capacity at max batch, from a first calibration.
-            first = calibrate(model_dir, url, args, batching, gateway.pid)
+            first = calibrate(model_dir, url, args, batching, gateway.pid, pinning)
             capacity = first["curve"].throughput(batching.max_batch_size)
             for index, level in enumerate(levels):
                 rate = round(capacity * level, 1)
                 # just before this load, its single requests spaced like its arrivals (1 / rate apart on average)
-                calibration = calibrate(model_dir, url, args, batching, gateway.pid, gap_s=1.0 / rate)
+                calibration = calibrate(model_dir, url, args, batching, gateway.pid, pinning, gap_s=1.0 / rate)
                 streams = [
                     Stream(
                         name=name,
@@ -869,9 +876,9 @@ def main() -> None:
             "client": "harness.loadgen, open-loop Poisson per class, in the benchmark's process (its CPU is "
             "counted in each load's engine_during_load.host_cpu)",
             "pinning": None
-            if args.pinning is None
+            if pinning is None
             else f"the gateway process (event loop, engine, executor threads) pinned to core {args.gateway_core}, the "
-            f"load generator and the contention hog to cores {sorted(args.pinning.client)}: a 1-core pod with its "
+            f"load generator and the contention hog to cores {sorted(pinning.client)}: a 1-core pod with its "
             "client elsewhere; the engine calibrations run on the gateway's core, the host model has 1 core, no "
             "client CPU on it, and that core's other busy time as background",
             "agent_pod_model": "predicted_gateway_p99_ms_agent_pod_model: the scaling node's model of a pod "

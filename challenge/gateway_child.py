@@ -16,12 +16,15 @@ import argparse
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from challenge.engines import EngineSpec
 from infopt.params import BatchingParams, ServingParams, SlaClass, Tenant
+
+if TYPE_CHECKING:
+    from infopt.engines.base import Engine
 
 API_KEY = "challenge-load-key"
 TENANT = "challenge"
@@ -81,7 +84,7 @@ def settings_of(spec: GatewaySpec, port: int):  # -> serving.settings.GatewaySet
     )
 
 
-def engines_for(spec: GatewaySpec) -> list[Any]:
+def engines_for(spec: GatewaySpec) -> list[Engine]:
     """serving.engine_replicas engines of the step's spec behind the one queue: the batcher runs a batch on each
     free one, so one replica's host work (packing, copies, launches, reading back) overlaps another's GPU time."""
     from challenge.engines import build_engine
